@@ -1,0 +1,45 @@
+"""trio_ws: WebSocket server and client for Trio (RFC 6455)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .client import connect
+from .connection import Message, WebSocket
+from .exceptions import (
+    CloseCode,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidURI,
+    PayloadTooBig,
+    ProtocolError,
+    WebSocketError,
+)
+from .http import Headers, Request, Response
+from .protocol import State
+from .server import WebSocketServer, open_server, serve
+
+__all__ = [
+    "CloseCode",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "Headers",
+    "InvalidHandshake",
+    "InvalidURI",
+    "Message",
+    "PayloadTooBig",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "State",
+    "WebSocket",
+    "WebSocketError",
+    "WebSocketServer",
+    "__version__",
+    "connect",
+    "open_server",
+    "serve",
+]

@@ -1,0 +1,527 @@
+"""`WebSocket`: one WebSocket connection over one `trio.abc.Stream`.
+
+Four background tasks share the connection's nursery with the code that uses it:
+the reader (parses frames, answers pings, fills the message queue), the writer (flushes
+the protocol's output buffer, batching everything queued into one `send_all`), the
+closer (finishes the closing handshake and closes the TCP connection, bounded by
+`close_timeout`) and the keepalive pinger. None of them ever raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Union
+
+import trio
+
+from .exceptions import CloseCode, ConnectionClosed, ConnectionClosedOK
+from .http import Headers, Request, Response
+from .protocol import Data, Pong, Protocol, Role, State
+from .tasks import open_nursery_unwrapped
+
+__all__ = ["WebSocket", "Message"]
+
+#: What `recv()` returns: `str` for a text message, `bytes` for a binary one.
+Message = Union[str, bytes]
+
+_RECEIVE_SIZE = 2**16
+_CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class _ConnectionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Puts the connection id and remote address on every record."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs.setdefault("extra", {}).update(extra)
+        return f"[{extra['websocket']} {extra['remote_address']}] {msg}", kwargs
+
+
+class WebSocket:
+    """An open WebSocket connection, on the server or the client side.
+
+    Made by `serve` (passed to the handler) and by `connect`; not built by users.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Protocol,
+        *,
+        request: Request,
+        response: Response,
+        initial_data: bytes = b"",
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        close_timeout: float = 10,
+        max_queue: int | None = 16,
+        write_limit: int = 2**16,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._stream = stream
+        self._proto = protocol
+        #: A unique id, handy in logs.
+        self.id = uuid.uuid4()
+        self.request = request
+        self.response = response
+        self.subprotocol: str | None = response.headers.get("Sec-WebSocket-Protocol")
+        #: Round-trip time of the last keepalive ping, in seconds (0 until one completes).
+        self.latency = 0.0
+        self._initial_data = initial_data
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
+        self._max_queue = sys.maxsize if max_queue is None else max_queue
+        self._write_limit = write_limit
+        sock = _socket_of(stream)
+        self.remote_address: Any = _address(sock, "getpeername")
+        self.local_address: Any = _address(sock, "getsockname")
+        self.logger = _ConnectionLogger(
+            logger or logging.getLogger("trio_ws"),
+            {"websocket": str(self.id)[:8], "remote_address": self.remote_address},
+        )
+
+        self._messages: deque[Message] = deque()
+        self._message_lot = trio.lowlevel.ParkingLot()  # recv() waiting for a message
+        self._read_lot = trio.lowlevel.ParkingLot()  # reader waiting for queue room
+        self._write_lot = trio.lowlevel.ParkingLot()  # writer waiting for output
+        self._drain_lot = trio.lowlevel.ParkingLot()  # send() waiting for buffer room
+        self._fragment_lot = trio.lowlevel.ParkingLot()  # send() waiting for a fragmented send
+        self._fragmenting = False
+        self._in_flight = 0  # bytes handed to send_all and not yet accepted
+        self._write_failed = False
+        self._writer_stop = False
+        self._pings: dict[bytes, list[Any]] = {}  # payload -> [sent at, Event, rtt]
+        self._protocol_closed = trio.Event()
+        self._reader_done = trio.Event()
+        self._closed = trio.Event()
+        self._abort = False
+        self._keepalive_scope = trio.CancelScope()
+
+    # ---- attributes -------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The request target, query string included."""
+        return self.request.path
+
+    @property
+    def request_headers(self) -> Headers:
+        """Headers of the opening handshake request."""
+        return self.request.headers
+
+    @property
+    def response_headers(self) -> Headers:
+        """Headers of the opening handshake response."""
+        return self.response.headers
+
+    @property
+    def state(self) -> State:
+        """OPEN, CLOSING while the close handshake or TCP close runs, then CLOSED."""
+        if self._closed.is_set():
+            return State.CLOSED
+        state = self._proto.state
+        return State.CLOSING if state is State.CLOSED else state
+
+    @property
+    def close_code(self) -> int | None:
+        """How the connection ended: the code received, or sent on failure, or 1006."""
+        return self._proto.close_code if self._proto.state is State.CLOSED else None
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason that goes with `close_code`."""
+        return self._proto.close_reason if self._proto.state is State.CLOSED else None
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.id} {self.remote_address} {self.state.name}>"
+
+    # ---- receiving --------------------------------------------------------------------
+
+    async def recv(self) -> Message:
+        """The next message: `str` for text, `bytes` for binary.
+
+        Raises `ConnectionClosedOK` or `ConnectionClosedError` once the connection is
+        closed and every message received before that has been returned. Safe to cancel:
+        a cancelled `recv()` takes no message from the queue.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        messages = self._messages
+        while not messages:
+            if self._proto.state is State.CLOSED:
+                raise self._closed_exception()
+            await self._message_lot.park()
+        message = messages.popleft()
+        if len(messages) < self._max_queue:
+            self._read_lot.unpark_all()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> Message:
+        """Messages until the connection closes normally; an abnormal close raises."""
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    # ---- sending ----------------------------------------------------------------------
+
+    async def send(
+        self,
+        message: Data | Iterable[Data] | AsyncIterable[Data],
+    ) -> None:
+        """Send a message: `str` as text, bytes-like as binary.
+
+        An iterable or async iterable of str (or of bytes-like) is sent as one fragmented
+        message, a frame per item. Waits while more than `write_limit` bytes are waiting
+        for the network. Safe to cancel: a cancelled send of a single message sends
+        nothing; a fragmented send interrupted midway fails the connection with 1011,
+        because the message can no longer be completed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if isinstance(message, (str, bytes, bytearray, memoryview)):
+            while self._fragmenting:
+                await self._fragment_lot.park()
+            await self._wait_for_buffer_room()
+            self._queue(message, True)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        elif isinstance(message, Mapping):
+            raise TypeError("cannot send a mapping; serialize it first, e.g. with json.dumps")
+        elif isinstance(message, (Iterable, AsyncIterable)):
+            await self._send_fragmented(message)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
+
+    async def _send_fragmented(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
+        while self._fragmenting:
+            await self._fragment_lot.park()
+        self._fragmenting = True
+        started = False
+        try:
+            previous: Data | None = None
+            async for fragment in _aiter(fragments):
+                if not isinstance(fragment, (str, bytes, bytearray, memoryview)):
+                    raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
+                if previous is not None:
+                    await self._wait_for_buffer_room()
+                    self._queue(previous, False)
+                    started = True
+                previous = fragment
+            if previous is not None:
+                await self._wait_for_buffer_room()
+                self._queue(previous, True)
+        except BaseException:
+            if started and self._proto.state is State.OPEN:
+                self.logger.error("fragmented send interrupted; failing the connection")
+                self._proto.fail(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
+                self._after_protocol()
+            raise
+        finally:
+            self._fragmenting = False
+            self._fragment_lot.unpark_all()
+        await trio.lowlevel.checkpoint()
+
+    async def _wait_for_buffer_room(self) -> None:
+        while (
+            self._proto.bytes_to_send + self._in_flight > self._write_limit
+            and self._proto.state is State.OPEN
+        ):
+            await self._drain_lot.park()
+
+    def _queue(self, data: Data, fin: bool) -> None:
+        if self._proto.state is not State.OPEN:
+            raise self._closed_exception()
+        self._proto.send(data, fin=fin)
+        self._write_lot.unpark_all()
+
+    async def ping(self, data: bytes | str | None = None) -> float:
+        """Send a ping and wait for its pong; return the round-trip time in seconds.
+
+        Without `data` a random payload is used. Wrap in `trio.move_on_after` for a
+        timeout. Raises `ConnectionClosed` if the connection closes first.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if data is None:
+            payload = os.urandom(4)
+            while payload in self._pings:
+                payload = os.urandom(4)
+        else:
+            payload = data.encode() if isinstance(data, str) else bytes(data)
+            if payload in self._pings:
+                raise ValueError("already waiting for a pong with this payload")
+        if self._proto.state is not State.OPEN:
+            raise self._closed_exception()
+        self._proto.send_ping(payload)
+        self._write_lot.unpark_all()
+        waiter: list[Any] = [trio.current_time(), trio.Event(), None]
+        self._pings[payload] = waiter
+        try:
+            await waiter[1].wait()
+        finally:
+            self._pings.pop(payload, None)
+        if waiter[2] is None:
+            raise self._closed_exception()
+        rtt: float = waiter[2]
+        return rtt
+
+    async def pong(self, data: bytes | str = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat); pings are answered for you."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._proto.state is not State.OPEN:
+            raise self._closed_exception()
+        self._proto.send_pong(data.encode() if isinstance(data, str) else bytes(data))
+        self._write_lot.unpark_all()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # ---- closing ----------------------------------------------------------------------
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Run the closing handshake and close the TCP connection.
+
+        Returns once the connection is closed, at most about `close_timeout` later (twice
+        that if the peer neither answers nor closes). Never raises `ConnectionClosed`.
+        """
+        if self._proto.state is State.OPEN:
+            self._proto.send_close(code, reason)
+            self._after_protocol()
+            self._read_lot.unpark_all()  # the reader must see the peer's close frame
+            with trio.move_on_after(self._close_timeout):
+                await self._protocol_closed.wait()
+            if not self._protocol_closed.is_set():
+                self.logger.info("no close frame from the peer within %ss", self._close_timeout)
+                self._abort = True
+                self._proto.receive_eof()
+                self._after_protocol()
+        await self._closed.wait()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed, by either side."""
+        await self._closed.wait()
+
+    def _closed_exception(self) -> ConnectionClosed:
+        proto = self._proto
+        if proto.state is not State.CLOSED and proto.close_sent is not None:
+            return ConnectionClosed.for_code(proto.close_sent.code, proto.close_sent.reason)
+        return ConnectionClosed.for_code(proto.close_code, proto.close_reason)
+
+    # ---- background tasks -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        """Run the background tasks around the body; close the connection on the way out.
+
+        A normal exit closes with 1000, an exception with 1011, and a cancellation (or
+        KeyboardInterrupt) drops the TCP connection at once.
+        """
+        try:
+            async with open_nursery_unwrapped() as nursery:
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._closer)
+                nursery.start_soon(self._keepalive)
+                try:
+                    yield
+                except ConnectionClosed:
+                    await self.close()
+                    raise
+                except Exception:
+                    await self.close(CloseCode.INTERNAL_ERROR, "internal error")
+                    raise
+                else:
+                    await self.close()
+        finally:
+            if not self._closed.is_set():
+                self._abort_now()
+                await trio.aclose_forcefully(self._stream)
+                self._set_closed()
+
+    def _abort_now(self) -> None:
+        self._abort = True
+        self._proto.receive_eof()
+        self._after_protocol()
+
+    async def _reader(self) -> None:
+        stream = self._stream
+        proto = self._proto
+        try:
+            if self._initial_data:
+                self._receive(self._initial_data)
+            while True:
+                if proto.state is State.OPEN and len(self._messages) >= self._max_queue:
+                    await self._read_lot.park()
+                    continue
+                try:
+                    data = await stream.receive_some(_RECEIVE_SIZE)
+                except _CLOSED_STREAM_ERRORS:
+                    break
+                if not data:
+                    break
+                self._receive(data)
+        finally:
+            if proto.state is not State.CLOSED:
+                self.logger.debug("TCP connection lost without a close frame")
+                proto.receive_eof()
+            self._reader_done.set()
+            self._after_protocol()
+
+    def _receive(self, data: bytes) -> None:
+        proto = self._proto
+        events = proto.receive_data(data)
+        if events:
+            messages = self._messages
+            got_message = False
+            for event in events:
+                kind = type(event)
+                if kind is str or kind is bytes:
+                    if proto.state is State.OPEN or len(messages) < self._max_queue:
+                        messages.append(event)  # type: ignore[arg-type]
+                        got_message = True
+                elif kind is Pong:
+                    self._pong_received(event.payload)  # type: ignore[union-attr]
+            if got_message:
+                self._message_lot.unpark_all()
+        self._after_protocol()
+
+    def _pong_received(self, payload: bytes) -> None:
+        """A pong acknowledges its ping and every ping sent before it (RFC 6455 5.5.3)."""
+        if payload not in self._pings:
+            return
+        now = trio.current_time()
+        for key, waiter in list(self._pings.items()):
+            waiter[2] = now - waiter[0]
+            waiter[1].set()
+            del self._pings[key]
+            if key == payload:
+                break
+
+    def _after_protocol(self) -> None:
+        """Wake whoever a protocol call may concern: the writer, and all on a close."""
+        if self._proto.bytes_to_send:
+            self._write_lot.unpark_all()
+        if self._proto.state is State.CLOSED and not self._protocol_closed.is_set():
+            self._protocol_closed.set()
+            self._message_lot.unpark_all()
+            self._drain_lot.unpark_all()
+            self._read_lot.unpark_all()
+            for waiter in self._pings.values():
+                waiter[1].set()
+
+    async def _writer(self) -> None:
+        stream = self._stream
+        proto = self._proto
+        while True:
+            if proto.bytes_to_send and not self._write_failed:
+                data = proto.data_to_send()
+                self._in_flight = len(data)
+                try:
+                    await stream.send_all(data)
+                except _CLOSED_STREAM_ERRORS:
+                    self._write_failed = True
+                    if proto.state is not State.CLOSED:
+                        self.logger.debug("TCP connection lost while sending")
+                        proto.receive_eof()
+                        self._after_protocol()
+                finally:
+                    self._in_flight = 0
+                self._drain_lot.unpark_all()
+                continue
+            if self._writer_stop:
+                return
+            self._drain_lot.unpark_all()
+            await self._write_lot.park()
+
+    async def _wait_flushed(self) -> None:
+        while (self._proto.bytes_to_send or self._in_flight) and not self._write_failed:
+            await self._drain_lot.park()
+
+    async def _closer(self) -> None:
+        """Once the protocol is closed: flush, close TCP the polite way, then mark closed."""
+        await self._protocol_closed.wait()
+        stream = self._stream
+        if not self._abort:
+            with trio.move_on_after(self._close_timeout):
+                await self._wait_flushed()
+                # The server closes TCP first (RFC 6455 7.1.1), and so does a side that
+                # failed the connection. Half-closing, then reading to EOF, avoids a RST
+                # that could destroy the close frame before the peer reads it.
+                if (self._proto.role is Role.SERVER or self._proto.failure is not None) and isinstance(
+                    stream, trio.abc.HalfCloseableStream
+                ):
+                    try:
+                        await stream.send_eof()
+                    except (*_CLOSED_STREAM_ERRORS, trio.BusyResourceError, OSError):
+                        pass
+                await self._reader_done.wait()
+        self._writer_stop = True
+        self._write_lot.unpark_all()
+        if self._abort:
+            await trio.aclose_forcefully(stream)
+        else:
+            with trio.move_on_after(self._close_timeout):
+                await stream.aclose()  # a cancelled aclose still closes, forcefully
+        self._set_closed()
+
+    def _set_closed(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._keepalive_scope.cancel()
+        self._message_lot.unpark_all()
+        self._drain_lot.unpark_all()
+        self._read_lot.unpark_all()
+        self._write_lot.unpark_all()
+        self.logger.debug("connection closed: %s", self._closed_exception())
+
+    async def _keepalive(self) -> None:
+        if self._ping_interval is None:
+            return
+        timeout = float("inf") if self._ping_timeout is None else self._ping_timeout
+        with self._keepalive_scope:
+            while True:
+                await trio.sleep(self._ping_interval)
+                with trio.move_on_after(timeout):
+                    try:
+                        self.latency = await self.ping()
+                    except ConnectionClosed:
+                        return
+                    continue
+                self.logger.info("no pong within %ss; closing the connection", timeout)
+                self._proto.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                self._after_protocol()
+                return
+
+
+async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
+    """Iterate a sync or async iterable the same way."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _socket_of(stream: trio.abc.Stream) -> Any:
+    """The socket under a SocketStream, an SSLStream over one, or None."""
+    while not hasattr(stream, "socket"):
+        inner = getattr(stream, "transport_stream", None)
+        if inner is None:
+            return None
+        stream = inner
+    return getattr(stream, "socket", None)
+
+
+def _address(sock: Any, method: str) -> Any:
+    try:
+        return getattr(sock, method)()
+    except (AttributeError, OSError):
+        return None

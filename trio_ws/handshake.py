@@ -1,0 +1,322 @@
+"""The opening handshake (RFC 6455 section 4) over h11, for both roles. Sans-I/O, no trio."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import h11
+
+from .exceptions import InvalidHandshake
+from .http import Headers, HeadersLike, Request, Response
+from .uri import WebSocketURI
+
+__all__ = [
+    "MAX_HANDSHAKE_SIZE",
+    "RejectHandshake",
+    "ServerHandshake",
+    "ClientHandshake",
+    "accept_key",
+]
+
+#: Cap on the bytes of a request or response head; past it the peer gets 431 or an error.
+MAX_HANDSHAKE_SIZE = 16 * 1024
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+SelectSubprotocol = Callable[[Sequence[str]], "str | None"]
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept value that answers a Sec-WebSocket-Key."""
+    digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _tokens(headers: Headers, name: str) -> list[str]:
+    """The comma-separated tokens of every `name` field, stripped and non-empty."""
+    return [t.strip() for v in headers.get_all(name) for t in v.split(",") if t.strip()]
+
+
+def _to_headers(raw: Any) -> Headers:
+    """h11's header list (bytes pairs, original spelling) as our `Headers`."""
+    return Headers([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw.raw_items()])
+
+
+def _to_h11(headers: Headers) -> list[tuple[bytes, bytes]]:
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers.raw_items()]
+
+
+class RejectHandshake(Exception):
+    """The server answers the request with `response` instead of upgrading."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status, response.body)
+        self.response = response
+
+
+def _reject(status: int, why: str, headers: HeadersLike = ()) -> RejectHandshake:
+    return RejectHandshake(Response(status, headers, f"Failed to open a WebSocket connection: {why}.\n"))
+
+
+class ServerHandshake:
+    """Reads one HTTP request and writes the answer: a 101 upgrade or a plain response."""
+
+    def __init__(
+        self,
+        *,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
+        origins: Sequence[str | None] | None = None,
+        server_header: str | None = None,
+        extra_headers: HeadersLike | None = None,
+        max_size: int = MAX_HANDSHAKE_SIZE,
+    ) -> None:
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
+        self._subprotocols = list(subprotocols or ())
+        self._select_subprotocol = select_subprotocol
+        self._origins = None if origins is None else list(origins)
+        self._server_header = server_header
+        self._extra_headers = Headers(extra_headers or ())
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the client; b"" means it closed its side."""
+        self._h11.receive_data(data)
+
+    def next_request(self, remote_address: Any = None) -> Request | None:
+        """The request once its head is complete, else None; EOFError if the client left.
+
+        Raises `RejectHandshake` with a 400 (or 431 for an oversized head) for bytes
+        that are not HTTP/1.1.
+        """
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            why = "request head too large" if status == 431 else f"invalid HTTP request ({exc})"
+            raise _reject(status, why) from exc
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Request):
+            return Request(
+                path=event.target.decode("latin-1"),
+                headers=_to_headers(event.headers),
+                remote_address=remote_address,
+                method=event.method.decode("latin-1"),
+            )
+        raise EOFError("connection closed before a complete HTTP request")
+
+    def accept(self, request: Request) -> Response:
+        """The 101 response for a valid upgrade request; `RejectHandshake` otherwise."""
+        headers = request.headers
+        if "websocket" not in [t.lower() for t in _tokens(headers, "Upgrade")]:
+            raise _reject(
+                400,
+                "this is a WebSocket endpoint and the request is not an upgrade "
+                "(expected the header Upgrade: websocket)",
+            )
+        if "upgrade" not in [t.lower() for t in _tokens(headers, "Connection")]:
+            raise _reject(400, "expected the header Connection: Upgrade")
+        if request.method != "GET":
+            raise _reject(400, f"the upgrade must be a GET request, not {request.method}")
+        versions = headers.get_all("Sec-WebSocket-Version")
+        if versions != ["13"]:
+            raise _reject(
+                426,
+                f"unsupported Sec-WebSocket-Version {', '.join(versions) or '(missing)'}; "
+                "this server speaks version 13",
+                {"Sec-WebSocket-Version": "13"},
+            )
+        keys = headers.get_all("Sec-WebSocket-Key")
+        if len(keys) != 1 or not _is_valid_key(keys[0]):
+            raise _reject(400, "missing or invalid Sec-WebSocket-Key header")
+        if self._origins is not None:
+            origin = headers.get("Origin")
+            if origin not in self._origins:
+                raise _reject(403, f"origin {origin or '(none)'} is not allowed")
+        response_headers = Headers(
+            {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Accept": accept_key(keys[0]),
+            }
+        )
+        subprotocol = self._negotiate_subprotocol(_tokens(headers, "Sec-WebSocket-Protocol"))
+        if subprotocol is not None:
+            response_headers["Sec-WebSocket-Protocol"] = subprotocol
+        if self._server_header is not None:
+            response_headers["Server"] = self._server_header
+        response_headers.update_from(self._extra_headers)
+        return Response(101, response_headers)
+
+    def _negotiate_subprotocol(self, offered: list[str]) -> str | None:
+        if self._select_subprotocol is not None:
+            return self._select_subprotocol(offered)
+        if not offered or not self._subprotocols:
+            return None
+        for subprotocol in self._subprotocols:
+            if subprotocol in offered:
+                return subprotocol
+        raise _reject(
+            400,
+            f"no supported subprotocol among {', '.join(offered)}; "
+            f"this server supports {', '.join(self._subprotocols)}",
+        )
+
+    def send_response(self, response: Response) -> bytes:
+        """Serialize `response`; any status but 101 carries its body and closes."""
+        headers = response.headers.copy()
+        if response.status == 101:
+            return self._h11.send(h11.InformationalResponse(status_code=101, headers=_to_h11(headers))) or b""
+        if self._server_header is not None and "Server" not in headers:
+            headers["Server"] = self._server_header
+        if "Content-Length" not in headers:
+            headers["Content-Length"] = str(len(response.body))
+        if response.body and "Content-Type" not in headers:
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+        if "Connection" not in headers:
+            headers["Connection"] = "close"
+        if self._h11.their_state is not h11.SEND_BODY and self._h11.their_state is not h11.DONE:
+            # The request head never completed (e.g. it was malformed): answer without h11.
+            return _raw_response(response.status, response.reason, headers, response.body)
+        out = self._h11.send(
+            h11.Response(status_code=response.status, headers=_to_h11(headers), reason=response.reason.encode())
+        ) or b""
+        out += self._h11.send(h11.Data(data=response.body)) or b""
+        out += self._h11.send(h11.EndOfMessage()) or b""
+        return out
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes the client sent after its request head: the first WebSocket frames."""
+        return bytes(self._h11.trailing_data[0])
+
+
+def _raw_response(status: int, reason: str, headers: Headers, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers.raw_items())
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def _is_valid_key(key: str) -> bool:
+    try:
+        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError):
+        return False
+
+
+class ClientHandshake:
+    """Writes the upgrade request and checks the server's answer."""
+
+    def __init__(
+        self,
+        uri: WebSocketURI,
+        *,
+        subprotocols: Sequence[str] | None = None,
+        extra_headers: HeadersLike | None = None,
+        origin: str | None = None,
+        user_agent: str | None = None,
+        max_size: int = MAX_HANDSHAKE_SIZE,
+    ) -> None:
+        self._uri = uri
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_size)
+        self._max_body = max_size
+        self._subprotocols = list(subprotocols or ())
+        self.key = base64.b64encode(os.urandom(16)).decode("ascii")
+        headers = Headers({"Host": uri.host_header})
+        headers.update_from(
+            {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Key": self.key,
+                "Sec-WebSocket-Version": "13",
+            }
+        )
+        if uri.user_info is not None:
+            credentials = base64.b64encode(":".join(uri.user_info).encode()).decode()
+            headers["Authorization"] = f"Basic {credentials}"
+        if origin is not None:
+            headers["Origin"] = origin
+        if self._subprotocols:
+            headers["Sec-WebSocket-Protocol"] = ", ".join(self._subprotocols)
+        if user_agent is not None:
+            headers["User-Agent"] = user_agent
+        headers.update_from(extra_headers or ())
+        self.request = Request(path=uri.resource, headers=headers)
+        self.response: Response | None = None
+        self._rejection: tuple[int, Headers] | None = None
+        self._body = bytearray()
+        #: The subprotocol the server chose, if any.
+        self.subprotocol: str | None = None
+
+    def request_bytes(self) -> bytes:
+        """The serialized upgrade request."""
+        request = h11.Request(
+            method="GET", target=self.request.path.encode("latin-1"), headers=_to_h11(self.request.headers)
+        )
+        return self._h11.send(request) or b""
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the server; b"" means it closed the connection."""
+        self._h11.receive_data(data)
+
+    def next_response(self) -> Response | None:
+        """The validated 101 response, or None until more bytes arrive.
+
+        Raises `InvalidHandshake` for any other answer (with its status, headers and body)
+        and for a 101 that does not complete the handshake correctly.
+        """
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise InvalidHandshake(f"invalid HTTP response from the server: {exc}") from exc
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    return self._validate(Response(101, _to_headers(event.headers)))
+                continue  # 1xx interim responses such as 100 Continue
+            if isinstance(event, h11.Response):
+                self._rejection = (event.status_code, _to_headers(event.headers))
+            elif isinstance(event, h11.Data) and self._rejection is not None:
+                self._body += event.data[: self._max_body - len(self._body)]
+            elif self._rejection is not None:  # EndOfMessage or ConnectionClosed
+                status, headers = self._rejection
+                raise InvalidHandshake(
+                    f"server rejected the WebSocket connection: HTTP {status}",
+                    status=status,
+                    headers=headers,
+                    body=bytes(self._body),
+                )
+            else:
+                raise InvalidHandshake("connection closed during the opening handshake")
+
+    def _validate(self, response: Response) -> Response:
+        headers = response.headers
+
+        def fail(why: str) -> InvalidHandshake:
+            return InvalidHandshake(f"invalid opening handshake: {why}", status=101, headers=headers)
+
+        if [t.lower() for t in _tokens(headers, "Upgrade")] != ["websocket"]:
+            raise fail("missing Upgrade: websocket")
+        if "upgrade" not in [t.lower() for t in _tokens(headers, "Connection")]:
+            raise fail("missing Connection: Upgrade")
+        if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
+            raise fail("wrong Sec-WebSocket-Accept")
+        if _tokens(headers, "Sec-WebSocket-Extensions"):
+            raise fail("the server chose extensions that were not offered")
+        chosen = _tokens(headers, "Sec-WebSocket-Protocol")
+        if chosen:
+            if len(chosen) > 1 or chosen[0] not in self._subprotocols:
+                raise fail(f"the server chose subprotocol {', '.join(chosen)}, which was not offered")
+            self.subprotocol = chosen[0]
+        self.response = response
+        return response
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes the server sent after the 101 head: the first WebSocket frames."""
+        return bytes(self._h11.trailing_data[0])

@@ -1,0 +1,131 @@
+"""HTTP values of the opening handshake: `Headers`, `Request`, `Response`. No I/O."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+__all__ = ["Headers", "HeadersLike", "Request", "Response"]
+
+
+class Headers(MutableMapping[str, str]):
+    """Case-insensitive multi-dict of HTTP headers that keeps their order and spelling.
+
+    `headers[name]` joins repeated fields with ", " (RFC 9110 section 5.3); `get_all(name)`
+    returns them one by one (use it for Set-Cookie); `headers[name] = value` appends a
+    field; `del headers[name]` removes every field of that name.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, headers: HeadersLike = (), /, **kwargs: str) -> None:
+        self._items: list[tuple[str, str]] = []
+        self.update_from(headers)
+        self.update_from(kwargs)
+
+    def update_from(self, headers: HeadersLike) -> None:
+        """Append every field of a `Headers`, a mapping, or an iterable of pairs."""
+        if isinstance(headers, Headers):
+            pairs: Iterable[tuple[str, str]] = headers.raw_items()
+        elif isinstance(headers, Mapping):
+            pairs = headers.items()
+        else:
+            pairs = headers
+        for name, value in pairs:
+            self[name] = value
+
+    def __getitem__(self, name: str) -> str:
+        values = self.get_all(name)
+        if not values:
+            raise KeyError(name)
+        return ", ".join(values)
+
+    def __setitem__(self, name: str, value: str) -> None:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+            raise ValueError(f"invalid header field {name!r}: {value!r}")
+        self._items.append((name, value))
+
+    def __delitem__(self, name: str) -> None:
+        key = name.lower()
+        kept = [(n, v) for n, v in self._items if n.lower() != key]
+        if len(kept) == len(self._items):
+            raise KeyError(name)
+        self._items = kept
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for name, _ in self._items:
+            key = name.lower()
+            if key not in seen:
+                seen.add(key)
+                yield name
+
+    def __len__(self) -> int:
+        return len({name.lower() for name, _ in self._items})
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(n.lower() == name.lower() for n, _ in self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(n.lower(), v) for n, v in self._items] == [
+            (n.lower(), v) for n, v in other._items
+        ]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of the field `name`, in order."""
+        key = name.lower()
+        return [v for n, v in self._items if n.lower() == key]
+
+    def raw_items(self) -> list[tuple[str, str]]:
+        """Every (name, value) field, in order, with the names as they were spelled."""
+        return list(self._items)
+
+    def copy(self) -> Headers:
+        """A copy that can be changed on its own."""
+        return Headers(self)
+
+
+HeadersLike = Union[Headers, Mapping[str, str], Iterable[tuple[str, str]]]
+
+
+@dataclass
+class Request:
+    """An HTTP request that reached the server: the WebSocket upgrade, or anything else."""
+
+    #: The request target as sent, query string included, e.g. "/chat?room=1".
+    path: str
+    headers: Headers
+    #: The client's (host, port, ...) as the socket reports it.
+    remote_address: Any = None
+    method: str = "GET"
+
+
+@dataclass(init=False)
+class Response:
+    """An HTTP response: the 101 that upgrades, or any answer instead of upgrading."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+    def __init__(self, status: int, headers: HeadersLike = (), body: bytes | str = b"") -> None:
+        self.status = int(status)
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+    @property
+    def reason(self) -> str:
+        """The standard reason phrase for `status`."""
+        try:
+            return http.HTTPStatus(self.status).phrase
+        except ValueError:
+            return ""

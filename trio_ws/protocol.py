@@ -1,0 +1,276 @@
+"""The WebSocket protocol state machine (RFC 6455 sections 5-7). Sans-I/O, no trio.
+
+Bytes go in through `receive_data`, events come out: a complete message (`str` for text,
+`bytes` for binary), `Ping`, `Pong` or `Close`. Calls such as `send` and `send_close` append
+frames to an output buffer that the I/O layer drains with `data_to_send`. Pings are answered
+and close frames echoed here, so every I/O layer behaves the same.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from dataclasses import dataclass
+from typing import Union
+
+from .exceptions import CloseCode, ProtocolError
+from .frames import Frame, FrameParser, Opcode, parse_close, serialize_close, write_frame
+
+__all__ = ["Role", "State", "Ping", "Pong", "Close", "Event", "Protocol"]
+
+
+class Role(enum.Enum):
+    """Which end of the connection this is; it decides the masking direction."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(enum.IntEnum):
+    """Connection state (RFC 6455 section 4 and 7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A ping frame arrived (already answered with a pong)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A pong frame arrived."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """A close frame, received or sent."""
+
+    code: int
+    reason: str = ""
+
+
+Event = Union[str, bytes, Ping, Pong, Close]
+Data = Union[str, bytes, bytearray, memoryview]
+
+_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class Protocol:
+    """One WebSocket connection's protocol state, for either role."""
+
+    def __init__(self, role: Role, *, max_size: int | None = 2**20) -> None:
+        self.role = role
+        self.state = State.OPEN
+        self.max_size = max_size
+        self._parser = FrameParser(require_mask=role is Role.SERVER)
+        self._parser.max_payload = max_size
+        self._mask = role is Role.CLIENT
+        self._out = bytearray()
+        # Incoming fragmented message: its opcode, the parts so far and their size.
+        self._in_opcode: Opcode | None = None
+        self._in_parts: list[bytes | str] = []
+        self._in_size = 0
+        self._in_decoder: codecs.IncrementalDecoder | None = None
+        # Outgoing fragmented message: the opcode of its first frame, or None.
+        self._out_opcode: Opcode | None = None
+        #: The close frame received from the peer, if any.
+        self.close_rcvd: Close | None = None
+        #: The close frame sent to the peer, if any.
+        self.close_sent: Close | None = None
+        #: Why this side failed the connection (RFC 6455 section 7.1.7), if it did.
+        self.failure: Close | None = None
+
+    # ---- receiving -------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Parse received bytes; return every event they complete, in order.
+
+        A protocol violation fails the connection: a close frame with the right code is
+        queued, the state becomes CLOSED, and later input is ignored.
+        """
+        events: list[Event] = []
+        if self.state is State.CLOSED:
+            return events
+        parser = self._parser
+        parser.feed(data)
+        try:
+            while self.state is not State.CLOSED:
+                frame = parser.next_frame()
+                if frame is None:
+                    break
+                self._receive_frame(frame, events)
+        except ProtocolError as exc:
+            self.fail(exc.code, str(exc))
+        return events
+
+    def receive_eof(self) -> None:
+        """The peer closed the TCP connection; without a close frame that is abnormal."""
+        self.state = State.CLOSED
+
+    def _receive_frame(self, frame: Frame, events: list[Event]) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if self._in_opcode is not None:
+                raise ProtocolError("new data frame while a fragmented message is in progress")
+            if frame.fin:
+                events.append(_decode_text(frame.payload) if opcode is Opcode.TEXT else frame.payload)
+                return
+            self._in_opcode = opcode
+            if opcode is Opcode.TEXT:
+                self._in_decoder = _new_utf8_decoder()
+            self._receive_fragment(frame, events)
+        elif opcode is Opcode.CONTINUATION:
+            if self._in_opcode is None:
+                raise ProtocolError("continuation frame without a message to continue")
+            self._receive_fragment(frame, events)
+        elif opcode is Opcode.PING:
+            if self.state is State.OPEN:
+                write_frame(self._out, Opcode.PONG, frame.payload, mask=self._mask)
+            events.append(Ping(frame.payload))
+        elif opcode is Opcode.PONG:
+            events.append(Pong(frame.payload))
+        else:
+            code, reason = parse_close(frame.payload)
+            self.close_rcvd = Close(code, reason)
+            if self.close_sent is None:
+                self._write_close(Close(code, reason))
+            self.state = State.CLOSED
+            events.append(self.close_rcvd)
+
+    def _receive_fragment(self, frame: Frame, events: list[Event]) -> None:
+        self._in_size += len(frame.payload)
+        decoder = self._in_decoder
+        if decoder is not None:
+            try:
+                self._in_parts.append(decoder.decode(frame.payload, frame.fin))
+            except UnicodeDecodeError as exc:
+                raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
+        else:
+            self._in_parts.append(frame.payload)
+        if frame.fin:
+            parts = self._in_parts
+            message: str | bytes = "".join(parts) if decoder is not None else b"".join(parts)  # type: ignore[arg-type]
+            self._in_opcode = None
+            self._in_parts = []
+            self._in_size = 0
+            self._in_decoder = None
+            events.append(message)
+        if self.max_size is not None:
+            self._parser.max_payload = self.max_size - self._in_size
+
+    # ---- sending ---------------------------------------------------------------------
+
+    def send(self, data: Data, *, fin: bool = True) -> None:
+        """Queue a text (`str`) or binary (bytes-like) message, or one fragment of it.
+
+        With `fin=False` the message goes on: later calls send continuation frames of the
+        same type until one has `fin=True`.
+        """
+        self._check_open()
+        if isinstance(data, str):
+            opcode = Opcode.TEXT
+            payload: bytes | bytearray | memoryview = data.encode("utf-8")
+        else:
+            opcode = Opcode.BINARY
+            payload = data
+        if self._out_opcode is None:
+            frame_opcode = opcode
+        elif opcode is self._out_opcode:
+            frame_opcode = Opcode.CONTINUATION
+        else:
+            raise TypeError("all fragments of a message must be str, or all bytes-like")
+        self._out_opcode = None if fin else opcode
+        write_frame(self._out, frame_opcode, payload, fin=fin, mask=self._mask)
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Queue a ping frame."""
+        self._check_open()
+        self._check_control_payload(payload)
+        write_frame(self._out, Opcode.PING, payload, mask=self._mask)
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        """Queue an unsolicited pong frame (pings are answered automatically)."""
+        self._check_open()
+        self._check_control_payload(payload)
+        write_frame(self._out, Opcode.PONG, payload, mask=self._mask)
+
+    def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake (or finish it, if the peer started it)."""
+        if self.close_sent is not None or self.state is State.CLOSED:
+            return
+        self._write_close(Close(code, reason))
+        self.state = State.CLOSING
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection: send a close frame if none was sent, then stop."""
+        if self.state is State.CLOSED:
+            return
+        self.failure = Close(code, reason.encode()[:123].decode("utf-8", "ignore"))
+        if self.close_sent is None:
+            self._write_close(self.failure)
+        self.state = State.CLOSED
+
+    def _write_close(self, close: Close) -> None:
+        payload = serialize_close(close.code, close.reason)
+        write_frame(self._out, Opcode.CLOSE, payload, mask=self._mask)
+        self.close_sent = close
+
+    def _check_open(self) -> None:
+        if self.state is not State.OPEN:
+            raise RuntimeError(f"cannot send while the connection is {self.state.name}")
+
+    @staticmethod
+    def _check_control_payload(payload: bytes) -> None:
+        if len(payload) > 125:
+            raise ValueError("a control frame payload is at most 125 bytes")
+
+    # ---- output and outcome ----------------------------------------------------------
+
+    @property
+    def bytes_to_send(self) -> int:
+        """Size of the output not yet taken by `data_to_send`."""
+        return len(self._out)
+
+    def data_to_send(self) -> bytearray:
+        """Take everything queued for the wire."""
+        out = self._out
+        self._out = bytearray()
+        return out
+
+    @property
+    def close_code(self) -> int:
+        """How the connection ended (meaningful once CLOSED).
+
+        The code the peer sent; else the code we failed the connection with; else 1006,
+        because the TCP connection ended without a closing handshake.
+        """
+        if self.close_rcvd is not None:
+            return self.close_rcvd.code
+        if self.failure is not None:
+            return self.failure.code
+        return CloseCode.ABNORMAL_CLOSURE
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that goes with `close_code`."""
+        if self.close_rcvd is not None:
+            return self.close_rcvd.reason
+        if self.failure is not None:
+            return self.failure.reason
+        return ""
+
+
+def _decode_text(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
+

@@ -1,0 +1,324 @@
+"""The WebSocket server: listeners, the opening handshake, and each connection's lifetime."""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import logging
+import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Union
+
+import trio
+
+from . import __version__
+from .connection import WebSocket, _socket_of
+from .exceptions import CloseCode, ConnectionClosed
+from .handshake import RejectHandshake, SelectSubprotocol, ServerHandshake
+from .http import HeadersLike, Request, Response
+from .listeners import open_listeners
+from .protocol import Protocol, Role
+from .tasks import open_nursery_unwrapped
+
+__all__ = ["serve", "open_server", "WebSocketServer", "Handler", "DEFAULT_SERVER_HEADER"]
+
+Handler = Callable[[WebSocket], Awaitable[None]]
+ProcessRequest = Callable[[Request], Union[Response, None, Awaitable[Union[Response, None]]]]
+ProcessResponse = Callable[
+    [Request, Response], Union[Response, None, Awaitable[Union[Response, None]]]
+]
+
+DEFAULT_SERVER_HEADER = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
+
+_ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class WebSocketServer:
+    """A running server: where it listens, its open connections, and `aclose`."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        listeners: list[trio.SocketListener],
+        *,
+        ssl_context: ssl.SSLContext | None,
+        handshake_options: dict[str, Any],
+        process_request: ProcessRequest | None,
+        process_response: ProcessResponse | None,
+        open_timeout: float | None,
+        connection_options: dict[str, Any],
+        max_size: int | None,
+        logger: logging.Logger,
+    ) -> None:
+        self._handler = handler
+        self._listeners = listeners
+        self._ssl_context = ssl_context
+        self._handshake_options = handshake_options
+        self._process_request = process_request
+        self._process_response = process_response
+        self._open_timeout = float("inf") if open_timeout is None else open_timeout
+        self._connection_options = connection_options
+        self._max_size = max_size
+        self.logger = logger
+        #: Every connection whose handler is running and whose socket is not closed.
+        self.connections: set[WebSocket] = set()
+        self._accepting = trio.CancelScope()
+        self._closing = False
+        self._finished = trio.Event()
+
+    @property
+    def addresses(self) -> list[Any]:
+        """The socket address of each listener."""
+        return [listener.socket.getsockname() for listener in self._listeners]
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the real one when 0 was asked for)."""
+        port: int = self.addresses[0][1]
+        return port
+
+    async def aclose(
+        self,
+        close_connections: bool = True,
+        code: int = CloseCode.GOING_AWAY,
+        reason: str = "",
+    ) -> None:
+        """Stop accepting at once, then end the connections and wait for every handler.
+
+        With `close_connections=True` each connection gets a close frame with `code`
+        (each close bounded by `close_timeout`); with False the handlers finish on their
+        own time. Do not call it from a handler of this server: it waits for them all.
+        """
+        self._closing = True
+        self._accepting.cancel()
+        for listener in self._listeners:
+            await listener.aclose()
+        if close_connections:
+            async with trio.open_nursery() as nursery:
+                for ws in list(self.connections):
+                    nursery.start_soon(ws.close, code, reason)
+        await self._finished.wait()
+
+    async def _run(self, task_status: trio.TaskStatus[WebSocketServer]) -> None:
+        try:
+            async with trio.open_nursery() as connections:
+                with self._accepting:
+                    async with trio.open_nursery() as accepting:
+                        for listener in self._listeners:
+                            accepting.start_soon(self._accept_loop, listener, connections)
+                        task_status.started(self)
+        finally:
+            for listener in self._listeners:
+                listener.socket.close()
+            self._finished.set()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
+                    raise
+                self.logger.error("accept failed (%s); retrying in 100 ms", exc)
+                await trio.sleep(0.1)
+                continue
+            except trio.ClosedResourceError:
+                return
+            nursery.start_soon(self._serve_connection, stream)
+
+    async def _serve_connection(self, tcp_stream: trio.SocketStream) -> None:
+        """Handshake, then run the handler; nothing that happens here reaches the server."""
+        stream: trio.abc.Stream = tcp_stream
+        try:
+            ws = None
+            with trio.move_on_after(self._open_timeout) as timeout:
+                if self._ssl_context is not None:
+                    stream = trio.SSLStream(tcp_stream, self._ssl_context, server_side=True)
+                ws = await self._handshake(stream)
+            if timeout.cancelled_caught:
+                self.logger.info(
+                    "opening handshake from %s timed out after %ss",
+                    _peer(tcp_stream),
+                    self._open_timeout,
+                )
+            if ws is not None:
+                await self._run_handler(ws)
+        except _CONNECTION_ERRORS as exc:
+            self.logger.debug("connection from %s failed: %r", _peer(tcp_stream), exc)
+        except Exception:
+            self.logger.exception("unexpected error on a connection from %s", _peer(tcp_stream))
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handshake(self, stream: trio.abc.Stream) -> WebSocket | None:
+        """Read the request and answer it; the upgraded `WebSocket`, or None."""
+        handshake = ServerHandshake(**self._handshake_options)
+        remote = _peer(stream)
+        request = None
+        try:
+            while request is None:
+                request = handshake.next_request(remote)
+                if request is None:
+                    handshake.receive_data(await stream.receive_some())
+        except EOFError:
+            return None
+        except RejectHandshake as rejection:
+            await stream.send_all(handshake.send_response(rejection.response))
+            return None
+        response = await self._respond(handshake, request)
+        await stream.send_all(handshake.send_response(response))
+        if response.status != 101:
+            return None
+        return WebSocket(
+            stream,
+            Protocol(Role.SERVER, max_size=self._max_size),
+            request=request,
+            response=response,
+            initial_data=handshake.trailing_data,
+            logger=self.logger,
+            **self._connection_options,
+        )
+
+    async def _respond(self, handshake: ServerHandshake, request: Request) -> Response:
+        """The answer to a request: process_request's, else the upgrade or its refusal."""
+        response = None
+        try:
+            if self._process_request is not None:
+                response = await _maybe_await(self._process_request(request))
+            if response is None:
+                if self._closing:
+                    response = Response(503, {"Retry-After": "1"}, "server shutting down\n")
+                else:
+                    try:
+                        response = handshake.accept(request)
+                    except RejectHandshake as rejection:
+                        response = rejection.response
+            if self._process_response is not None:
+                replaced = await _maybe_await(self._process_response(request, response))
+                if replaced is not None:
+                    response = replaced
+        except Exception:
+            self.logger.exception("process_request or process_response failed")
+            response = Response(500, body="internal server error\n")
+        if not isinstance(response, Response):
+            self.logger.error("process_request returned %r, not a Response or None", response)
+            response = Response(500, body="internal server error\n")
+        return response
+
+    async def _run_handler(self, ws: WebSocket) -> None:
+        self.connections.add(ws)
+        try:
+            async with ws._running():
+                try:
+                    await self._handler(ws)
+                except ConnectionClosed as exc:
+                    ws.logger.debug("handler ended on a closed connection: %s", exc)
+                except Exception as exc:
+                    if _only_connection_closed(exc):
+                        ws.logger.debug("handler ended on a closed connection: %r", exc)
+                    else:
+                        ws.logger.exception("connection handler failed")
+                        await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self.connections.discard(ws)
+
+
+_CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+def _only_connection_closed(exc: BaseException) -> bool:
+    """Whether `exc` is a ConnectionClosed, or a group holding nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(ConnectionClosed)
+        return rest is None
+    return isinstance(exc, ConnectionClosed)
+
+
+def _peer(stream: trio.abc.Stream) -> Any:
+    try:
+        return _socket_of(stream).getpeername()
+    except (AttributeError, OSError):
+        return None
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def serve(
+    handler: Handler,
+    host: str | None,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Sequence[str] | None = None,
+    select_subprotocol: SelectSubprotocol | None = None,
+    origins: Sequence[str | None] | None = None,
+    process_request: ProcessRequest | None = None,
+    process_response: ProcessResponse | None = None,
+    server_header: str | None = DEFAULT_SERVER_HEADER,
+    extra_headers: HeadersLike | None = None,
+    open_timeout: float | None = 10,
+    ping_interval: float | None = 20,
+    ping_timeout: float | None = 20,
+    close_timeout: float = 10,
+    max_size: int | None = 2**20,
+    max_queue: int | None = 16,
+    write_limit: int = 2**16,
+    reuse_port: bool = False,
+    backlog: int | None = None,
+    logger: logging.Logger | None = None,
+    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve WebSocket connections with `handler` until cancelled or `aclose()`d.
+
+    Use it with `nursery.start(serve, handler, host, port)`, which returns the
+    `WebSocketServer` once it listens. `host=None` listens on every address family the
+    machine has; port 0 picks a free port (read it back from `server.port`).
+    """
+    listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
+    server = WebSocketServer(
+        handler,
+        listeners,
+        ssl_context=ssl_context,
+        handshake_options={
+            "subprotocols": subprotocols,
+            "select_subprotocol": select_subprotocol,
+            "origins": origins,
+            "server_header": server_header,
+            "extra_headers": extra_headers,
+        },
+        process_request=process_request,
+        process_response=process_response,
+        open_timeout=open_timeout,
+        connection_options={
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+            "max_queue": max_queue,
+            "write_limit": write_limit,
+        },
+        max_size=max_size,
+        logger=logger or logging.getLogger("trio_ws.server"),
+    )
+    await server._run(task_status)
+
+
+@asynccontextmanager
+async def open_server(
+    handler: Handler, host: str | None, port: int, **options: Any
+) -> AsyncIterator[WebSocketServer]:
+    """`serve` as an async context manager; leaving the block calls `server.aclose()`.
+
+    Takes the same keyword options as `serve`.
+    """
+    async with open_nursery_unwrapped() as nursery:
+        server: WebSocketServer = await nursery.start(
+            lambda task_status: serve(handler, host, port, task_status=task_status, **options)
+        )
+        yield server  # an exception here cancels the nursery: connections are dropped
+        await server.aclose()

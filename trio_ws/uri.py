@@ -1,0 +1,60 @@
+"""Parse ws:// and wss:// URIs (RFC 6455 section 3). No I/O."""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+
+from .exceptions import InvalidURI
+
+__all__ = ["WebSocketURI", "parse_uri"]
+
+
+@dataclass(frozen=True)
+class WebSocketURI:
+    """The parts of a WebSocket URI that the client needs."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str = "/"
+    user_info: tuple[str, str] | None = None
+
+    @property
+    def host_header(self) -> str:
+        """The Host header value: the port is left out when it is the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_uri(uri: str) -> WebSocketURI:
+    """Split a ws:// or wss:// URI; `InvalidURI` says what is wrong with a bad one."""
+    try:
+        parsed = urllib.parse.urlsplit(uri)
+        port = parsed.port
+    except ValueError as exc:
+        raise InvalidURI(f"{uri!r} is not a valid URI: {exc}") from exc
+    if parsed.scheme not in ("ws", "wss"):
+        raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
+    if parsed.fragment:
+        raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs may not have")
+    if not parsed.hostname:
+        raise InvalidURI(f"{uri!r} has no host")
+    secure = parsed.scheme == "wss"
+    resource = parsed.path or "/"
+    if parsed.query:
+        resource += "?" + parsed.query
+    user_info = None
+    if parsed.username is not None:
+        user_info = (
+            urllib.parse.unquote(parsed.username),
+            urllib.parse.unquote(parsed.password or ""),
+        )
+    return WebSocketURI(
+        secure=secure,
+        host=parsed.hostname,
+        port=port if port is not None else (443 if secure else 80),
+        resource=resource,
+        user_info=user_info,
+    )
