@@ -9,6 +9,7 @@ closer (finishes the closing handshake and closes the TCP connection, bounded by
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -452,15 +453,15 @@ class WebSocket:
                 await self._wait_flushed()
                 # The server closes TCP first (RFC 6455 7.1.1), and so does a side that
                 # failed the connection. Half-closing, then reading to EOF, avoids a RST
-                # that could destroy the close frame before the peer reads it.
-                if (self._proto.role is Role.SERVER or self._proto.failure is not None) and isinstance(
-                    stream, trio.abc.HalfCloseableStream
-                ):
-                    try:
+                # that could destroy the close frame before the peer reads it. A stream
+                # that cannot half-close (TLS) is closed at once.
+                closes_first = self._proto.role is Role.SERVER or self._proto.failure is not None
+                if not closes_first:
+                    await self._reader_done.wait()
+                elif isinstance(stream, trio.abc.HalfCloseableStream):
+                    with contextlib.suppress(*_CLOSED_STREAM_ERRORS, trio.BusyResourceError, OSError):
                         await stream.send_eof()
-                    except (*_CLOSED_STREAM_ERRORS, trio.BusyResourceError, OSError):
-                        pass
-                await self._reader_done.wait()
+                    await self._reader_done.wait()
         self._writer_stop = True
         self._write_lot.unpark_all()
         if self._abort:

@@ -76,6 +76,7 @@ class ServerHandshake:
         max_size: int = MAX_HANDSHAKE_SIZE,
     ) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
+        self._max_size = max_size
         self._subprotocols = list(subprotocols or ())
         self._select_subprotocol = select_subprotocol
         self._origins = None if origins is None else list(origins)
@@ -101,6 +102,10 @@ class ServerHandshake:
         if event is h11.NEED_DATA:
             return None
         if isinstance(event, h11.Request):
+            # h11 caps only an incomplete head; one that arrived whole is measured here.
+            size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers.raw_items())
+            if size > self._max_size:
+                raise _reject(431, "request head too large")
             return Request(
                 path=event.target.decode("latin-1"),
                 headers=_to_headers(event.headers),

@@ -1,0 +1,127 @@
+"""Shared fixtures: servers on 127.0.0.1 with a free port, and example processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_ws
+from trio_ws.frames import Frame, FrameParser, Opcode, serialize_frame
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def echo(ws: trio_ws.WebSocket) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[trio_ws.WebSocketServer]:
+    async with trio_ws.open_server(echo, "127.0.0.1", 0) as server:
+        yield server
+
+
+def ws_url(server: trio_ws.WebSocketServer, path: str = "/") -> str:
+    return f"ws://127.0.0.1:{server.port}{path}"
+
+
+class ExampleProcess:
+    """An example script run as its own process; its first stdout line names the URL."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / script), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "ws://" not in line:
+            self.stop()
+            raise RuntimeError(f"{script} did not start: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+        self.url = line[line.index("ws://") :].strip()
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err
+
+
+@pytest.fixture
+def echo_process() -> Iterator[ExampleProcess]:
+    process = ExampleProcess("echo.py", "--port", "0")
+    yield process
+    process.stop()
+
+
+HANDSHAKE = (
+    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+).encode()
+
+CLOSE_REPLY = serialize_frame(Frame(Opcode.CLOSE, b"\x03\xe8"), mask=True)
+
+
+class RawClient:
+    """A hand-driven TCP peer, for clients that misbehave on purpose."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.received = bytearray()
+
+    @classmethod
+    async def connect(cls, port: int, *, handshake: bool = True) -> RawClient:
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        if handshake:
+            await client.stream.send_all(HANDSHAKE)
+            while b"\r\n\r\n" not in client.received:
+                chunk = await client.stream.receive_some()
+                assert chunk, "server closed during the handshake"
+                client.received += chunk
+            head, _, rest = bytes(client.received).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101"), head
+            client.received = bytearray(rest)
+        return client
+
+    async def read_to_eof(self, *, websocket: bool = True) -> bytes:
+        """Everything until the server closes (a reset counts), then close our side too.
+
+        On a WebSocket, answers the server's close frame with one, as a real client does.
+        """
+        answered = not websocket
+        while True:
+            try:
+                chunk = await self.stream.receive_some()
+            except trio.BrokenResourceError:
+                break
+            if not chunk:
+                break
+            self.received += chunk
+            if not answered and any(f.opcode is Opcode.CLOSE for f in self.frames()):
+                answered = True
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await self.stream.send_all(CLOSE_REPLY)
+        await self.stream.aclose()
+        return bytes(self.received)
+
+    def frames(self) -> list[Frame]:
+        parser = FrameParser(require_mask=False)
+        parser.feed(self.received)
+        out = []
+        while (frame := parser.next_frame()) is not None:
+            out.append(frame)
+        return out
