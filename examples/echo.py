@@ -1,11 +1,12 @@
 """Echo server: sends every message back. The conformance suite runs against it.
 
-    python examples/echo.py [--host 127.0.0.1] [--port 8765] [--max-size BYTES]
+python examples/echo.py [--host 127.0.0.1] [--port 8765] [--max-size BYTES]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 
@@ -33,7 +34,5 @@ if __name__ == "__main__":
     parser.add_argument("--max-size", type=int, default=2**25, help="largest message in bytes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(main, args.host, args.port, args.max_size)
-    except KeyboardInterrupt:
-        pass

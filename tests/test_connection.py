@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.lowlevel
 
 import trio_ws
 from trio_ws.frames import Opcode
@@ -18,7 +19,7 @@ from .conftest import RawClient, ws_url
 async def test_text_binary_and_fragmented_round_trips(echo_server: trio_ws.WebSocketServer) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for part in (b"as", b"ync"):
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             yield part
 
     async with trio_ws.connect(ws_url(echo_server)) as ws:
@@ -166,8 +167,8 @@ async def test_close_with_code_and_reason_reaches_the_server() -> None:
         except trio_ws.ConnectionClosed as exc:
             seen.append(exc)
 
-    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
-        async with trio_ws.connect(ws_url(server)) as ws:
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:  # noqa: SIM117
+        async with trio_ws.connect(ws_url(server)) as ws:  # (the server must outlive the client)
             await ws.close(4321, "custom")
             assert ws.close_code == 4321
             with pytest.raises(trio_ws.ConnectionClosedError):

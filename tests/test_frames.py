@@ -23,7 +23,11 @@ def frames(draw: st.DrawFn) -> Frame:
     opcode = draw(st.sampled_from(list(Opcode)))
     control = opcode >= 0x8
     size = draw(st.sampled_from([0, 1, 125, 126, 65535, 65536, 70000])) if not control else 0
-    payload = draw(st.binary(max_size=125)) if control or size == 0 else draw(st.binary(min_size=size, max_size=size))
+    payload = (
+        draw(st.binary(max_size=125))
+        if control or size == 0
+        else draw(st.binary(min_size=size, max_size=size))
+    )
     return Frame(
         opcode,
         payload,
@@ -48,7 +52,9 @@ def parse_all(parser: FrameParser, chunks: list[bytes]) -> list[Frame]:
     return out
 
 
-@given(st.lists(frames(), min_size=1, max_size=4), st.booleans(), st.lists(st.integers(0, 10**6), max_size=20))
+@given(
+    st.lists(frames(), min_size=1, max_size=4), st.booleans(), st.lists(st.integers(0, 10**6), max_size=20)
+)
 def test_round_trip_in_any_chunking(sent: list[Frame], masked: bool, cuts: list[int]) -> None:
     wire = b"".join(serialize_frame(f, mask=masked) for f in sent)
     parser = FrameParser(require_mask=masked, allowed_rsv=0x70)

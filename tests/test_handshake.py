@@ -52,9 +52,7 @@ async def test_valid_upgrade_gets_101(echo_server: trio_ws.WebSocketServer) -> N
 
 
 async def test_plain_get_gets_400_saying_why(echo_server: trio_ws.WebSocketServer) -> None:
-    status, _, body = await http_exchange(
-        echo_server.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    )
+    status, _, body = await http_exchange(echo_server.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status == 400
     assert b"not an upgrade" in body and b"Upgrade: websocket" in body
 
@@ -77,7 +75,9 @@ async def test_wrong_version_gets_426_with_supported_version(
         {"Connection": "keep-alive"},
     ],
 )
-async def test_bad_upgrade_gets_400(echo_server: trio_ws.WebSocketServer, overrides: dict[str, str | None]) -> None:
+async def test_bad_upgrade_gets_400(
+    echo_server: trio_ws.WebSocketServer, overrides: dict[str, str | None]
+) -> None:
     status, _, body = await http_exchange(echo_server.port, request(**overrides))
     assert status == 400
     assert body.startswith(b"Failed to open a WebSocket connection")
@@ -144,13 +144,15 @@ async def test_request_headers_and_extra_headers() -> None:
     async def handler(ws: trio_ws.WebSocket) -> None:
         await ws.send(ws.request_headers["X-Token"])
 
-    async with trio_ws.open_server(
-        handler, "127.0.0.1", 0, extra_headers={"X-Served-By": "test"}, server_header=None
-    ) as server:
-        async with trio_ws.connect(ws_url(server), extra_headers=[("X-Token", "t0k")]) as ws:
-            assert await ws.recv() == "t0k"
-            assert ws.response_headers["X-Served-By"] == "test"
-            assert "Server" not in ws.response_headers
+    async with (
+        trio_ws.open_server(
+            handler, "127.0.0.1", 0, extra_headers={"X-Served-By": "test"}, server_header=None
+        ) as server,
+        trio_ws.connect(ws_url(server), extra_headers=[("X-Token", "t0k")]) as ws,
+    ):
+        assert await ws.recv() == "t0k"
+        assert ws.response_headers["X-Served-By"] == "test"
+        assert "Server" not in ws.response_headers
 
 
 @pytest.mark.parametrize(

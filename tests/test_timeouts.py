@@ -82,9 +82,13 @@ async def test_silent_tcp_connection_is_dropped_after_open_timeout() -> None:
         assert not server.connections
 
 
+async def never_answer(stream: trio.SocketStream) -> None:
+    await trio.sleep_forever()
+
+
 async def test_client_open_timeout_raises_timeout_error() -> None:
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, lambda stream: trio.sleep_forever(), 0)
+        listeners = await nursery.start(trio.serve_tcp, never_answer, 0)
         port = listeners[0].socket.getsockname()[1]
         started = trio.current_time()
         try:

@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Union
+from typing import Any, cast
 
 import trio
 
@@ -29,7 +29,7 @@ from .tasks import open_nursery_unwrapped
 __all__ = ["WebSocket", "Message"]
 
 #: What `recv()` returns: `str` for a text message, `bytes` for a binary one.
-Message = Union[str, bytes]
+Message = str | bytes
 
 _RECEIVE_SIZE = 2**16
 _CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -198,7 +198,7 @@ class WebSocket:
         elif isinstance(message, Mapping):
             raise TypeError("cannot send a mapping; serialize it first, e.g. with json.dumps")
         elif isinstance(message, (Iterable, AsyncIterable)):
-            await self._send_fragmented(message)
+            await self._send_fragmented(cast(Iterable[Data] | AsyncIterable[Data], message))
         else:
             raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
 
@@ -374,7 +374,7 @@ class WebSocket:
             self._reader_done.set()
             self._after_protocol()
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes | bytearray) -> None:
         proto = self._proto
         events = proto.receive_data(data)
         if events:

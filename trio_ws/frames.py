@@ -185,9 +185,7 @@ class FrameParser:
             raise PayloadTooBig(f"frame of {length} bytes exceeds the size limit")
         masked = bool(second & 0x80)
         if masked != self._require_mask:
-            raise ProtocolError(
-                "client frame not masked" if self._require_mask else "server frame masked"
-            )
+            raise ProtocolError("client frame not masked" if self._require_mask else "server frame masked")
         if masked:
             header += 4
         end = pos + header + length

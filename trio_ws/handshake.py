@@ -83,9 +83,9 @@ class ServerHandshake:
         self._server_header = server_header
         self._extra_headers = Headers(extra_headers or ())
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes from the client; b"" means it closed its side."""
-        self._h11.receive_data(data)
+        self._h11.receive_data(bytes(data))
 
     def next_request(self, remote_address: Any = None) -> Request | None:
         """The request once its head is complete, else None; EOFError if the client left.
@@ -187,9 +187,14 @@ class ServerHandshake:
         if self._h11.their_state is not h11.SEND_BODY and self._h11.their_state is not h11.DONE:
             # The request head never completed (e.g. it was malformed): answer without h11.
             return _raw_response(response.status, response.reason, headers, response.body)
-        out = self._h11.send(
-            h11.Response(status_code=response.status, headers=_to_h11(headers), reason=response.reason.encode())
-        ) or b""
+        out = (
+            self._h11.send(
+                h11.Response(
+                    status_code=response.status, headers=_to_h11(headers), reason=response.reason.encode()
+                )
+            )
+            or b""
+        )
         out += self._h11.send(h11.Data(data=response.body)) or b""
         out += self._h11.send(h11.EndOfMessage()) or b""
         return out
@@ -263,9 +268,9 @@ class ClientHandshake:
         )
         return self._h11.send(request) or b""
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes from the server; b"" means it closed the connection."""
-        self._h11.receive_data(data)
+        self._h11.receive_data(bytes(data))
 
     def next_response(self) -> Response | None:
         """The validated 101 response, or None until more bytes arrive.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["Headers", "HeadersLike", "Request", "Response"]
 
@@ -73,9 +73,7 @@ class Headers(MutableMapping[str, str]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return [(n.lower(), v) for n, v in self._items] == [
-            (n.lower(), v) for n, v in other._items
-        ]
+        return [(n.lower(), v) for n, v in self._items] == [(n.lower(), v) for n, v in other._items]
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -94,7 +92,7 @@ class Headers(MutableMapping[str, str]):
         return Headers(self)
 
 
-HeadersLike = Union[Headers, Mapping[str, str], Iterable[tuple[str, str]]]
+HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 @dataclass

@@ -19,9 +19,7 @@ async def open_listeners(
     a family the machine lacks (IPv6, usually) is skipped; an address named explicitly
     that cannot be bound raises an `OSError` whose message says what to do instead.
     """
-    infos = await trio.socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     addresses = list(dict.fromkeys((family, sockaddr) for family, _, _, _, sockaddr in infos))
     # Bind IPv4 first, so that port 0 picks a port that IPv6 then shares.
     addresses.sort(key=lambda item: item[0] != socket.AF_INET)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import enum
 from dataclasses import dataclass
-from typing import Union
 
 from .exceptions import CloseCode, ProtocolError
 from .frames import Frame, FrameParser, Opcode, parse_close, serialize_close, write_frame
@@ -57,8 +56,8 @@ class Close:
     reason: str = ""
 
 
-Event = Union[str, bytes, Ping, Pong, Close]
-Data = Union[str, bytes, bytearray, memoryview]
+Event = str | bytes | Ping | Pong | Close
+Data = str | bytes | bytearray | memoryview
 
 _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -102,11 +101,10 @@ class Protocol:
         parser = self._parser
         parser.feed(data)
         try:
-            while self.state is not State.CLOSED:
-                frame = parser.next_frame()
-                if frame is None:
-                    break
+            while (frame := parser.next_frame()) is not None:
                 self._receive_frame(frame, events)
+                if self.state is State.CLOSED:  # type: ignore[comparison-overlap]
+                    break
         except ProtocolError as exc:
             self.fail(exc.code, str(exc))
         return events
@@ -273,4 +271,3 @@ def _decode_text(payload: bytes) -> str:
         return payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
-

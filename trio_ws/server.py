@@ -9,7 +9,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Union
+from typing import Any
 
 import trio
 
@@ -25,10 +25,8 @@ from .tasks import open_nursery_unwrapped
 __all__ = ["serve", "open_server", "WebSocketServer", "Handler", "DEFAULT_SERVER_HEADER"]
 
 Handler = Callable[[WebSocket], Awaitable[None]]
-ProcessRequest = Callable[[Request], Union[Response, None, Awaitable[Union[Response, None]]]]
-ProcessResponse = Callable[
-    [Request, Response], Union[Response, None, Awaitable[Union[Response, None]]]
-]
+ProcessRequest = Callable[[Request], Response | Awaitable[Response | None] | None]
+ProcessResponse = Callable[[Request, Response], Response | Awaitable[Response | None] | None]
 
 DEFAULT_SERVER_HEADER = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
 
@@ -231,7 +229,7 @@ _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSErro
 def _only_connection_closed(exc: BaseException) -> bool:
     """Whether `exc` is a ConnectionClosed, or a group holding nothing else."""
     if isinstance(exc, BaseExceptionGroup):
-        matched, rest = exc.split(ConnectionClosed)
+        _matched, rest = exc.split(ConnectionClosed)
         return rest is None
     return isinstance(exc, ConnectionClosed)
 

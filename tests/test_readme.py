@@ -1,0 +1,76 @@
+"""The README's two set-up commands work from a fresh clone, in a fresh virtual environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_ws
+
+from .conftest import ROOT
+
+
+def readme_commands() -> list[str]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("```sh") + 1
+    return lines[start : lines.index("```", start)]
+
+
+def test_readme_starts_with_exactly_two_commands_and_ci_runs_the_test_one() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert lines[0].startswith("# ") and lines[2] == "```sh"
+    demo, tests = readme_commands()
+    assert "examples/echo.py" in demo or "trio_ws demo" in demo
+    assert "pytest" in tests
+    assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path_factory.mktemp("clone") / "trio_ws"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    return clone
+
+
+def run_in_shell(command: str, cwd: Path, **kwargs: object) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen(
+        ["bash", "-c", command], cwd=cwd, env={**env, **kwargs}, text=True,  # type: ignore[dict-item]
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+async def test_demo_command_serves_from_a_fresh_clone(fresh_clone: Path) -> None:
+    demo = readme_commands()[0].replace("examples/echo.py", "examples/echo.py --port 0")
+    proc = run_in_shell(demo, fresh_clone)
+    try:
+        assert proc.stdout is not None
+        line = await trio.to_thread.run_sync(proc.stdout.readline)
+        assert "ws://" in line, line
+        url = line[line.index("ws://") :].strip()
+        async with trio_ws.connect(url) as ws:
+            await ws.send("from the README")
+            assert await ws.recv() == "from the README"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_test_command_installs_and_runs_from_a_fresh_clone(fresh_clone: Path) -> None:
+    # The command exactly as written; PYTEST_ADDOPTS only narrows which tests it runs,
+    # so that the suite does not run itself recursively.
+    proc = run_in_shell(readme_commands()[1], fresh_clone, PYTEST_ADDOPTS="-q tests/test_frames.py")
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output
+    assert " passed" in output
+    assert sys.executable not in output  # it used its own virtual environment
