@@ -55,8 +55,11 @@ async def test_demo_command_serves_from_a_fresh_clone(fresh_clone: Path) -> None
     proc = run_in_shell(demo, fresh_clone)
     try:
         assert proc.stdout is not None
-        line = await trio.to_thread.run_sync(proc.stdout.readline)
-        assert "ws://" in line, line
+        seen = []
+        with trio.fail_after(300):  # the install comes first
+            while "ws://" not in (line := await trio.to_thread.run_sync(proc.stdout.readline)):
+                assert line, f"the demo exited: {''.join(seen)}"
+                seen.append(line)
         url = line[line.index("ws://") :].strip()
         async with trio_ws.connect(url) as ws:
             await ws.send("from the README")
