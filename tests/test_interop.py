@@ -80,7 +80,8 @@ async def test_websockets_client_against_our_server() -> None:
 class AsyncioServer:
     """A `websockets` server on asyncio in a thread; records how connections closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, compression: str | None = None) -> None:
+        self.compression = compression
         self.closes: list[tuple[int | None, str | None]] = []
         self.pings_ok = 0
         self._ready = threading.Event()
@@ -108,7 +109,9 @@ class AsyncioServer:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = self._loop.create_future()
-        async with ws_serve(self._handler, "127.0.0.1", 0, compression=None, max_size=2**21) as server:
+        async with ws_serve(
+            self._handler, "127.0.0.1", 0, compression=self.compression, max_size=2**21
+        ) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop

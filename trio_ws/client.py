@@ -12,6 +12,7 @@ import trio
 
 from . import __version__
 from .connection import WebSocket
+from .extensions.permessage_deflate import config_for
 from .handshake import ClientHandshake
 from .http import HeadersLike
 from .protocol import Protocol, Role
@@ -28,6 +29,7 @@ async def connect(
     *,
     ssl_context: ssl.SSLContext | None = None,
     subprotocols: Sequence[str] | None = None,
+    compression: str | None = "deflate",
     extra_headers: HeadersLike | None = None,
     origin: str | None = None,
     user_agent_header: str | None = DEFAULT_USER_AGENT,
@@ -58,6 +60,7 @@ async def connect(
         extra_headers=extra_headers,
         origin=origin,
         user_agent=user_agent_header,
+        compression=config_for(compression),
     )
     stream: trio.abc.Stream | None = None
     try:
@@ -78,7 +81,7 @@ async def connect(
         raise
     ws = WebSocket(
         stream,
-        Protocol(Role.CLIENT, max_size=max_size),
+        Protocol(Role.CLIENT, max_size=max_size, deflate=handshake.deflate),
         request=handshake.request,
         response=response,
         initial_data=handshake.trailing_data,

@@ -12,6 +12,15 @@ from typing import Any
 import h11
 
 from .exceptions import InvalidHandshake
+from .extensions.permessage_deflate import (
+    DeflateConfig,
+    NegotiationError,
+    PerMessageDeflate,
+    client_accept,
+    client_offer,
+    parse_extensions,
+    server_accept,
+)
 from .http import Headers, HeadersLike, Request, Response
 from .uri import WebSocketURI
 
@@ -73,9 +82,13 @@ class ServerHandshake:
         origins: Sequence[str | None] | None = None,
         server_header: str | None = None,
         extra_headers: HeadersLike | None = None,
+        compression: DeflateConfig | None = None,
         max_size: int = MAX_HANDSHAKE_SIZE,
     ) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
+        self._compression = compression
+        #: The permessage-deflate codec agreed by the last `accept`, if any.
+        self.deflate: PerMessageDeflate | None = None
         self._max_size = max_size
         self._subprotocols = list(subprotocols or ())
         self._select_subprotocol = select_subprotocol
@@ -152,6 +165,15 @@ class ServerHandshake:
         subprotocol = self._negotiate_subprotocol(_tokens(headers, "Sec-WebSocket-Protocol"))
         if subprotocol is not None:
             response_headers["Sec-WebSocket-Protocol"] = subprotocol
+        if self._compression is not None:
+            try:
+                offers = parse_extensions(headers.get_all("Sec-WebSocket-Extensions"))
+            except NegotiationError:
+                offers = []  # a malformed offer is declined, like any other
+            params = server_accept(offers, self._compression)
+            if params is not None:
+                response_headers["Sec-WebSocket-Extensions"] = params.header()
+                self.deflate = PerMessageDeflate(params, is_server=True, config=self._compression)
         if self._server_header is not None:
             response_headers["Server"] = self._server_header
         response_headers.update_from(self._extra_headers)
@@ -228,9 +250,13 @@ class ClientHandshake:
         extra_headers: HeadersLike | None = None,
         origin: str | None = None,
         user_agent: str | None = None,
+        compression: DeflateConfig | None = None,
         max_size: int = MAX_HANDSHAKE_SIZE,
     ) -> None:
         self._uri = uri
+        self._compression = compression
+        #: The permessage-deflate codec the server agreed to, if any.
+        self.deflate: PerMessageDeflate | None = None
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_size)
         self._max_body = max_size
         self._subprotocols = list(subprotocols or ())
@@ -251,6 +277,8 @@ class ClientHandshake:
             headers["Origin"] = origin
         if self._subprotocols:
             headers["Sec-WebSocket-Protocol"] = ", ".join(self._subprotocols)
+        if compression is not None:
+            headers["Sec-WebSocket-Extensions"] = client_offer(compression)
         if user_agent is not None:
             headers["User-Agent"] = user_agent
         headers.update_from(extra_headers or ())
@@ -317,7 +345,14 @@ class ClientHandshake:
         if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
             raise fail("wrong Sec-WebSocket-Accept")
         if _tokens(headers, "Sec-WebSocket-Extensions"):
-            raise fail("the server chose extensions that were not offered")
+            if self._compression is None:
+                raise fail("the server chose extensions that were not offered")
+            try:
+                extensions = parse_extensions(headers.get_all("Sec-WebSocket-Extensions"))
+                params = client_accept(extensions, self._compression)
+            except NegotiationError as exc:
+                raise fail(str(exc)) from exc
+            self.deflate = PerMessageDeflate(params, is_server=False, config=self._compression)
         chosen = _tokens(headers, "Sec-WebSocket-Protocol")
         if chosen:
             if len(chosen) > 1 or chosen[0] not in self._subprotocols:

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass
 
 from .exceptions import CloseCode, ProtocolError
+from .extensions.permessage_deflate import PerMessageDeflate
 from .frames import Frame, FrameParser, Opcode, parse_close, serialize_close, write_frame
 
 __all__ = ["Role", "State", "Ping", "Pong", "Close", "Event", "Protocol"]
@@ -65,11 +66,19 @@ _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 class Protocol:
     """One WebSocket connection's protocol state, for either role."""
 
-    def __init__(self, role: Role, *, max_size: int | None = 2**20) -> None:
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_size: int | None = 2**20,
+        deflate: PerMessageDeflate | None = None,
+    ) -> None:
         self.role = role
         self.state = State.OPEN
         self.max_size = max_size
-        self._parser = FrameParser(require_mask=role is Role.SERVER)
+        #: The negotiated permessage-deflate codec, if any.
+        self.deflate = deflate
+        self._parser = FrameParser(require_mask=role is Role.SERVER, allowed_rsv=0x40 if deflate else 0)
         self._parser.max_payload = max_size
         self._mask = role is Role.CLIENT
         self._out = bytearray()
@@ -78,6 +87,7 @@ class Protocol:
         self._in_parts: list[bytes | str] = []
         self._in_size = 0
         self._in_decoder: codecs.IncrementalDecoder | None = None
+        self._in_compressed = False
         # Outgoing fragmented message: the opcode of its first frame, or None.
         self._out_opcode: Opcode | None = None
         #: The close frame received from the peer, if any.
@@ -115,14 +125,17 @@ class Protocol:
 
     def _receive_frame(self, frame: Frame, events: list[Event]) -> None:
         opcode = frame.opcode
+        if frame.rsv1 and opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
+            raise ProtocolError("RSV1 set on a frame that does not start a message")
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if self._in_opcode is not None:
                 raise ProtocolError("new data frame while a fragmented message is in progress")
-            if frame.fin:
+            if frame.fin and not frame.rsv1:
                 events.append(_decode_text(frame.payload) if opcode is Opcode.TEXT else frame.payload)
                 return
             self._in_opcode = opcode
-            if opcode is Opcode.TEXT:
+            self._in_compressed = frame.rsv1
+            if opcode is Opcode.TEXT and not frame.rsv1:
                 self._in_decoder = _new_utf8_decoder()
             self._receive_fragment(frame, events)
         elif opcode is Opcode.CONTINUATION:
@@ -144,22 +157,33 @@ class Protocol:
             events.append(self.close_rcvd)
 
     def _receive_fragment(self, frame: Frame, events: list[Event]) -> None:
-        self._in_size += len(frame.payload)
+        payload = frame.payload
+        self._in_size += len(payload)
         decoder = self._in_decoder
         if decoder is not None:
-            try:
-                self._in_parts.append(decoder.decode(frame.payload, frame.fin))
+            try:  # fail as soon as invalid UTF-8 arrives, not at the end of the message
+                self._in_parts.append(decoder.decode(payload, frame.fin))
             except UnicodeDecodeError as exc:
                 raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
         else:
-            self._in_parts.append(frame.payload)
+            self._in_parts.append(payload)
         if frame.fin:
             parts = self._in_parts
-            message: str | bytes = "".join(parts) if decoder is not None else b"".join(parts)  # type: ignore[arg-type]
+            message: str | bytes
+            if self._in_compressed:
+                # Inflated once per message: cheaper than per frame, and bounded the same.
+                assert self.deflate is not None  # the parser only lets RSV1 through with it
+                data = self.deflate.decompress(b"".join(parts), True, self.max_size)  # type: ignore[arg-type]
+                message = _decode_text(data) if self._in_opcode is Opcode.TEXT else data
+            elif decoder is not None:
+                message = "".join(parts)  # type: ignore[arg-type]
+            else:
+                message = b"".join(parts)  # type: ignore[arg-type]
             self._in_opcode = None
             self._in_parts = []
             self._in_size = 0
             self._in_decoder = None
+            self._in_compressed = False
             events.append(message)
         if self.max_size is not None:
             self._parser.max_payload = self.max_size - self._in_size
@@ -186,7 +210,12 @@ class Protocol:
         else:
             raise TypeError("all fragments of a message must be str, or all bytes-like")
         self._out_opcode = None if fin else opcode
-        write_frame(self._out, frame_opcode, payload, fin=fin, mask=self._mask)
+        if self.deflate is None:
+            write_frame(self._out, frame_opcode, payload, fin=fin, mask=self._mask)
+        else:
+            payload = self.deflate.compress(payload, fin)
+            rsv1 = frame_opcode is not Opcode.CONTINUATION
+            write_frame(self._out, frame_opcode, payload, fin=fin, rsv1=rsv1, mask=self._mask)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping frame."""

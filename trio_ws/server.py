@@ -16,6 +16,7 @@ import trio
 from . import __version__
 from .connection import WebSocket, _socket_of
 from .exceptions import CloseCode, ConnectionClosed
+from .extensions.permessage_deflate import config_for
 from .handshake import RejectHandshake, SelectSubprotocol, ServerHandshake
 from .http import HeadersLike, Request, Response
 from .listeners import open_listeners
@@ -169,9 +170,10 @@ class WebSocketServer:
         await stream.send_all(handshake.send_response(response))
         if response.status != 101:
             return None
+        deflate = handshake.deflate if "Sec-WebSocket-Extensions" in response.headers else None
         return WebSocket(
             stream,
-            Protocol(Role.SERVER, max_size=self._max_size),
+            Protocol(Role.SERVER, max_size=self._max_size, deflate=deflate),
             request=request,
             response=response,
             initial_data=handshake.trailing_data,
@@ -255,6 +257,7 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     subprotocols: Sequence[str] | None = None,
     select_subprotocol: SelectSubprotocol | None = None,
+    compression: str | None = "deflate",
     origins: Sequence[str | None] | None = None,
     process_request: ProcessRequest | None = None,
     process_response: ProcessResponse | None = None,
@@ -289,6 +292,7 @@ async def serve(
             "origins": origins,
             "server_header": server_header,
             "extra_headers": extra_headers,
+            "compression": config_for(compression),
         },
         process_request=process_request,
         process_response=process_response,
