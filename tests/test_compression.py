@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import pytest
 import trio
 from websockets.asyncio.client import connect as ws_connect
 
@@ -126,3 +127,21 @@ async def test_decompression_bomb_closes_1009_without_inflating() -> None:
     # The server never held the inflated gigabyte: its peak grew by a few MiB at most.
     assert peak - before < 64 * 1024, f"peak RSS grew by {(peak - before) // 1024} MiB"
     print(f"\npeak RSS {before // 1024} MiB before, {peak // 1024} MiB after the 1 GiB bomb")
+
+
+async def test_compression_option_is_checked() -> None:
+    with pytest.raises(ValueError, match="deflate"):
+        async with trio_ws.open_server(echo, "127.0.0.1", 0, compression="gzip"):
+            pass
+
+
+async def test_server_can_require_no_context_takeover() -> None:
+    config = trio_ws.DeflateConfig(server_no_context_takeover=True)
+    async with (
+        trio_ws.open_server(echo, "127.0.0.1", 0, compression=config) as server,
+        trio_ws.connect(ws_url(server)) as ws,
+    ):
+        assert "server_no_context_takeover" in ws.response_headers["Sec-WebSocket-Extensions"]
+        for text in ["same", "same", "other"]:
+            await ws.send(text)
+            assert await ws.recv() == text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .broadcast import broadcast
 from .client import connect
 from .connection import Message, WebSocket
 from .exceptions import (
@@ -17,6 +18,7 @@ from .exceptions import (
     ProtocolError,
     WebSocketError,
 )
+from .extensions.permessage_deflate import DeflateConfig
 from .http import Headers, Request, Response
 from .protocol import State
 from .server import WebSocketServer, open_server, serve
@@ -26,6 +28,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeflateConfig",
     "Headers",
     "InvalidHandshake",
     "InvalidURI",
@@ -39,6 +42,7 @@ __all__ = [
     "WebSocketError",
     "WebSocketServer",
     "__version__",
+    "broadcast",
     "connect",
     "open_server",
     "serve",

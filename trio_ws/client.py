@@ -12,7 +12,7 @@ import trio
 
 from . import __version__
 from .connection import WebSocket
-from .extensions.permessage_deflate import config_for
+from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import ClientHandshake
 from .http import HeadersLike
 from .protocol import Protocol, Role
@@ -29,7 +29,7 @@ async def connect(
     *,
     ssl_context: ssl.SSLContext | None = None,
     subprotocols: Sequence[str] | None = None,
-    compression: str | None = "deflate",
+    compression: str | DeflateConfig | None = "deflate",
     extra_headers: HeadersLike | None = None,
     origin: str | None = None,
     user_agent_header: str | None = DEFAULT_USER_AGENT,

@@ -244,6 +244,14 @@ class WebSocket:
         self._proto.send(data, fin=fin)
         self._write_lot.unpark_all()
 
+    def _ready_for_broadcast(self) -> bool:
+        """Open, not inside a fragmented send, and under `write_limit`."""
+        return (
+            self._proto.can_send_frame
+            and not self._fragmenting
+            and self._proto.bytes_to_send + self._in_flight <= self._write_limit
+        )
+
     async def ping(self, data: bytes | str | None = None) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds.
 

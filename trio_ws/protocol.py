@@ -217,6 +217,17 @@ class Protocol:
             rsv1 = frame_opcode is not Opcode.CONTINUATION
             write_frame(self._out, frame_opcode, payload, fin=fin, rsv1=rsv1, mask=self._mask)
 
+    @property
+    def can_send_frame(self) -> bool:
+        """Whether a whole message may be queued now (open, not inside a fragmented one)."""
+        return self.state is State.OPEN and self._out_opcode is None
+
+    def send_serialized(self, frame: bytes) -> None:
+        """Queue a message already serialized as one frame (for `broadcast`)."""
+        if not self.can_send_frame:
+            raise RuntimeError("cannot queue a whole message now")
+        self._out += frame
+
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping frame."""
         self._check_open()

@@ -16,7 +16,7 @@ import trio
 from . import __version__
 from .connection import WebSocket, _socket_of
 from .exceptions import CloseCode, ConnectionClosed
-from .extensions.permessage_deflate import config_for
+from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import RejectHandshake, SelectSubprotocol, ServerHandshake
 from .http import HeadersLike, Request, Response
 from .listeners import open_listeners
@@ -257,7 +257,7 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     subprotocols: Sequence[str] | None = None,
     select_subprotocol: SelectSubprotocol | None = None,
-    compression: str | None = "deflate",
+    compression: str | DeflateConfig | None = "deflate",
     origins: Sequence[str | None] | None = None,
     process_request: ProcessRequest | None = None,
     process_response: ProcessResponse | None = None,

@@ -85,13 +85,13 @@ class DeflateParameters:
         return "; ".join(parts)
 
 
-def config_for(compression: str | None) -> DeflateConfig | None:
+def config_for(compression: str | DeflateConfig | None) -> DeflateConfig | None:
     """The configuration for the `compression` option of `serve` and `connect`."""
-    if compression is None:
-        return None
+    if compression is None or isinstance(compression, DeflateConfig):
+        return compression
     if compression == "deflate":
         return DeflateConfig()
-    raise ValueError(f'compression must be "deflate" or None, not {compression!r}')
+    raise ValueError(f'compression must be "deflate", a DeflateConfig or None, not {compression!r}')
 
 
 # ---- header syntax (RFC 6455 section 9.1) -------------------------------------------------
@@ -287,6 +287,17 @@ class PerMessageDeflate:
         self._mem_level = config.mem_level
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
+
+    @property
+    def shared_frame_key(self) -> tuple[int, int, int] | None:
+        """Codecs with equal keys compress a message to the same bytes (None: they do not).
+
+        Without context takeover each message starts from a fresh compressor, so the
+        output depends only on the settings: `broadcast` compresses once per key.
+        """
+        if not self._local_no_context_takeover:
+            return None
+        return (self._compress_bits, self._level, self._mem_level)
 
     def compress(self, data: bytes | bytearray | memoryview, fin: bool) -> bytes:
         """Compress one frame's worth of a message; `fin` ends the message."""
