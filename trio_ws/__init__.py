@@ -21,6 +21,7 @@ from .exceptions import (
 from .extensions.permessage_deflate import DeflateConfig
 from .http import Headers, Request, Response
 from .protocol import State
+from .router import Router
 from .server import WebSocketServer, open_server, serve
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ProtocolError",
     "Request",
     "Response",
+    "Router",
     "State",
     "WebSocket",
     "WebSocketError",

@@ -31,6 +31,7 @@ ProcessResponse = Callable[[Request, Response], Response | Awaitable[Response | 
 
 DEFAULT_SERVER_HEADER = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
 
+_RETRY_AFTER = 5  # seconds, in the 503 answer past max_connections
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -49,9 +50,12 @@ class WebSocketServer:
         open_timeout: float | None,
         connection_options: dict[str, Any],
         max_size: int | None,
+        max_connections: int | None,
         logger: logging.Logger,
     ) -> None:
         self._handler = handler
+        self._max_connections = max_connections
+        self._upgraded = 0  # connections past the 101, not yet finished
         self._listeners = listeners
         self._ssl_context = ssl_context
         self._handshake_options = handshake_options
@@ -167,7 +171,14 @@ class WebSocketServer:
             await stream.send_all(handshake.send_response(rejection.response))
             return None
         response = await self._respond(handshake, request)
-        await stream.send_all(handshake.send_response(response))
+        if response.status == 101:
+            self._upgraded += 1  # counted from here, so concurrent handshakes respect the limit
+        try:
+            await stream.send_all(handshake.send_response(response))
+        except BaseException:
+            if response.status == 101:
+                self._upgraded -= 1
+            raise
         if response.status != 101:
             return None
         deflate = handshake.deflate if "Sec-WebSocket-Extensions" in response.headers else None
@@ -185,11 +196,16 @@ class WebSocketServer:
         """The answer to a request: process_request's, else the upgrade or its refusal."""
         response = None
         try:
-            if self._process_request is not None:
-                response = await _maybe_await(self._process_request(request))
+            for process_request in (self._process_request, getattr(self._handler, "process_request", None)):
+                if response is None and process_request is not None:
+                    response = await _maybe_await(process_request(request))
             if response is None:
                 if self._closing:
                     response = Response(503, {"Retry-After": "1"}, "server shutting down\n")
+                elif self._max_connections is not None and self._upgraded >= self._max_connections:
+                    response = Response(
+                        503, {"Retry-After": str(_RETRY_AFTER)}, "too many connections; try again later\n"
+                    )
                 else:
                     try:
                         response = handshake.accept(request)
@@ -209,6 +225,7 @@ class WebSocketServer:
 
     async def _run_handler(self, ws: WebSocket) -> None:
         self.connections.add(ws)
+        ws.logger.info("connection open: %s", ws.path)
         try:
             async with ws._running():
                 try:
@@ -223,6 +240,8 @@ class WebSocketServer:
                         await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.connections.discard(ws)
+            self._upgraded -= 1
+            ws.logger.info("connection closed: code %s", ws.close_code)
 
 
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -270,6 +289,7 @@ async def serve(
     max_size: int | None = 2**20,
     max_queue: int | None = 16,
     write_limit: int = 2**16,
+    max_connections: int | None = None,
     reuse_port: bool = False,
     backlog: int | None = None,
     logger: logging.Logger | None = None,
@@ -305,6 +325,7 @@ async def serve(
             "write_limit": write_limit,
         },
         max_size=max_size,
+        max_connections=max_connections,
         logger=logger or logging.getLogger("trio_ws.server"),
     )
     await server._run(task_status)
