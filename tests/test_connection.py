@@ -167,8 +167,8 @@ async def test_close_with_code_and_reason_reaches_the_server() -> None:
         except trio_ws.ConnectionClosed as exc:
             seen.append(exc)
 
-    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:  # noqa: SIM117
-        async with trio_ws.connect(ws_url(server)) as ws:  # (the server must outlive the client)
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
+        async with trio_ws.connect(ws_url(server)) as ws:
             await ws.close(4321, "custom")
             assert ws.close_code == 4321
             with pytest.raises(trio_ws.ConnectionClosedError):
