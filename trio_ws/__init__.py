@@ -20,6 +20,7 @@ from .exceptions import (
 )
 from .extensions.permessage_deflate import DeflateConfig
 from .http import Headers, Request, Response
+from .hub import Hub, Subscription, current_hub, open_hub
 from .protocol import State
 from .router import Router
 from .server import WebSocketServer, open_server, serve
@@ -31,6 +32,7 @@ __all__ = [
     "ConnectionClosedOK",
     "DeflateConfig",
     "Headers",
+    "Hub",
     "InvalidHandshake",
     "InvalidURI",
     "Message",
@@ -40,12 +42,15 @@ __all__ = [
     "Response",
     "Router",
     "State",
+    "Subscription",
     "WebSocket",
     "WebSocketError",
     "WebSocketServer",
     "__version__",
     "broadcast",
     "connect",
+    "current_hub",
+    "open_hub",
     "open_server",
     "serve",
 ]

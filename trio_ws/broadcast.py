@@ -8,7 +8,45 @@ from .connection import WebSocket
 from .frames import Opcode, write_frame
 from .protocol import Data, Role
 
-__all__ = ["broadcast"]
+__all__ = ["broadcast", "FrameCache"]
+
+
+class FrameCache:
+    """One message, framed at most once per group of connections that frame it alike.
+
+    Uncompressed server connections share one frame; compressed ones without context
+    takeover share one per settings; the others (clients, or compression with context
+    takeover) must encode the message themselves, and `frame_for` returns None for them.
+    """
+
+    __slots__ = ("_frames", "_opcode", "_payload", "message")
+
+    def __init__(self, message: Data) -> None:
+        if isinstance(message, str):
+            self._opcode, self._payload = Opcode.TEXT, message.encode("utf-8")
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            self._opcode, self._payload = Opcode.BINARY, bytes(message)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
+        self.message = message
+        self._frames: dict[object, bytes] = {}
+
+    def frame_for(self, ws: WebSocket) -> bytes | None:
+        """The shared frame for `ws`, or None if `ws` must encode the message itself."""
+        proto = ws._proto
+        deflate = proto.deflate
+        key = None if deflate is None else deflate.shared_frame_key
+        if proto.role is Role.CLIENT or (deflate is not None and key is None):
+            return None
+        frame = self._frames.get(key)
+        if frame is None:
+            out = bytearray()
+            if deflate is None:
+                write_frame(out, self._opcode, self._payload)
+            else:
+                write_frame(out, self._opcode, deflate.compress(self._payload, True), rsv1=True)
+            frame = self._frames[key] = bytes(out)
+        return frame
 
 
 def broadcast(connections: Iterable[WebSocket], message: Data) -> int:
@@ -20,32 +58,10 @@ def broadcast(connections: Iterable[WebSocket], message: Data) -> int:
     uncompressed server connections, and compressed once for each group of connections
     that compress without context takeover; others use their own compressor.
     """
-    if isinstance(message, str):
-        opcode, payload = Opcode.TEXT, message.encode("utf-8")
-    elif isinstance(message, (bytes, bytearray, memoryview)):
-        opcode, payload = Opcode.BINARY, bytes(message)
-    else:
-        raise TypeError(f"cannot broadcast {type(message).__name__}; broadcast str or bytes-like")
-    frames: dict[object, bytes] = {}  # None: uncompressed; else a codec's shared_frame_key
+    frames = FrameCache(message)
     reached = 0
     for ws in connections:
-        if not ws._ready_for_broadcast():
-            continue
-        proto = ws._proto
-        deflate = proto.deflate
-        key = None if deflate is None else deflate.shared_frame_key
-        if proto.role is Role.CLIENT or (deflate is not None and key is None):
-            proto.send(message)  # masked per frame, or its own compression context
-        else:
-            frame = frames.get(key)
-            if frame is None:
-                out = bytearray()
-                if deflate is None:
-                    write_frame(out, opcode, payload)
-                else:
-                    write_frame(out, opcode, deflate.compress(payload, True), rsv1=True)
-                frame = frames[key] = bytes(out)
-            proto.send_serialized(frame)
-        ws._write_lot.unpark_all()
-        reached += 1
+        if ws._ready_for_broadcast():
+            ws._queue_cached(frames)
+            reached += 1
     return reached

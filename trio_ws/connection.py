@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -25,6 +25,9 @@ from .exceptions import CloseCode, ConnectionClosed, ConnectionClosedOK
 from .http import Headers, Request, Response
 from .protocol import Data, Pong, Protocol, Role, State
 from .tasks import open_nursery_unwrapped
+
+if TYPE_CHECKING:
+    from .broadcast import FrameCache
 
 __all__ = ["WebSocket", "Message"]
 
@@ -243,6 +246,26 @@ class WebSocket:
             raise self._closed_exception()
         self._proto.send(data, fin=fin)
         self._write_lot.unpark_all()
+
+    def _queue_cached(self, frames: FrameCache) -> None:
+        """Queue a whole message, using its shared frame where this connection can."""
+        frame = frames.frame_for(self)
+        if frame is None:
+            self._proto.send(frames.message)
+        else:
+            self._proto.send_serialized(frame)
+        self._write_lot.unpark_all()
+
+    async def _send_cached(self, frames: FrameCache) -> None:
+        """`send()` of a whole message from a `FrameCache` (the hub's forwarders)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._fragmenting:
+            await self._fragment_lot.park()
+        await self._wait_for_buffer_room()
+        if self._proto.state is not State.OPEN:
+            raise self._closed_exception()
+        self._queue_cached(frames)
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _ready_for_broadcast(self) -> bool:
         """Open, not inside a fragmented send, and under `write_limit`."""

@@ -1,0 +1,233 @@
+"""`Hub`: publish/subscribe by topic over Trio memory channels, optionally across processes.
+
+Each subscription owns a bounded memory channel and a forwarder task in the hub's nursery.
+`publish` frames the message once (per compression group) and puts it on every subscriber's
+channel without waiting; a full channel drops its oldest message or disconnects the slow
+client (close code 1013), as the subscription's policy says. A backend (`RedisBackend`)
+carries publishes to the hubs of other processes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal, Protocol
+
+import trio
+
+from .broadcast import FrameCache
+from .connection import WebSocket
+from .exceptions import CloseCode, ConnectionClosed
+from .protocol import Data
+from .tasks import open_nursery_unwrapped
+
+__all__ = ["Hub", "Subscription", "Backend", "open_hub", "current_hub", "OverflowPolicy"]
+
+OverflowPolicy = Literal["drop_oldest", "disconnect"]
+_POLICIES = ("drop_oldest", "disconnect")
+_current_hub: contextvars.ContextVar[Hub] = contextvars.ContextVar("trio_ws_hub")
+logger = logging.getLogger("trio_ws.hub")
+
+
+class Backend(Protocol):
+    """What a hub needs to reach other processes (see `RedisBackend`)."""
+
+    async def run(self, hub: Hub, *, task_status: trio.TaskStatus[None] = ...) -> None:
+        """Connect (raising a clear error if that fails), call `task_status.started()`,
+        then deliver remote publishes with `hub.deliver_locally` until cancelled."""
+
+    async def subscribe(self, topic: str) -> None:
+        """Receive publishes to `topic` from now on (returns once that is in force)."""
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop receiving publishes to `topic`."""
+
+    async def publish(self, topic: str, message: Data) -> None:
+        """Send a publish to the other processes; never raises for a lost connection."""
+
+
+class Subscription:
+    """One connection's subscription to some topics, with its queue and policy."""
+
+    def __init__(
+        self, ws: WebSocket, topics: frozenset[str], queue_size: int, on_overflow: OverflowPolicy
+    ) -> None:
+        self.ws = ws
+        self.topics = topics
+        self.on_overflow = on_overflow
+        #: Messages dropped for this subscriber by the drop_oldest policy.
+        self.dropped = 0
+        self._send, self._receive = trio.open_memory_channel[FrameCache](queue_size)
+        self._forwarder = trio.CancelScope()
+
+    def _offer(self, frames: FrameCache) -> bool:
+        """Queue without waiting; False if the queue is full under "disconnect"."""
+        try:
+            self._send.send_nowait(frames)
+        except trio.WouldBlock:
+            if self.on_overflow == "disconnect":
+                return False
+            self._receive.receive_nowait()
+            self.dropped += 1
+            self._send.send_nowait(frames)
+        return True
+
+    async def _forward(self) -> None:
+        """Move queued messages to the connection, at the pace the client reads."""
+        with self._forwarder:
+            async for frames in self._receive:
+                try:
+                    await self.ws._send_cached(frames)
+                except ConnectionClosed:
+                    return
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.ws!r} {sorted(self.topics)}>"
+
+
+class Hub:
+    """Topics to subscribers. Made by `open_hub`; not built directly."""
+
+    def __init__(
+        self, nursery: trio.Nursery, backend: Backend | None, queue_size: int, on_overflow: OverflowPolicy
+    ) -> None:
+        _check_options(queue_size, on_overflow)
+        self._nursery = nursery
+        self._backend = backend
+        self.queue_size = queue_size
+        self.on_overflow: OverflowPolicy = on_overflow
+        self._topics: dict[str, dict[Subscription, None]] = {}
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        ws: WebSocket,
+        *topics: str,
+        queue_size: int | None = None,
+        on_overflow: OverflowPolicy | None = None,
+    ) -> AsyncIterator[Subscription]:
+        """Deliver publishes to `topics` to `ws` while the block runs.
+
+        `queue_size` and `on_overflow` default to the hub's. With a backend, returns once
+        the backend is subscribed to every topic that had no local subscriber yet.
+        """
+        size = self.queue_size if queue_size is None else queue_size
+        policy = self.on_overflow if on_overflow is None else on_overflow
+        _check_options(size, policy)
+        subscription = Subscription(ws, frozenset(topics), size, policy)
+        new_topics = [topic for topic in subscription.topics if topic not in self._topics]
+        for topic in subscription.topics:
+            self._topics.setdefault(topic, {})[subscription] = None
+        try:
+            if self._backend is not None:
+                for topic in new_topics:
+                    await self._backend.subscribe(topic)
+            self._nursery.start_soon(self._run_forwarder, subscription)
+            yield subscription
+        finally:
+            self._remove(subscription)
+
+    async def _run_forwarder(self, subscription: Subscription) -> None:
+        try:
+            await subscription._forward()
+        finally:
+            self._remove(subscription)  # a subscriber that disconnects leaves no trace
+
+    def _remove(self, subscription: Subscription) -> None:
+        subscription._forwarder.cancel()
+        subscription._send.close()
+        for topic in subscription.topics:
+            subscribers = self._topics.get(topic)
+            if subscribers is None or subscription not in subscribers:
+                continue
+            del subscribers[subscription]
+            if not subscribers:
+                del self._topics[topic]
+                if self._backend is not None:
+                    self._nursery.start_soon(self._unsubscribe_backend, topic)
+
+    async def _unsubscribe_backend(self, topic: str) -> None:
+        if topic not in self._topics and self._backend is not None:
+            await self._backend.unsubscribe(topic)
+
+    async def publish(self, topic: str, message: Data) -> int:
+        """Send `message` to every subscriber of `topic`, here and (with a backend) in
+        every other process; return how many local subscribers it was queued for."""
+        frames = FrameCache(message)
+        reached = self._deliver(topic, frames)
+        if self._backend is not None:
+            await self._backend.publish(topic, message)
+        else:
+            await trio.lowlevel.checkpoint()
+        return reached
+
+    def deliver_locally(self, topic: str, message: Data) -> int:
+        """Queue a message for the local subscribers only (for backends)."""
+        return self._deliver(topic, FrameCache(message))
+
+    def _deliver(self, topic: str, frames: FrameCache) -> int:
+        reached = 0
+        for subscription in list(self._topics.get(topic, ())):
+            if subscription._offer(frames):
+                reached += 1
+            else:
+                self._disconnect_slow(subscription)
+        return reached
+
+    def _disconnect_slow(self, subscription: Subscription) -> None:
+        subscription.ws.logger.warning(
+            "subscriber too slow (queue of %d full); closing with 1013", self.queue_size
+        )
+        self._remove(subscription)
+        self._nursery.start_soon(subscription.ws.close, CloseCode.TRY_AGAIN_LATER, "subscriber too slow")
+
+    def subscribers(self, topic: str) -> frozenset[WebSocket]:
+        """The connections subscribed to `topic` in this process."""
+        return frozenset(subscription.ws for subscription in self._topics.get(topic, ()))
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics with at least one local subscriber."""
+        return frozenset(self._topics)
+
+
+def _check_options(queue_size: int, on_overflow: str) -> None:
+    if queue_size < 1:
+        raise ValueError(f"queue_size must be at least 1, not {queue_size}")
+    if on_overflow not in _POLICIES:
+        raise ValueError(f"on_overflow must be one of {', '.join(_POLICIES)}, not {on_overflow!r}")
+
+
+@asynccontextmanager
+async def open_hub(
+    backend: Backend | None = None, queue_size: int = 64, on_overflow: OverflowPolicy = "drop_oldest"
+) -> AsyncIterator[Hub]:
+    """A hub whose tasks live in this block; leaving it cancels them.
+
+    Inside the block (and in every task started from it, such as a server's handlers),
+    `current_hub()` returns this hub.
+    """
+    async with open_nursery_unwrapped() as nursery:
+        hub = Hub(nursery, backend, queue_size, on_overflow)
+        if backend is not None:
+            await nursery.start(_run_backend, backend, hub)
+        token = _current_hub.set(hub)
+        try:
+            yield hub
+        finally:
+            _current_hub.reset(token)
+            nursery.cancel_scope.cancel()
+
+
+async def _run_backend(backend: Backend, hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
+    await backend.run(hub, task_status=task_status)
+
+
+def current_hub() -> Hub:
+    """The hub of the enclosing `open_hub` block (or of `python -m trio_ws serve`)."""
+    try:
+        return _current_hub.get()
+    except LookupError:
+        raise LookupError("no hub here: call this inside `async with trio_ws.open_hub()`") from None
