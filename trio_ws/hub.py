@@ -61,9 +61,18 @@ class Subscription:
         self.dropped = 0
         self._send, self._receive = trio.open_memory_channel[FrameCache](queue_size)
         self._forwarder = trio.CancelScope()
+        self._forwarding = False  # the forwarder holds a message it has not queued yet
 
     def _offer(self, frames: FrameCache) -> bool:
-        """Queue without waiting; False if the queue is full under "disconnect"."""
+        """Queue without waiting; False if the queue is full under "disconnect".
+
+        While nothing older is waiting and the connection has room, the message goes
+        straight to the connection: the forwarder task only runs for a backed-up client.
+        """
+        idle = not self._forwarding and self._receive.statistics().current_buffer_used == 0
+        if idle and self.ws._ready_for_broadcast():
+            self.ws._queue_cached(frames)
+            return True
         try:
             self._send.send_nowait(frames)
         except trio.WouldBlock:
@@ -78,10 +87,13 @@ class Subscription:
         """Move queued messages to the connection, at the pace the client reads."""
         with self._forwarder:
             async for frames in self._receive:
+                self._forwarding = True
                 try:
                     await self.ws._send_cached(frames)
                 except ConnectionClosed:
                     return
+                finally:
+                    self._forwarding = False
 
     def __repr__(self) -> str:
         return f"<Subscription {self.ws!r} {sorted(self.topics)}>"
