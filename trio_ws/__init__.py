@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .backends.redis import RedisBackend
 from .broadcast import broadcast
 from .client import connect
 from .connection import Message, WebSocket
@@ -38,6 +39,7 @@ __all__ = [
     "Message",
     "PayloadTooBig",
     "ProtocolError",
+    "RedisBackend",
     "Request",
     "Response",
     "Router",

@@ -1,0 +1,222 @@
+"""The Redis backend with a real redis-server: across processes, and across a Redis restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import trio_ws
+
+from .conftest import ROOT, RedisServer, free_port
+
+
+class Workers:
+    """`python -m trio_ws serve examples.chat:router --workers 2 --redis URL`."""
+
+    def __init__(self, redis_url: str, workers: int = 2) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_ws", "serve", "examples.chat:router", "--port", str(self.port),
+             "--workers", str(workers), "--redis", redis_url],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.pids = set()
+        for _ in range(workers):
+            line = self.proc.stdout.readline()
+            assert "listening on" in line, (
+                line,
+                self.proc.stderr.read() if self.proc.poll() is not None else "",
+            )  # type: ignore[union-attr]
+            self.pids.add(int(line.split()[1]))
+
+    def url(self, room: str, name: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/chat/{room}?name={name}"
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, err
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer) -> Iterator[Workers]:
+    running = Workers(redis_server.url)
+    yield running
+    running.stop()
+
+
+@asynccontextmanager
+async def clients_on_every_worker(
+    workers: Workers, room: str
+) -> AsyncIterator[dict[int, list[trio_ws.WebSocket]]]:
+    """Connect until each worker process serves at least two clients; group them by worker."""
+    by_worker: dict[int, list[trio_ws.WebSocket]] = {pid: [] for pid in workers.pids}
+    async with AsyncExitStack() as stack:
+        for n in range(60):
+            ws = await stack.enter_async_context(trio_ws.connect(workers.url(room, f"c{n}")))
+            welcome = json.loads(str(await ws.recv()))
+            by_worker[welcome["worker"]].append(ws)
+            if all(len(group) >= 2 for group in by_worker.values()):
+                break
+        assert all(by_worker.values()), "SO_REUSEPORT never sent a client to one of the workers"
+        yield by_worker
+
+
+async def next_message(ws: trio_ws.WebSocket) -> dict[str, Any]:
+    """The next chat message, skipping join and leave announcements."""
+    while True:
+        event = json.loads(str(await ws.recv()))
+        if event["type"] == "message":
+            return event  # type: ignore[no-any-return]
+
+
+async def test_a_publish_in_either_process_reaches_subscribers_of_both(workers: Workers) -> None:
+    async with clients_on_every_worker(workers, "lobby") as by_worker:
+        everyone = [ws for group in by_worker.values() for ws in group]
+        with trio.fail_after(20):
+            for pid, group in by_worker.items():
+                await group[0].send(f"hello from worker {pid}")
+                for ws in everyone:
+                    assert (await next_message(ws))["text"] == f"hello from worker {pid}"
+    returncode, _ = workers.stop()
+    assert returncode == 0
+
+
+async def test_other_rooms_do_not_hear_it(workers: Workers) -> None:
+    async with (
+        trio_ws.connect(workers.url("kitchen", "k")) as kitchen,
+        clients_on_every_worker(workers, "garden") as by_worker,
+    ):
+        await kitchen.recv()  # welcome
+        first = next(iter(by_worker.values()))[0]
+        await first.send("only for the garden")
+        await next_message(first)
+        with trio.move_on_after(0.5):
+            event = await next_message(kitchen)
+            raise AssertionError(f"the kitchen heard {event}")
+
+
+async def test_redis_restart_mid_test(workers: Workers, redis_server: RedisServer) -> None:
+    async with clients_on_every_worker(workers, "ops") as by_worker:
+        group_a, group_b = by_worker.values()
+        everyone = group_a + group_b
+        redis_server.stop()
+        # Redis is gone: local subscribers are still served, and no worker crashes.
+        await group_a[0].send("during the outage")
+        for ws in group_a:
+            assert (await next_message(ws))["text"] == "during the outage"
+        redis_server.start()
+        # Recovery: probe until a publish crosses processes both ways again.
+        with trio.fail_after(30):
+            for sender, receiver in ((group_a[0], group_b[0]), (group_b[0], group_a[0])):
+                while True:
+                    await sender.send("probe")
+                    with trio.move_on_after(0.5):
+                        while (await next_message(receiver))["text"] != "probe":
+                            pass
+                        break
+            for ws in everyone:  # drain the probes
+                with trio.move_on_after(0.3):
+                    while True:
+                        await next_message(ws)
+        # After recovery, publishes from either process reach everyone.
+        with trio.fail_after(20):
+            for sender in (group_a[0], group_b[0]):
+                await sender.send(f"after recovery from {sender.local_address[1]}")
+                for ws in everyone:
+                    assert (await next_message(ws))[
+                        "text"
+                    ] == f"after recovery from {sender.local_address[1]}"
+    assert workers.proc.poll() is None, "a worker process exited"
+    returncode, err = workers.stop()
+    assert returncode == 0
+    assert "could not publish to Redis" in err  # the outage was logged
+
+
+async def test_redis_channel_exists_only_while_someone_subscribes(redis_server: RedisServer) -> None:
+    async def hold(ws: trio_ws.WebSocket) -> None:
+        async with trio_ws.current_hub().subscribe(ws, "room-1"):
+            await ws.wait_closed()
+
+    async with trio_ws.open_hub(backend=trio_ws.RedisBackend(redis_server.url)):
+        async with trio_ws.open_server(hold, "127.0.0.1", 0) as server:
+            assert b"room-1" not in redis_server.command("PUBSUB", "CHANNELS")
+            async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/"):
+                with trio.fail_after(5):
+                    while b"trio_ws:room-1" not in redis_server.command("PUBSUB", "CHANNELS"):
+                        await trio.sleep(0.01)
+            with trio.fail_after(5):
+                while b"trio_ws:room-1" in redis_server.command("PUBSUB", "CHANNELS"):
+                    await trio.sleep(0.01)
+
+
+async def test_binary_and_text_cross_processes_intact(redis_server: RedisServer) -> None:
+    received: list[trio_ws.Message] = []
+
+    async def listen(ws: trio_ws.WebSocket) -> None:
+        async with trio_ws.current_hub().subscribe(ws, "t"):
+            await ws.wait_closed()
+
+    backend_a, backend_b = trio_ws.RedisBackend(redis_server.url), trio_ws.RedisBackend(redis_server.url)
+    async with trio_ws.open_hub(backend=backend_a) as hub_a, trio_ws.open_hub(backend=backend_b):
+        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server_b:  # served under hub_b
+            async with trio_ws.connect(f"ws://127.0.0.1:{server_b.port}/") as ws:
+                with trio.fail_after(5):
+                    while b"trio_ws:t" not in redis_server.command("PUBSUB", "CHANNELS"):
+                        await trio.sleep(0.01)
+                assert await hub_a.publish("t", "tëxt") == 0  # no local subscriber in a
+                await hub_a.publish("t", b"\x00\xffbinary")
+                received += [await ws.recv(), await ws.recv()]
+    assert received == ["tëxt", b"\x00\xffbinary"]
+
+
+async def test_unreachable_redis_at_start_is_a_clear_error() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(ConnectionError, match=f"cannot reach Redis at {url}"):
+        async with trio_ws.open_hub(backend=trio_ws.RedisBackend(url)):
+            pass
+    command = [
+        sys.executable,
+        "-m",
+        "trio_ws",
+        "serve",
+        "examples.chat:router",
+        "--port",
+        "0",
+        "--redis",
+        url,
+    ]
+    proc = await trio.run_process(command, cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False)
+    assert proc.returncode == 1
+    assert f"cannot reach Redis at {url}" in proc.stderr.decode()
+
+
+async def test_sigterm_to_the_runner_closes_every_worker_gracefully(workers: Workers) -> None:
+    async with clients_on_every_worker(workers, "bye") as by_worker:
+        workers.proc.send_signal(signal.SIGTERM)
+        for group in by_worker.values():
+            for ws in group:
+                with trio.fail_after(10), pytest.raises(trio_ws.ConnectionClosedOK) as info:
+                    while True:
+                        await ws.recv()
+                assert info.value.code == 1001
+    assert await trio.to_thread.run_sync(workers.proc.wait, 20) == 0
+
+
+def test_redis_url_is_checked() -> None:
+    with pytest.raises(ValueError, match="redis://"):
+        trio_ws.RedisBackend("http://127.0.0.1:6379")

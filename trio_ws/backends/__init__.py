@@ -1,0 +1,5 @@
+"""Backends that carry a hub's publishes between processes."""
+
+from .redis import RedisBackend
+
+__all__ = ["RedisBackend"]

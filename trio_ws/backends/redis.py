@@ -1,0 +1,229 @@
+"""`RedisBackend`: carry a hub's publishes between processes over Redis pub/sub.
+
+Speaks RESP over Trio TCP streams and parses replies with hiredis's sans-I/O `Reader`
+(install with `pip install trio-ws[redis]`). One connection listens (SUBSCRIBE), another
+publishes. A topic is subscribed in Redis only while some local subscriber wants it. If
+Redis goes away, local subscribers keep being served; the listener reconnects with back-off
+and jitter and resubscribes, and publishes that could not reach Redis meanwhile are counted
+and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..protocol import Data
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("trio_ws.redis")
+_STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError)
+
+
+def _command(*args: bytes | str) -> bytes:
+    """A RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class _Connection:
+    """One RESP connection: send commands, read replies."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        import hiredis  # an optional dependency: the redis extra
+
+        self.stream = stream
+        self._reader = hiredis.Reader()
+        self._error_type = hiredis.ReplyError
+
+    async def send(self, *args: bytes | str) -> None:
+        await self.stream.send_all(_command(*args))
+
+    async def reply(self) -> Any:
+        """The next reply; raises ConnectionError on EOF or an error reply."""
+        while (reply := self._reader.gets()) is False:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            self._reader.feed(data)
+        if isinstance(reply, self._error_type):
+            raise ConnectionError(f"Redis answered with an error: {reply}")
+        return reply
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+class RedisBackend:
+    """Redis pub/sub for `open_hub(backend=RedisBackend("redis://127.0.0.1:6379/0"))`."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        channel_prefix: str = "trio_ws:",
+        timeout: float = 2.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "redis" or not parsed.hostname:
+            raise ValueError(f"{url!r} is not a redis://host[:port][/db] URL")
+        self.url = url
+        self._host = parsed.hostname
+        self._port = parsed.port or 6379
+        self._password = urllib.parse.unquote(parsed.password) if parsed.password else None
+        self._prefix = channel_prefix
+        self._timeout = timeout
+        self._max_backoff = max_backoff
+        self._origin = os.urandom(8).hex().encode()  # to skip our own publishes coming back
+        self._wanted: set[str] = set()
+        self._confirmed: dict[str, trio.Event] = {}
+        self._listener: _Connection | None = None
+        self._listener_lock = trio.Lock()
+        self._publisher: _Connection | None = None
+        self._publisher_lock = trio.Lock()
+        self._publisher_retry_at = 0.0
+        #: Publishes that could not be carried to Redis (so to the other processes).
+        self.undelivered = 0
+
+    # ---- connections -----------------------------------------------------------------
+
+    async def _connect(self) -> _Connection:
+        with trio.fail_after(self._timeout):
+            connection = _Connection(await trio.open_tcp_stream(self._host, self._port))
+            try:
+                if self._password is not None:
+                    await connection.send("AUTH", self._password)
+                    await connection.reply()
+            except BaseException:
+                await connection.aclose()
+                raise
+        return connection
+
+    async def run(self, hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, then listen for publishes from other processes until cancelled."""
+        try:
+            listener = await self._connect()
+            self._publisher = await self._connect()
+        except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
+            raise ConnectionError(f"cannot reach Redis at {self.url}: {exc or type(exc).__name__}") from exc
+        task_status.started()
+        backoff = 0.1
+        try:
+            while True:
+                try:
+                    await self._listen(listener, hub)
+                except _STREAM_ERRORS as exc:
+                    logger.warning("lost the Redis connection at %s (%s); reconnecting", self.url, exc)
+                await self._drop_listener()
+                while True:
+                    await trio.sleep(backoff * random.uniform(0.5, 1.5))
+                    backoff = min(backoff * 2, self._max_backoff)
+                    try:
+                        listener = await self._connect()
+                    except (*_STREAM_ERRORS, trio.TooSlowError):
+                        continue
+                    logger.info(
+                        "reconnected to Redis at %s; resubscribing %d topics", self.url, len(self._wanted)
+                    )
+                    backoff = 0.1
+                    break
+        finally:
+            await self._drop_listener()
+            if self._publisher is not None:
+                await self._publisher.aclose()
+
+    async def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        for topic in self._wanted:  # to be confirmed again after reconnecting
+            self._confirmed[topic] = trio.Event()
+        if listener is not None:
+            await listener.aclose()
+
+    async def _listen(self, listener: _Connection, hub: Hub) -> None:
+        async with self._listener_lock:
+            self._listener = listener
+            if self._wanted:
+                await listener.send("SUBSCRIBE", *(self._prefix + topic for topic in self._wanted))
+        prefix = self._prefix.encode()
+        while True:
+            reply = await listener.reply()
+            kind = reply[0]
+            if kind == b"message":
+                self._received(hub, reply[1][len(prefix) :].decode(), reply[2])
+            elif kind == b"subscribe":
+                event = self._confirmed.get(reply[1][len(prefix) :].decode())
+                if event is not None:
+                    event.set()
+
+    def _received(self, hub: Hub, topic: str, payload: bytes) -> None:
+        origin, kind, data = payload[:16], payload[16:17], payload[17:]
+        if origin == self._origin:
+            return  # ours: already delivered locally
+        hub.deliver_locally(topic, data.decode() if kind == b"t" else data)
+
+    # ---- what the hub calls ----------------------------------------------------------
+
+    async def subscribe(self, topic: str) -> None:
+        """Subscribe in Redis; returns once Redis confirmed (at once if it is unreachable)."""
+        self._wanted.add(topic)
+        event = self._confirmed.setdefault(topic, trio.Event())
+        async with self._listener_lock:
+            if self._listener is None:
+                logger.warning("Redis is unreachable: topic %r will be subscribed on reconnection", topic)
+                return
+            try:
+                await self._listener.send("SUBSCRIBE", self._prefix + topic)
+            except _STREAM_ERRORS:
+                return  # the listener task notices and reconnects
+        with trio.move_on_after(self._timeout):
+            await event.wait()
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe in Redis (no local subscriber wants `topic` any more)."""
+        self._wanted.discard(topic)
+        self._confirmed.pop(topic, None)
+        async with self._listener_lock:
+            if self._listener is not None:
+                with contextlib.suppress(*_STREAM_ERRORS):
+                    await self._listener.send("UNSUBSCRIBE", self._prefix + topic)
+
+    async def publish(self, topic: str, message: Data) -> None:
+        """PUBLISH to Redis; on failure count and log it, never raise."""
+        kind = b"t" if isinstance(message, str) else b"b"
+        data = message.encode() if isinstance(message, str) else bytes(message)
+        async with self._publisher_lock:
+            try:
+                if self._publisher is None:
+                    if trio.current_time() < self._publisher_retry_at:
+                        raise ConnectionError("not connected")
+                    self._publisher = await self._connect()
+                    logger.info("publishing to Redis at %s again", self.url)
+                with trio.fail_after(self._timeout):
+                    await self._publisher.send("PUBLISH", self._prefix + topic, self._origin + kind + data)
+                    await self._publisher.reply()
+            except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
+                self.undelivered += 1
+                if self._publisher is not None:
+                    await self._publisher.aclose()
+                    self._publisher = None
+                self._publisher_retry_at = trio.current_time() + 0.5
+                logger.warning(
+                    "could not publish to Redis at %s (%s): %d publishes reached only this process so far",
+                    self.url,
+                    exc or type(exc).__name__,
+                    self.undelivered,
+                )
