@@ -171,6 +171,23 @@ async def test_topics_registry() -> None:
             await trio.sleep(0.01)
 
 
+async def test_hub_topics() -> None:
+    faq = load("hub_topics")
+    async with trio_ws.open_hub() as hub, trio_ws.open_server(faq.router, "127.0.0.1", 0) as server:
+        async with (
+            trio_ws.connect(ws_url(server, "/topics/prices")) as a,
+            trio_ws.connect(ws_url(server, "/topics/prices")) as b,
+            trio_ws.connect(ws_url(server, "/topics/news")) as other,
+        ):
+            with trio.fail_after(5):
+                while len(hub.subscribers("prices")) < 2 or not hub.subscribers("news"):
+                    await trio.sleep(0.01)
+            await a.send("ACME 101")
+            assert [await a.recv(), await b.recv()] == ["ACME 101", "ACME 101"]
+            assert await hub.publish("news", "from outside") == 1
+            assert await other.recv() == "from outside"  # and nothing from prices before it
+
+
 async def test_handler_arguments() -> None:
     import functools
 

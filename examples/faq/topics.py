@@ -1,7 +1,7 @@
 """How do I send a message to a channel, a topic, or some users?
 
-Keep a set of connections per topic and `broadcast` to that set. (A Hub with topics over
-memory channels and Redis is on the way; this registry pattern is what it automates.)
+Without the Hub (see hub_topics.py): keep a set of connections per topic and `broadcast`
+to that set. This registry pattern is what the Hub automates.
 
 Protocol of this example: "subscribe TOPIC", "unsubscribe TOPIC", "publish TOPIC: TEXT".
 """
