@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ def test_readme_starts_with_exactly_two_commands_and_ci_runs_the_test_one() -> N
     lines = (ROOT / "README.md").read_text().splitlines()
     assert lines[0].startswith("# ") and lines[2] == "```sh"
     demo, tests = readme_commands()
-    assert "examples/echo.py" in demo or "trio_ws demo" in demo
+    assert demo.endswith("python -m trio_ws demo")
     assert "pytest" in tests
     assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
 
@@ -51,19 +52,23 @@ def run_in_shell(command: str, cwd: Path, **kwargs: object) -> subprocess.Popen[
 
 
 async def test_demo_command_serves_from_a_fresh_clone(fresh_clone: Path) -> None:
-    demo = readme_commands()[0].replace("examples/echo.py", "examples/echo.py --port 0")
+    demo = readme_commands()[0] + " --port 0"
     proc = run_in_shell(demo, fresh_clone)
     try:
         assert proc.stdout is not None
         seen = []
         with trio.fail_after(300):  # the install comes first
-            while "ws://" not in (line := await trio.to_thread.run_sync(proc.stdout.readline)):
+            while "chat demo on http://" not in (line := await trio.to_thread.run_sync(proc.stdout.readline)):
                 assert line, f"the demo exited: {''.join(seen)}"
                 seen.append(line)
-        url = line[line.index("ws://") :].strip()
-        async with trio_ws.connect(url) as ws:
-            await ws.send("from the README")
-            assert await ws.recv() == "from the README"
+        address = line.split("http://", 1)[1].split("/", 1)[0]
+        async with trio_ws.connect(f"ws://{address}/ws") as ws:
+            await ws.send(json.dumps({"type": "join", "room": "readme", "name": "tester"}))
+            assert json.loads(await ws.recv())["type"] == "welcome"
+            await ws.send(json.dumps({"type": "message", "text": "from the README"}))
+            while (event := json.loads(await ws.recv()))["type"] != "message":
+                pass
+            assert event["text"] == "from the README"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)

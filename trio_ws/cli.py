@@ -109,6 +109,10 @@ async def interactive(uri: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if argv and argv[0] == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     if argv and argv[0] == "serve":
         parser = argparse.ArgumentParser(prog="python -m trio_ws serve")
         parser.add_argument("target", help="pkg.module:handler (a handler or a Router)")

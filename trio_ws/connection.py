@@ -35,6 +35,7 @@ __all__ = ["WebSocket", "Message"]
 Message = str | bytes
 
 _RECEIVE_SIZE = 2**16
+_YIELD_EVERY = 16  # recv()/send() calls that may run without yielding to other tasks
 _CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -98,6 +99,7 @@ class WebSocket:
         self._drain_lot = trio.lowlevel.ParkingLot()  # send() waiting for buffer room
         self._fragment_lot = trio.lowlevel.ParkingLot()  # send() waiting for a fragmented send
         self._fragmenting = False
+        self._fast_calls = 0  # recv()/send() calls since this connection last yielded
         self._in_flight = 0  # bytes handed to send_all and not yet accepted
         self._write_failed = False
         self._writer_stop = False
@@ -154,18 +156,32 @@ class WebSocket:
         Raises `ConnectionClosedOK` or `ConnectionClosedError` once the connection is
         closed and every message received before that has been returned. Safe to cancel:
         a cancelled `recv()` takes no message from the queue.
+
+        A message already queued is returned without yielding to other tasks, except once
+        every few calls (cancellation is always checked): a handler works through what one
+        read delivered and its replies leave in one write, while no connection keeps the
+        others waiting for long.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         messages = self._messages
-        while not messages:
-            if self._proto.state is State.CLOSED:
-                raise self._closed_exception()
-            await self._message_lot.park()
+        if not messages:
+            while not messages:
+                if self._proto.state is State.CLOSED:
+                    raise self._closed_exception()
+                await self._message_lot.park()
+            self._fast_calls = 0
         message = messages.popleft()
         if len(messages) < self._max_queue:
             self._read_lot.unpark_all()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await self._maybe_yield()
         return message
+
+    async def _maybe_yield(self) -> None:
+        """Yield to the scheduler once every `_YIELD_EVERY` calls that did not wait."""
+        self._fast_calls += 1
+        if self._fast_calls >= _YIELD_EVERY:
+            self._fast_calls = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def __aiter__(self) -> WebSocket:
         return self
@@ -197,7 +213,7 @@ class WebSocket:
                 await self._fragment_lot.park()
             await self._wait_for_buffer_room()
             self._queue(message, True)
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await self._maybe_yield()  # see recv()
         elif isinstance(message, Mapping):
             raise TypeError("cannot send a mapping; serialize it first, e.g. with json.dumps")
         elif isinstance(message, (Iterable, AsyncIterable)):
@@ -240,6 +256,7 @@ class WebSocket:
             and self._proto.state is State.OPEN
         ):
             await self._drain_lot.park()
+            self._fast_calls = 0
 
     def _queue(self, data: Data, fin: bool) -> None:
         if self._proto.state is not State.OPEN:
@@ -265,7 +282,7 @@ class WebSocket:
         if self._proto.state is not State.OPEN:
             raise self._closed_exception()
         self._queue_cached(frames)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await self._maybe_yield()
 
     def _ready_for_broadcast(self) -> bool:
         """Open, not inside a fragmented send, and under `write_limit`."""

@@ -1,0 +1,182 @@
+"""The servers under test: the same echo and fanout service in each library.
+
+    python benchmarks/servers.py LIBRARY PORT [--compression]
+
+Every WebSocket server echoes each message on any path, except /fanout: there a text
+message "go N" makes the server broadcast N binary messages of 64 bytes to every /fanout
+connection, with the library's own broadcast where it has one. `raw_trio` is a plain Trio
+TCP echo (no WebSocket framing): the ceiling for anything on Trio.
+"""
+
+from __future__ import annotations
+
+import sys
+
+PAYLOAD64 = bytes(range(64))
+MAX_SIZE = 2**21
+
+
+def fanout_count(message: object) -> int | None:
+    if isinstance(message, str) and message.startswith("go "):
+        return int(message[3:])
+    return None
+
+
+async def serve_trio_ws(port: int, compression: bool) -> None:
+    import trio
+
+    import trio_ws
+
+    fanout: set[trio_ws.WebSocket] = set()
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        if ws.path != "/fanout":
+            async for message in ws:
+                await ws.send(message)
+            return
+        fanout.add(ws)
+        try:
+            async for message in ws:
+                for _ in range(fanout_count(message) or 0):
+                    trio_ws.broadcast(fanout, PAYLOAD64)
+                    await trio.lowlevel.checkpoint()
+        finally:
+            fanout.discard(ws)
+
+    async with trio_ws.open_server(
+        handler, "127.0.0.1", port, compression="deflate" if compression else None, max_size=MAX_SIZE
+    ):
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+
+async def serve_websockets_trio(port: int, compression: bool) -> None:
+    import trio
+    from websockets.trio.server import broadcast, serve
+
+    fanout: set[object] = set()
+
+    async def handler(ws: object) -> None:
+        if ws.request.path != "/fanout":  # type: ignore[attr-defined]
+            async for message in ws:  # type: ignore[attr-defined]
+                await ws.send(message)  # type: ignore[attr-defined]
+            return
+        fanout.add(ws)
+        try:
+            async for message in ws:  # type: ignore[attr-defined]
+                for _ in range(fanout_count(message) or 0):
+                    broadcast(fanout, PAYLOAD64)  # type: ignore[arg-type]
+                    await trio.lowlevel.checkpoint()
+        finally:
+            fanout.discard(ws)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: serve(
+                handler,
+                port,
+                host="127.0.0.1",
+                compression="deflate" if compression else None,
+                max_size=MAX_SIZE,
+                task_status=task_status,
+            )
+        )
+        print("ready", flush=True)
+
+
+async def serve_websockets_asyncio(port: int, compression: bool) -> None:
+    import asyncio
+
+    from websockets.asyncio.server import broadcast, serve
+
+    fanout: set[object] = set()
+
+    async def handler(ws: object) -> None:
+        if ws.request.path != "/fanout":  # type: ignore[attr-defined]
+            async for message in ws:  # type: ignore[attr-defined]
+                await ws.send(message)  # type: ignore[attr-defined]
+            return
+        fanout.add(ws)
+        try:
+            async for message in ws:  # type: ignore[attr-defined]
+                for _ in range(fanout_count(message) or 0):
+                    broadcast(fanout, PAYLOAD64)  # type: ignore[arg-type]
+                    await asyncio.sleep(0)
+        finally:
+            fanout.discard(ws)
+
+    async with serve(
+        handler, "127.0.0.1", port, compression="deflate" if compression else None, max_size=MAX_SIZE
+    ):
+        print("ready", flush=True)
+        await asyncio.Future()
+
+
+async def serve_trio_websocket(port: int, compression: bool) -> None:
+    import trio
+    from trio_websocket import ConnectionClosed, serve_websocket
+
+    fanout: set[object] = set()
+
+    async def handler(request: object) -> None:
+        ws = await request.accept()  # type: ignore[attr-defined]
+        try:
+            if ws.path != "/fanout":
+                while True:
+                    await ws.send_message(await ws.get_message())
+            fanout.add(ws)
+            while True:
+                for _ in range(fanout_count(await ws.get_message()) or 0):
+                    for peer in list(fanout):  # no broadcast of its own: send to each
+                        await peer.send_message(PAYLOAD64)  # type: ignore[attr-defined]
+        except ConnectionClosed:
+            fanout.discard(ws)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: serve_websocket(
+                handler,
+                "127.0.0.1",
+                port,
+                ssl_context=None,
+                max_message_size=MAX_SIZE,
+                task_status=task_status,
+            )
+        )
+        print("ready", flush=True)
+
+
+async def serve_raw_trio(port: int, compression: bool) -> None:
+    import trio
+
+    async def echo(stream: trio.SocketStream) -> None:
+        try:
+            async for data in stream:
+                await stream.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_tcp, echo, port)
+        print("ready", flush=True)
+
+
+SERVERS = {
+    "trio_ws": ("trio", serve_trio_ws),
+    "websockets_trio": ("trio", serve_websockets_trio),
+    "websockets_asyncio": ("asyncio", serve_websockets_asyncio),
+    "trio_websocket": ("trio", serve_trio_websocket),
+    "raw_trio": ("trio", serve_raw_trio),
+}
+
+if __name__ == "__main__":
+    library, port = sys.argv[1], int(sys.argv[2])
+    loop, main = SERVERS[library]
+    if loop == "trio":
+        import trio
+
+        trio.run(main, port, "--compression" in sys.argv)
+    else:
+        import asyncio
+
+        asyncio.run(main(port, "--compression" in sys.argv))

@@ -1,0 +1,202 @@
+"""The chat demo: its protocol over a real socket, and its page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import trio_ws
+
+from .conftest import ROOT, free_port
+from .test_handshake import http_exchange
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+# ---- the protocol, without a browser ----------------------------------------------------
+
+
+async def next_event(ws: trio_ws.WebSocket, kind: str) -> dict[str, Any]:
+    """The next event of type `kind`, skipping presence announcements."""
+    while True:
+        event: dict[str, Any] = json.loads(await ws.recv())
+        if event["type"] == kind:
+            return event
+        assert event["type"] in ("join", "here", "leave"), event
+
+
+async def test_demo_protocol_and_its_errors() -> None:
+    from trio_ws.demo import app
+
+    async with trio_ws.open_hub(), trio_ws.open_server(app, "127.0.0.1", 0, max_size=2**16) as server:
+        status, headers, page = await http_exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        assert b"new WebSocket" in page and b"http" not in page.split(b"<script>")[1].replace(b"https:", b"")
+        status, _, _ = await http_exchange(server.port, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 404
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        async with trio_ws.connect(url) as ann, trio_ws.connect(url) as bob:
+            await ann.send(json.dumps({"type": "join", "room": "lobby", "name": "ann"}))
+            assert json.loads(await ann.recv())["type"] == "welcome"
+            await bob.send(json.dumps({"type": "join", "room": "lobby", "name": "bob"}))
+            assert json.loads(await bob.recv())["type"] == "welcome"
+            assert json.loads(await ann.recv()) == {"type": "join", "room": "lobby", "name": "ann"}
+            assert json.loads(await ann.recv()) == {"type": "join", "room": "lobby", "name": "bob"}
+            for bad, why in [("{nope", "invalid JSON"), ('{"type": "dance"}', "unknown"), ("[]", "unknown")]:
+                await bob.send(bad)
+                assert why in (await next_event(bob, "error"))["error"]
+            await bob.send(json.dumps({"type": "message", "text": "x" * 1001}))
+            assert "too long" in (await next_event(bob, "error"))["error"]
+            await bob.send(json.dumps({"type": "ping", "t": 12.5}))
+            assert await next_event(bob, "pong") == {"type": "pong", "t": 12.5}
+            await bob.send(json.dumps({"type": "message", "text": "still here"}))
+            for ws in (ann, bob):  # ann saw none of bob's errors (next_event would fail), only this
+                expected = {"type": "message", "room": "lobby", "name": "bob", "text": "still here"}
+                assert await next_event(ws, "message") == expected
+            await bob.send(b"x" * (2**16 + 1))
+            with pytest.raises(trio_ws.ConnectionClosedError) as info:
+                while True:
+                    await bob.recv()
+            assert info.value.code == 1009
+        async with trio_ws.connect(url) as rude:
+            await rude.send("hello?")
+            assert "first message" in json.loads(await rude.recv())["error"]
+            with pytest.raises(trio_ws.ConnectionClosedError):
+                await rude.recv()
+
+
+# ---- the page, in headless Chromium ------------------------------------------------------
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium, installed when missing (no browser download)."""
+    if not os.path.exists(CHROMIUM) and os.geteuid() == 0 and shutil.which("apt-get"):
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+            subprocess.run(install, capture_output=True)
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is needed for the browser tests: apt-get install chromium")
+    return CHROMIUM
+
+
+class Demo:
+    """`python -m trio_ws demo` in its own process, restartable on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_ws", "demo", "--port", str(self.port)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        assert "chat demo on http://" in self.proc.stdout.readline()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+@pytest.fixture
+def demo() -> Iterator[Demo]:
+    running = Demo()
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    executable = ensure_chromium()
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+def join(browser: Any, url: str, name: str, room: str) -> Any:
+    page = browser.new_page()
+    page.goto(url)
+    page.fill("#name", name)
+    page.fill("#room", room)
+    page.click("#join-button")
+    page.wait_for_selector("#status.ok", timeout=10_000)
+    return page
+
+
+def say(page: Any, text: str) -> None:
+    page.fill("#text", text)
+    page.click("#send")
+
+
+def messages(page: Any) -> list[str]:
+    return [item.inner_text() for item in page.query_selector_all("#log li.message")]
+
+
+def test_two_pages_in_a_room_see_each_other_and_a_third_room_sees_nothing(demo: Demo, browser: Any) -> None:
+    ann = join(browser, demo.url, "ann", "lobby")
+    bob = join(browser, demo.url, "bob", "lobby")
+    eve = join(browser, demo.url, "eve", "kitchen")
+    say(ann, "hello from ann")
+    say(bob, "hello from bob")
+    for page in (ann, bob):
+        page.wait_for_function("document.querySelectorAll('#log li.message').length >= 2", timeout=10_000)
+        assert sorted(messages(page)) == ["annhello from ann", "bobhello from bob"]
+        page.wait_for_function("document.querySelectorAll('#people li').length === 2", timeout=10_000)
+        assert sorted(li.inner_text() for li in page.query_selector_all("#people li")) == ["ann", "bob"]
+    assert "joined" in ann.inner_text("#log")  # bob's arrival was announced to ann
+    ann.wait_for_function(
+        "document.getElementById('latency').textContent.startsWith('latency')", timeout=10_000
+    )
+    ann.screenshot(path=str(ROOT / "docs" / "demo.png"))
+    eve.wait_for_timeout(500)
+    assert messages(eve) == []
+    assert [li.inner_text() for li in eve.query_selector_all("#people li")] == ["eve"]
+
+
+def test_markup_in_a_message_is_shown_as_text(demo: Demo, browser: Any) -> None:
+    ann = join(browser, demo.url, "ann", "xss")
+    mallory = join(browser, demo.url, "<b>mallory</b>", "xss")
+    payload = "<img src=x onerror=alert(1)>"
+    dialogs: list[str] = []
+    ann.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    say(mallory, payload)
+    ann.wait_for_function("document.querySelectorAll('#log li.message').length >= 1", timeout=10_000)
+    assert messages(ann) == ["<b>mallory</b>" + payload]
+    assert ann.query_selector("#log img") is None and ann.query_selector("#log b") is None
+    ann.wait_for_timeout(300)
+    assert dialogs == []
+
+
+def test_the_page_reconnects_after_the_server_restarts(demo: Demo, browser: Any) -> None:
+    ann = join(browser, demo.url, "ann", "lobby")
+    demo.stop()
+    ann.wait_for_selector("#status.down", timeout=10_000)
+    assert "reconnecting" in ann.inner_text("#status")
+    demo.start()
+    ann.wait_for_selector("#status.ok", timeout=20_000)
+    bob = join(browser, demo.url, "bob", "lobby")
+    say(ann, "back again")
+    bob.wait_for_function("document.querySelectorAll('#log li.message').length >= 1", timeout=10_000)
+    assert messages(bob) == ["annback again"]
