@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,7 +155,9 @@ def messages(page: Any) -> list[str]:
     return [item.inner_text() for item in page.query_selector_all("#log li.message")]
 
 
-def test_two_pages_in_a_room_see_each_other_and_a_third_room_sees_nothing(demo: Demo, browser: Any) -> None:
+def test_two_pages_in_a_room_see_each_other_and_a_third_room_sees_nothing(
+    demo: Demo, browser: Any, tmp_path: Path
+) -> None:
     ann = join(browser, demo.url, "ann", "lobby")
     bob = join(browser, demo.url, "bob", "lobby")
     eve = join(browser, demo.url, "eve", "kitchen")
@@ -169,7 +172,9 @@ def test_two_pages_in_a_room_see_each_other_and_a_third_room_sees_nothing(demo: 
     ann.wait_for_function(
         "document.getElementById('latency').textContent.startsWith('latency')", timeout=10_000
     )
-    ann.screenshot(path=str(ROOT / "docs" / "demo.png"))
+    screenshot = tmp_path / "demo.png"  # docs/demo.png was taken this way
+    ann.screenshot(path=str(screenshot))
+    assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 10_000
     eve.wait_for_timeout(500)
     assert messages(eve) == []
     assert [li.inner_text() for li in eve.query_selector_all("#people li")] == ["eve"]
