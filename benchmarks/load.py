@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 KEY = b"\x37\xfa\x21\x3d"
+CLOSE = bytes([0x88, 0x82]) + KEY + bytes(a ^ b for a, b in zip(b"\x03\xe8", KEY, strict=False))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -82,6 +83,12 @@ class Target:
         data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
         return masked_frame(opcode, data[:-4], rsv1=True)
 
+    def close(self, writer: asyncio.StreamWriter) -> None:
+        """Leave politely: a close frame, then the TCP close."""
+        if not self.raw:
+            writer.write(CLOSE)
+        writer.close()
+
     async def open(self, path: str = "/") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port, limit=2**22)
         if not self.raw:
@@ -92,6 +99,30 @@ class Target:
         return reader, writer
 
 
+class Window:
+    """The timed part of a workload: it starts after the connections are open."""
+
+    def __init__(self, seconds: float, server_pid: int) -> None:
+        self.seconds = seconds
+        self.server_pid = server_pid
+        self.deadline = float("inf")
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.deadline = self.started + self.seconds
+        self.server_cpu0 = cpu_seconds(self.server_pid)
+        self.client_cpu0 = time.process_time()
+
+    def __call__(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def result(self, amount: float) -> tuple[float, float, float]:
+        wall = time.monotonic() - self.started
+        server_cpu = (cpu_seconds(self.server_pid) - self.server_cpu0) / wall
+        client_cpu = (time.process_time() - self.client_cpu0) / wall
+        return amount / wall, server_cpu, client_cpu
+
+
 def reply_size(target: Target, frame: bytes, payload_size: int) -> int:
     """Bytes of one reply: the echo itself when raw, else an unmasked frame."""
     if target.raw:
@@ -100,25 +131,28 @@ def reply_size(target: Target, frame: bytes, payload_size: int) -> int:
     return header + payload_size
 
 
-async def rtt1(target: Target, stop: Callable[[], bool]) -> float:
+async def rtt1(target: Target, stop: Window) -> float:
     frame = target.frame(0x1, b"x" * 32)
     size = reply_size(target, frame, 32)
     reader, writer = await target.open()
+    stop.start()
     count = 0
     while not stop():
         writer.write(frame)
         await reader.readexactly(size)
         count += 1
-    writer.close()
+    target.close(writer)
     return count
 
 
-async def echo64(target: Target, stop: Callable[[], bool]) -> float:
+async def echo64(target: Target, stop: Window) -> float:
     frame = target.frame(0x1, b"y" * 32)
     counts = [0] * 64
+    streams = [await target.open() for _ in range(64)]
+    stop.start()
 
     async def connection(index: int) -> None:
-        reader, writer = await target.open()
+        reader, writer = streams[index]
         writer.write(frame * 16)
         buffer = bytearray()
         size = reply_size(target, frame, 32)
@@ -134,23 +168,24 @@ async def echo64(target: Target, stop: Callable[[], bool]) -> float:
                 done = count_frames(buffer)
             counts[index] += done
             writer.write(frame * done)
-        writer.close()
+        target.close(writer)
 
     await asyncio.gather(*(connection(i) for i in range(64)))
     return sum(counts)
 
 
-async def big(target: Target, stop: Callable[[], bool]) -> float:
+async def big(target: Target, stop: Window) -> float:
     payload = os.urandom(2**20)
     frame = target.frame(0x2, payload)
     size = reply_size(target, frame, len(payload))
     reader, writer = await target.open()
+    stop.start()
     count = 0
     while not stop():
         writer.write(frame)
         await reader.readexactly(size)
         count += 1
-    writer.close()
+    target.close(writer)
     return count * len(payload) / 1e6  # MB echoed
 
 
@@ -158,9 +193,11 @@ FANOUT_CLIENTS = 500
 FANOUT_BATCH = 100
 
 
-async def fanout(target: Target, stop: Callable[[], bool]) -> float:
+async def fanout(target: Target, stop: Window) -> float:
     streams = [await target.open("/fanout") for _ in range(FANOUT_CLIENTS)]
     go = target.frame(0x1, f"go {FANOUT_BATCH}".encode())
+    await asyncio.sleep(0.2)  # let the server register every connection
+    stop.start()
     delivered = 0
 
     async def receive(reader: asyncio.StreamReader, expected: int) -> None:
@@ -178,13 +215,14 @@ async def fanout(target: Target, stop: Callable[[], bool]) -> float:
         await asyncio.gather(*(receive(reader, FANOUT_BATCH) for reader, _ in streams))
         delivered += FANOUT_CLIENTS * FANOUT_BATCH
     for _, writer in streams:
-        writer.close()
+        target.close(writer)
     return delivered
 
 
-async def handshake(target: Target, stop: Callable[[], bool]) -> float:
+async def handshake(target: Target, stop: Window) -> float:
     close = masked_frame(0x8, b"\x03\xe8")
     count = 0
+    stop.start()
 
     async def worker() -> None:
         nonlocal count
@@ -217,7 +255,7 @@ async def idle_mem(target: Target, server_pid: int) -> float:
     await asyncio.sleep(1)
     after = rss_kib(server_pid)
     for _, writer in streams:
-        writer.close()
+        target.close(writer)
     await asyncio.sleep(0.5)
     return (after - before) / IDLE_CONNECTIONS
 
@@ -228,7 +266,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-WORKLOADS: dict[str, Callable[[Target, Callable[[], bool]], Awaitable[float]]] = {
+WORKLOADS: dict[str, Callable[[Target, Window], Awaitable[float]]] = {
     "rtt1": rtt1,
     "echo64": echo64,
     "big": big,
@@ -246,13 +284,8 @@ async def main(args: argparse.Namespace) -> None:
     run = WORKLOADS[args.workload]
 
     async def timed(seconds: float) -> tuple[float, float, float]:
-        deadline = time.monotonic() + seconds
-        started, server0, client0 = time.monotonic(), cpu_seconds(args.server_pid), time.process_time()
-        amount = await run(target, lambda: time.monotonic() >= deadline)
-        wall = time.monotonic() - started
-        server_cpu = (cpu_seconds(args.server_pid) - server0) / wall
-        client_cpu = (time.process_time() - client0) / wall
-        return amount / wall, server_cpu, client_cpu
+        window = Window(seconds, args.server_pid)
+        return window.result(await run(target, window))
 
     await timed(args.warmup)
     results = [await timed(args.duration) for _ in range(args.repeat)]

@@ -53,7 +53,8 @@ def run_workload(
     server_command = pinned(0, str(HERE / "servers.py"), library, str(port))
     if compression:
         server_command.append("--compression")
-    server = subprocess.Popen(server_command, stdout=subprocess.PIPE, text=True)
+    log = open(HERE / "servers.log", "a")  # noqa: SIM115  # what the servers say, out of the way
+    server = subprocess.Popen(server_command, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
@@ -76,6 +77,7 @@ def run_workload(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        log.close()
 
 
 def cell(values: list[float]) -> str:
@@ -155,6 +157,9 @@ def main() -> None:
                 row.append("n/a")
                 continue
             a, b = statistics.median(ours["values"]), statistics.median(other["values"])
+            if min(a, b) <= 0:
+                row.append("n/a")
+                continue
             ratio = b / a if workload == "idle_mem" else a / b  # less memory is better
             row.append(f"{ratio:.2f}")
         lines.append("| " + " | ".join(row) + " |")

@@ -65,7 +65,7 @@ async def serve_websockets_trio(port: int, compression: bool) -> None:
         try:
             async for message in ws:  # type: ignore[attr-defined]
                 for _ in range(fanout_count(message) or 0):
-                    broadcast(fanout, PAYLOAD64)  # type: ignore[arg-type]
+                    await broadcast(fanout, PAYLOAD64)  # type: ignore[arg-type]  # a coroutine here
                     await trio.lowlevel.checkpoint()
         finally:
             fanout.discard(ws)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_ws import frames as codec
 from trio_ws.exceptions import PayloadTooBig, ProtocolError
 from trio_ws.frames import (
     Frame,
     FrameParser,
     Opcode,
-    apply_mask,
     parse_close,
     serialize_close,
     serialize_frame,
@@ -76,11 +79,32 @@ def test_arbitrary_bytes_yield_frames_or_protocol_error(
         pass
 
 
-@given(st.binary(max_size=2000), st.binary(min_size=4, max_size=4))
-def test_mask_is_its_own_inverse_and_matches_bytewise_xor(data: bytes, key: bytes) -> None:
-    masked = apply_mask(data, key)
+MASKERS = [pytest.param(codec._apply_mask_python, id="python")]
+if codec._apply_mask_c is not None:
+    MASKERS.append(pytest.param(codec._apply_mask_c, id="c"))
+
+
+def test_the_c_speedup_is_built_where_a_compiler_exists() -> None:
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert codec._apply_mask_c is not None
+        assert codec.apply_mask is codec._apply_mask_c
+
+
+@pytest.mark.parametrize("masker", MASKERS)
+@given(data=st.binary(max_size=40_000), key=st.binary(min_size=4, max_size=4))
+def test_mask_is_its_own_inverse_and_matches_bytewise_xor(masker: Any, data: bytes, key: bytes) -> None:
+    masked = masker(data, key)
     assert masked == bytes(b ^ key[i % 4] for i, b in enumerate(data))
-    assert apply_mask(masked, key) == data
+    assert masker(bytearray(masked), key) == data
+    assert masker(memoryview(masked), key) == data
+
+
+@pytest.mark.parametrize("masker", MASKERS)
+def test_the_codec_round_trips_with_each_masker(masker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "apply_mask", masker)
+    sent = [Frame(Opcode.BINARY, bytes(range(256)) * 300), Frame(Opcode.TEXT, b"short")]
+    wire = b"".join(serialize_frame(f, mask=True) for f in sent)
+    assert parse_all(FrameParser(require_mask=True), [wire[:1000], wire[1000:]]) == sent
 
 
 @pytest.mark.parametrize(
