@@ -104,6 +104,11 @@ class RawClient:
         """
         answered = not websocket
         while True:
+            # The close frame may already be here (it can share a segment with the 101).
+            if not answered and any(f.opcode is Opcode.CLOSE for f in self.frames()):
+                answered = True
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await self.stream.send_all(CLOSE_REPLY)
             try:
                 chunk = await self.stream.receive_some()
             except trio.BrokenResourceError:
@@ -111,10 +116,6 @@ class RawClient:
             if not chunk:
                 break
             self.received += chunk
-            if not answered and any(f.opcode is Opcode.CLOSE for f in self.frames()):
-                answered = True
-                with contextlib.suppress(trio.BrokenResourceError):
-                    await self.stream.send_all(CLOSE_REPLY)
         await self.stream.aclose()
         return bytes(self.received)
 

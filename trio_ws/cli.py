@@ -89,7 +89,7 @@ def run_workers(args: argparse.Namespace) -> int:
 
 
 async def interactive(uri: str) -> None:
-    """Print what the server sends; send each line typed. Ctrl-D closes."""
+    """Print what the server sends; send each line typed. Ctrl-D (end of input) closes."""
     async with connect(uri) as ws, trio.open_nursery() as nursery:
 
         async def show() -> None:
@@ -103,7 +103,7 @@ async def interactive(uri: str) -> None:
         nursery.start_soon(show)
         while line := await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
             await ws.send(line.rstrip("\n"))
-        nursery.cancel_scope.cancel()
+        await ws.close()  # end of input: replies already on their way are still shown
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,9 @@ class WebSocket:
         self._fragmenting = False
         self._fast_calls = 0  # recv()/send() calls since this connection last yielded
         self._in_flight = 0  # bytes handed to send_all and not yet accepted
+        # A plain TCP stream's non-blocking socket, written directly while the writer is idle
+        # (None for TLS, and from the moment the stream starts closing: its fd may be reused).
+        self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._write_failed = False
         self._writer_stop = False
         self._pings: dict[bytes, list[Any]] = {}  # payload -> [sent at, Event, rtt]
@@ -262,7 +265,7 @@ class WebSocket:
         if self._proto.state is not State.OPEN:
             raise self._closed_exception()
         self._proto.send(data, fin=fin)
-        self._write_lot.unpark_all()
+        self._output_ready()
 
     def _queue_cached(self, frames: FrameCache) -> None:
         """Queue a whole message, using its shared frame where this connection can."""
@@ -271,7 +274,7 @@ class WebSocket:
             self._proto.send(frames.message)
         else:
             self._proto.send_serialized(frame)
-        self._write_lot.unpark_all()
+        self._output_ready()
 
     async def _send_cached(self, frames: FrameCache) -> None:
         """`send()` of a whole message from a `FrameCache` (the hub's forwarders)."""
@@ -310,7 +313,7 @@ class WebSocket:
         if self._proto.state is not State.OPEN:
             raise self._closed_exception()
         self._proto.send_ping(payload)
-        self._write_lot.unpark_all()
+        self._output_ready()
         waiter: list[Any] = [trio.current_time(), trio.Event(), None]
         self._pings[payload] = waiter
         try:
@@ -328,7 +331,7 @@ class WebSocket:
         if self._proto.state is not State.OPEN:
             raise self._closed_exception()
         self._proto.send_pong(data.encode() if isinstance(data, str) else bytes(data))
-        self._write_lot.unpark_all()
+        self._output_ready()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     # ---- closing ----------------------------------------------------------------------
@@ -389,6 +392,7 @@ class WebSocket:
                     await self.close()
         finally:
             if not self._closed.is_set():
+                self._fd = None
                 self._abort_now()
                 await trio.aclose_forcefully(self._stream)
                 self._set_closed()
@@ -455,7 +459,7 @@ class WebSocket:
     def _after_protocol(self) -> None:
         """Wake whoever a protocol call may concern: the writer, and all on a close."""
         if self._proto.bytes_to_send:
-            self._write_lot.unpark_all()
+            self._output_ready()
         if self._proto.state is State.CLOSED and not self._protocol_closed.is_set():
             self._protocol_closed.set()
             self._message_lot.unpark_all()
@@ -463,6 +467,25 @@ class WebSocket:
             self._read_lot.unpark_all()
             for waiter in self._pings.values():
                 waiter[1].set()
+
+    def _output_ready(self) -> None:
+        """Bytes were queued: write them at once if the writer is idle, else wake it.
+
+        A direct non-blocking write saves the hand-off to the writer task (as asyncio's
+        transport.write does); whatever the kernel does not take goes first in line for
+        the writer. Nothing awaits here, so no frame is ever half-written by a cancellation.
+        """
+        if self._fd is None or self._in_flight or self._write_failed:
+            self._write_lot.unpark_all()
+            return
+        data = self._proto.data_to_send()
+        try:
+            sent = os.write(self._fd, data)
+        except OSError:  # would block, or the connection is gone: the writer finds out
+            sent = 0
+        if sent < len(data):
+            self._proto.unsend(memoryview(data)[sent:])
+            self._write_lot.unpark_all()
 
     async def _writer(self) -> None:
         stream = self._stream
@@ -496,6 +519,7 @@ class WebSocket:
         """Once the protocol is closed: flush, close TCP the polite way, then mark closed."""
         await self._protocol_closed.wait()
         stream = self._stream
+        self._fd = None  # from here on only the writer and the closer touch the stream
         if not self._abort:
             with trio.move_on_after(self._close_timeout):
                 await self._wait_flushed()
