@@ -100,19 +100,33 @@ def main() -> None:
     args = parser.parse_args()
     libraries = args.libraries.split(",")
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
+    compressed: dict[str, dict[str, list[float]]] = {}
+    once = argparse.Namespace(**{**vars(args), "repeat": 1})
+    # Repetitions are interleaved (every library once, then again), so that drift in the
+    # machine's speed during the run affects every library alike.
     for workload in WORKLOADS:
+        for _ in range(args.repeat):
+            for library in libraries:
+                if library == "raw_trio" and workload not in RAW_WORKLOADS:
+                    continue
+                result = run_workload(library, workload, once)
+                merged = results.setdefault((workload, library), {k: [] for k in result})
+                for key, values in result.items():
+                    merged[key] += values
         for library in libraries:
-            if library == "raw_trio" and workload not in RAW_WORKLOADS:
-                continue
-            print(f"{workload:10} {library:20}", end=" ", flush=True)
-            results[(workload, library)] = result = run_workload(library, workload, args)
-            print(cell(result["values"]), flush=True)
-    compressed = {}
-    for workload, library in COMPRESSED:
-        if library in libraries:
-            print(f"{workload}+deflate {library:20}", end=" ", flush=True)
-            compressed[library] = result = run_workload(library, workload, args, compression=True)
-            print(cell(result["values"]), flush=True)
+            if (workload, library) in results:
+                print(
+                    f"{workload:10} {library:20} {cell(results[(workload, library)]['values'])}", flush=True
+                )
+    for _ in range(args.repeat):
+        for workload, library in COMPRESSED:
+            if library in libraries:
+                result = run_workload(library, workload, once, compression=True)
+                merged = compressed.setdefault(library, {k: [] for k in result})
+                for key, values in result.items():
+                    merged[key] += values
+    for library, result in compressed.items():
+        print(f"echo64+deflate {library:20} {cell(result['values'])}", flush=True)
 
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
@@ -125,9 +139,10 @@ def main() -> None:
         f"{platform.system()} {platform.release()}",
         "",
         "Servers pinned to core 0, the load client (benchmarks/load.py) to core 1. Medians of "
-        f"{args.repeat} timed repetitions of {args.duration} s after a {args.warmup} s warm-up; "
-        "ranges in parentheses. Compression off unless the row says deflate. Higher is better "
-        "except for idle_mem.",
+        f"{args.repeat} timed repetitions of {args.duration} s, each after a {args.warmup} s warm-up "
+        "on a freshly started server; repetitions interleaved across libraries; ranges in "
+        "parentheses. Compression off unless the row says deflate. Higher is better except for "
+        "idle_mem.",
         "",
         "| workload | " + " | ".join(libraries) + " |",
         "|---|" + "---|" * len(libraries),
