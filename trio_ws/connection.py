@@ -403,7 +403,6 @@ class WebSocket:
         self._after_protocol()
 
     async def _reader(self) -> None:
-        stream = self._stream
         proto = self._proto
         try:
             if self._initial_data:
@@ -413,7 +412,7 @@ class WebSocket:
                     await self._read_lot.park()
                     continue
                 try:
-                    data = await stream.receive_some(_RECEIVE_SIZE)
+                    data = await self._read()
                 except _CLOSED_STREAM_ERRORS:
                     break
                 if not data:
@@ -425,6 +424,27 @@ class WebSocket:
                 proto.receive_eof()
             self._reader_done.set()
             self._after_protocol()
+
+    async def _read(self) -> bytes | bytearray:
+        """The next bytes from the peer; b"" at end of stream.
+
+        On a plain TCP socket, wait for readability and read the non-blocking fd directly:
+        one scheduler round per read instead of the two of `receive_some`. `_fd` is checked
+        right before each read (no await in between): once the closer cleared it, the fd may
+        already belong to another connection.
+        """
+        if self._fd is None:
+            return await self._stream.receive_some(_RECEIVE_SIZE)
+        while True:
+            fd = self._fd
+            if fd is None:
+                raise trio.ClosedResourceError("the connection is closing")
+            try:
+                return os.read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+            except OSError as exc:  # reset by the peer, typically
+                raise trio.BrokenResourceError(str(exc)) from exc
 
     def _receive(self, data: bytes | bytearray) -> None:
         proto = self._proto
