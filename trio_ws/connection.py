@@ -430,15 +430,13 @@ class WebSocket:
 
         On a plain TCP socket, wait for readability and read the non-blocking fd directly:
         one scheduler round per read instead of the two of `receive_some`. `_fd` is checked
-        right before each read (no await in between): once the closer cleared it, the fd may
-        already belong to another connection.
+        right before each read (no await in between): once the closer cleared it, reads go
+        through the stream, which raises once it is closed (the fd may be reused by then).
         """
-        if self._fd is None:
-            return await self._stream.receive_some(_RECEIVE_SIZE)
         while True:
             fd = self._fd
-            if fd is None:
-                raise trio.ClosedResourceError("the connection is closing")
+            if fd is None:  # TLS, or closing: the stream drains the rest
+                return await self._stream.receive_some(_RECEIVE_SIZE)
             try:
                 return os.read(fd, _RECEIVE_SIZE)
             except BlockingIOError:
