@@ -158,14 +158,21 @@ async def test_lost_tcp_connection_raises_1006_in_the_handler() -> None:
     assert outcome[0].code == 1006
 
 
-async def test_close_with_code_and_reason_reaches_the_server() -> None:
-    seen: list[trio_ws.ConnectionClosed] = []
+def recording_close(seen: list[trio_ws.ConnectionClosed]) -> trio_ws.server.Handler:
+    """A handler that waits for a message and records how the connection closed."""
 
     async def handler(ws: trio_ws.WebSocket) -> None:
         try:
             await ws.recv()
         except trio_ws.ConnectionClosed as exc:
             seen.append(exc)
+
+    return handler
+
+
+async def test_close_with_code_and_reason_reaches_the_server() -> None:
+    seen: list[trio_ws.ConnectionClosed] = []
+    handler = recording_close(seen)
 
     async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
         async with trio_ws.connect(ws_url(server)) as ws:
@@ -187,12 +194,7 @@ async def test_body_exception_comes_out_unwrapped(echo_server: trio_ws.WebSocket
 
 async def test_protocol_violation_from_peer_gets_1002() -> None:
     seen: list[trio_ws.ConnectionClosed] = []
-
-    async def handler(ws: trio_ws.WebSocket) -> None:
-        try:
-            await ws.recv()
-        except trio_ws.ConnectionClosed as exc:
-            seen.append(exc)
+    handler = recording_close(seen)
 
     async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
         raw = await RawClient.connect(server.port)

@@ -62,6 +62,7 @@ class Subscription:
         self._send, self._receive = trio.open_memory_channel[FrameCache](queue_size)
         self._forwarder = trio.CancelScope()
         self._forwarding = False  # the forwarder holds a message it has not queued yet
+        self._queued = 0  # messages waiting in the channel
 
     def _offer(self, frames: FrameCache) -> bool:
         """Queue without waiting; False if the queue is full under "disconnect".
@@ -69,8 +70,7 @@ class Subscription:
         While nothing older is waiting and the connection has room, the message goes
         straight to the connection: the forwarder task only runs for a backed-up client.
         """
-        idle = not self._forwarding and self._receive.statistics().current_buffer_used == 0
-        if idle and self.ws._ready_for_broadcast():
+        if not self._forwarding and not self._queued and self.ws._ready_for_broadcast():
             self.ws._queue_cached(frames)
             return True
         try:
@@ -81,12 +81,15 @@ class Subscription:
             self._receive.receive_nowait()
             self.dropped += 1
             self._send.send_nowait(frames)
+            return True
+        self._queued += 1
         return True
 
     async def _forward(self) -> None:
         """Move queued messages to the connection, at the pace the client reads."""
         with self._forwarder:
             async for frames in self._receive:
+                self._queued -= 1
                 self._forwarding = True
                 try:
                     await self.ws._send_cached(frames)

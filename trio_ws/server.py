@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from . import __version__
-from .connection import WebSocket, _socket_of
+from .connection import WebSocket, _address, _socket_of
 from .exceptions import CloseCode, ConnectionClosed
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import RejectHandshake, SelectSubprotocol, ServerHandshake
@@ -256,10 +256,7 @@ def _only_connection_closed(exc: BaseException) -> bool:
 
 
 def _peer(stream: trio.abc.Stream) -> Any:
-    try:
-        return _socket_of(stream).getpeername()
-    except (AttributeError, OSError):
-        return None
+    return _address(_socket_of(stream), "getpeername")
 
 
 async def _maybe_await(value: Any) -> Any:
