@@ -32,8 +32,8 @@ async def chat(ws: trio_ws.WebSocket, room: str) -> None:
     hub = trio_ws.current_hub()
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(ws.path).query)
     name = query.get("name", ["anonymous"])[0][:40]
+    await ws.send(event("welcome", room, worker=os.getpid()))  # first, before any room traffic
     async with hub.subscribe(ws, room):
-        await ws.send(event("welcome", room, worker=os.getpid()))
         await hub.publish(room, event("join", room, name=name))
         try:
             async for message in ws:

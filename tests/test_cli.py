@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import trio
+import trio.lowlevel
 
 import trio_ws
 
@@ -15,14 +16,30 @@ from .conftest import ROOT, ExampleProcess, echo, ws_url
 
 async def test_interactive_client_sends_lines_and_prints_replies() -> None:
     async with trio_ws.open_server(echo, "127.0.0.1", 0) as server:
-        proc = await trio.run_process(
+        proc = await trio.lowlevel.open_process(
             [sys.executable, "-m", "trio_ws", ws_url(server)],
-            stdin=b"first line\nsecond line\n",
-            capture_stdout=True,
-            capture_stderr=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
-    lines = proc.stdout.decode().splitlines()
-    assert lines[:2] == ["< first line", "< second line"]
+        assert proc.stdin is not None and proc.stdout is not None
+        received = b""
+        try:
+            with trio.fail_after(20):
+                # One line at a time, each reply awaited: a line sent together with the close
+                # that end of input starts may rightly go unanswered by the server.
+                for line in ("first line", "second line"):
+                    await proc.stdin.send_all(f"{line}\n".encode())
+                    while f"< {line}\n".encode() not in received:
+                        chunk = await proc.stdout.receive_some()
+                        assert chunk, f"the client exited early; it printed {received!r}"
+                        received += chunk
+                await proc.stdin.aclose()  # end of input closes the connection
+                while chunk := await proc.stdout.receive_some():
+                    received += chunk
+                assert await proc.wait() == 0
+        finally:
+            proc.kill()
+    assert received.decode().splitlines() == ["< first line", "< second line"]
 
 
 async def test_cli_usage_is_printed_for_bad_arguments() -> None:

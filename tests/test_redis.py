@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ class Workers:
             [sys.executable, "-m", "trio_ws", "serve", "examples.chat:router", "--port", str(self.port),
              "--workers", str(workers), "--redis", redis_url],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # the workers' lines must not interleave
         )  # fmt: skip
         assert self.proc.stdout is not None
         self.pids = set()

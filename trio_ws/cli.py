@@ -48,7 +48,10 @@ async def run_worker(target: str, host: str, port: int, redis: str | None, reuse
         async with open_hub(backend=backend), trio.open_nursery() as nursery:
             start = functools.partial(serve, handler, host, port, reuse_port=reuse_port)
             server = await nursery.start(start)
-            print(f"worker {os.getpid()} listening on ws://{host}:{server.port}/", flush=True)
+            # One write, newline included: workers share stdout, and an unbuffered print()
+            # writes the line and its newline separately, interleaving with the others.
+            sys.stdout.write(f"worker {os.getpid()} listening on ws://{host}:{server.port}/\n")
+            sys.stdout.flush()
             async for _ in signals:
                 await server.aclose()
                 break

@@ -72,8 +72,8 @@ class DemoApp:
             return
         room, name = str(join["room"]).strip(), str(join["name"]).strip()
         hub = current_hub()
+        await ws.send(_event("welcome", room, name=name, worker=os.getpid()))  # before room traffic
         async with hub.subscribe(ws, room):
-            await ws.send(_event("welcome", room, name=name, worker=os.getpid()))
             await hub.publish(room, _event("join", room, name=name))
             try:
                 async for raw in ws:
