@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import pytest
@@ -12,13 +13,15 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 import trio_ws
+from trio_ws.broadcast import FrameCache
 
 from .conftest import RawClient, ws_url
 from .test_interop import in_asyncio
 
+NOISE = random.Random(7).randbytes(20_000)  # incompressible: sent without RSV1 even to deflate peers
 MESSAGES: list[str | bytes] = [
     f"message {i} " * (i % 7 + 1) if i % 3 else bytes([i]) * 300 for i in range(60)
-]
+] + [NOISE, "long compressible text " * 1000, NOISE[:9000], "message after"]
 
 
 async def wait_forever(ws: trio_ws.WebSocket) -> None:
@@ -28,7 +31,7 @@ async def wait_forever(ws: trio_ws.WebSocket) -> None:
 async def test_one_broadcast_reaches_plain_and_compressed_peers_alike() -> None:
     async def clients(url: str) -> list[list[Any]]:
         async def client(**options: Any) -> list[Any]:
-            async with ws_connect(url, **options) as ws:
+            async with asyncio.timeout(20), ws_connect(url, **options) as ws:  # never hang the test
                 return [await ws.recv() for _ in MESSAGES]
 
         return await asyncio.gather(
@@ -61,6 +64,11 @@ async def test_one_broadcast_reaches_plain_and_compressed_peers_alike() -> None:
         for message in MESSAGES:
             assert trio_ws.broadcast(server.connections, message) == 3
             await trio.lowlevel.checkpoint()
+        # A message not worth compressing is framed once, uncompressed, for all three.
+        cache = FrameCache(NOISE)
+        frames = [cache.frame_for(ws) for ws in server.connections]
+        assert frames[0] is not None and frames[0][0] & 0x40 == 0
+        assert all(frame is frames[0] for frame in frames)
     assert results == [MESSAGES] * 3
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import pytest
@@ -19,7 +20,7 @@ from trio_ws.extensions.permessage_deflate import (
     parse_extensions,
     server_accept,
 )
-from trio_ws.frames import Frame, Opcode, serialize_frame
+from trio_ws.frames import Frame, FrameParser, Opcode, serialize_frame
 from trio_ws.protocol import Protocol, Role, State
 
 DEFAULT = DeflateConfig()
@@ -138,8 +139,20 @@ def pair(params: DeflateParameters) -> tuple[Protocol, Protocol]:
     return client, server
 
 
+def large_message(size: int, seed: int, compressible: bool) -> bytes:
+    """Random bytes (which deflate cannot shrink) or repetitive text, at least 8 KiB."""
+    if compressible:
+        return (b"%d lines of compressible text " % seed) * (size // 20)
+    return random.Random(seed).randbytes(size)
+
+
+LARGE_MESSAGES = st.builds(
+    large_message, st.integers(8 * 1024, 40 * 1024), st.integers(0, 2**32), st.booleans()
+)
+
+
 @given(
-    st.lists(st.one_of(st.text(max_size=300), st.binary(max_size=300)), max_size=6),
+    st.lists(st.one_of(st.text(max_size=300), st.binary(max_size=300), LARGE_MESSAGES), max_size=6),
     st.booleans(),
     st.booleans(),
 )
@@ -150,6 +163,23 @@ def test_compressed_round_trips(messages: list[str | bytes], server_nct: bool, c
         assert server.receive_data(client.data_to_send()) == [message]
         server.send(message)
         assert client.receive_data(server.data_to_send()) == [message]
+
+
+@pytest.mark.parametrize("server_nct", [False, True])
+def test_incompressible_messages_go_uncompressed_and_the_rest_still_inflate(server_nct: bool) -> None:
+    client, server = pair(DeflateParameters(server_nct, False, 12, 12))
+    text, noise = large_message(64 * 1024, 1, True), large_message(64 * 1024, 2, False)
+    for message in (text, noise, text, noise[:100]):
+        server.send(message)
+        wire = server.data_to_send()
+        parser = FrameParser(require_mask=False, allowed_rsv=0x40)
+        parser.feed(wire)
+        frame = parser.next_frame()
+        assert frame is not None and parser.next_frame() is None
+        # Random bytes of 8 KiB or more cost zlib time for nothing: RSV1 stays unset.
+        assert frame.rsv1 == (message is not noise)
+        assert len(wire) < len(message) // 4 if message is text else len(wire) >= len(message)
+        assert client.receive_data(wire) == [message]
 
 
 def test_fragmented_compressed_message_sets_rsv1_on_the_first_frame_only() -> None:

@@ -210,7 +210,9 @@ class Protocol:
         else:
             raise TypeError("all fragments of a message must be str, or all bytes-like")
         self._out_opcode = None if fin else opcode
-        if self.deflate is None:
+        if self.deflate is None or (
+            fin and frame_opcode is opcode and not self.deflate.worth_compressing(payload)
+        ):
             write_frame(self._out, frame_opcode, payload, fin=fin, mask=self._mask)
         else:
             payload = self.deflate.compress(payload, fin)
