@@ -17,10 +17,9 @@ class FrameCache:
     Uncompressed server connections share one frame; compressed ones without context
     takeover share one per settings; the others (clients, or compression with context
     takeover) must encode the message themselves, and `frame_for` returns None for them.
-    A message not worth compressing goes out as the one uncompressed frame to every server.
     """
 
-    __slots__ = ("_frames", "_opcode", "_payload", "_worth_compressing", "message")
+    __slots__ = ("_frames", "_opcode", "_payload", "message")
 
     def __init__(self, message: Data) -> None:
         if isinstance(message, str):
@@ -31,29 +30,21 @@ class FrameCache:
             raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
         self.message = message
         self._frames: dict[object, bytes] = {}
-        self._worth_compressing: bool | None = None
 
     def frame_for(self, ws: WebSocket) -> bytes | None:
         """The shared frame for `ws`, or None if `ws` must encode the message itself."""
         proto = ws._proto
-        if proto.role is Role.CLIENT:
-            return None
         deflate = proto.deflate
-        key = None
-        if deflate is not None:
-            if self._worth_compressing is None:
-                self._worth_compressing = deflate.worth_compressing(self._payload)
-            if self._worth_compressing:
-                key = deflate.shared_frame_key
-                if key is None:
-                    return None
+        key = None if deflate is None else deflate.shared_frame_key
+        if proto.role is Role.CLIENT or (deflate is not None and key is None):
+            return None
         frame = self._frames.get(key)
         if frame is None:
             out = bytearray()
-            if deflate is None or key is None:
+            if deflate is None:
                 write_frame(out, self._opcode, self._payload)
             else:
-                write_frame(out, self._opcode, deflate.compress(self._payload, True), rsv1=True)
+                write_frame(out, self._opcode, deflate.compress_message(self._payload), rsv1=True)
             frame = self._frames[key] = bytes(out)
         return frame
 

@@ -210,10 +210,11 @@ class Protocol:
         else:
             raise TypeError("all fragments of a message must be str, or all bytes-like")
         self._out_opcode = None if fin else opcode
-        if self.deflate is None or (
-            fin and frame_opcode is opcode and not self.deflate.worth_compressing(payload)
-        ):
+        if self.deflate is None:
             write_frame(self._out, frame_opcode, payload, fin=fin, mask=self._mask)
+        elif fin and frame_opcode is opcode:  # a whole message
+            payload = self.deflate.compress_message(payload)
+            write_frame(self._out, frame_opcode, payload, rsv1=True, mask=self._mask)
         else:
             payload = self.deflate.compress(payload, fin)
             rsv1 = frame_opcode is not Opcode.CONTINUATION

@@ -8,6 +8,7 @@ than the caller's byte budget, so a tiny frame cannot inflate into gigabytes.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,10 +38,12 @@ _PARAMETERS = (
 # zlib cannot compress with a 256-byte window (it silently uses 512), so 8 is never agreed
 # for a side that we compress; inflating accepts any size from 8 to 15.
 _MIN_COMPRESS_BITS = 9
-# Messages this long or longer are compressed only if a sample from their middle shrinks.
+# Messages this long or longer are deflated only if a sample from their middle shrinks.
 _TRIAL_FROM = 8 * 1024
 _TRIAL_SAMPLE = 2 * 1024
 _TRIAL_MAX_RATIO = 0.9
+_STORED_BLOCK_MAX = 0xFFFF
+_STORED_HEADER = struct.Struct("<BHH")
 
 Params = list[tuple[str, str | None]]
 
@@ -269,6 +272,18 @@ def client_accept(response: list[tuple[str, Params]], config: DeflateConfig) -> 
 # ---- the codec ----------------------------------------------------------------------------
 
 
+def _worth_deflating(message: bytes | bytearray | memoryview) -> bool:
+    """Whether deflating this message is likely to pay: short ones always; long ones only
+    if 2 KiB from their middle shrink by a tenth at level 1 (about 50 µs to find out)."""
+    if len(message) < _TRIAL_FROM:
+        return True
+    start = (len(message) - _TRIAL_SAMPLE) // 2
+    sample = memoryview(message)[start : start + _TRIAL_SAMPLE]
+    trial = zlib.compressobj(1, zlib.DEFLATED, -12, 5)
+    size = len(trial.compress(sample)) + len(trial.flush())
+    return size <= _TRIAL_MAX_RATIO * _TRIAL_SAMPLE
+
+
 class PerMessageDeflate:
     """Compress and decompress messages under agreed parameters, for one side."""
 
@@ -303,22 +318,41 @@ class PerMessageDeflate:
             return None
         return (self._compress_bits, self._level, self._mem_level)
 
-    @staticmethod
-    def worth_compressing(message: bytes | bytearray | memoryview) -> bool:
-        """Whether deflating this whole message is likely to pay for the CPU it costs.
+    def compress_message(self, message: bytes | bytearray | memoryview) -> bytes:
+        """Compress a whole message, or store it in deflate's uncompressed blocks if that
+        is not worth the time.
 
         Already-compressed payloads (images, archives, encrypted data) shrink by a few
-        percent at best while zlib spends 20-50 ns on each of their bytes, so a message of
-        8 KiB or more is compressed only if 2 KiB from its middle shrink by a tenth at
-        level 1. RFC 7692 lets a sender leave any message uncompressed (RSV1 unset).
+        percent at best while zlib spends 20-50 ns on each of their bytes. So a message of
+        8 KiB or more is deflated only if 2 KiB from its middle shrink by a tenth at level
+        1; otherwise it goes in stored blocks, copied rather than compressed. (Leaving RSV1
+        unset would be as valid under RFC 7692, but some peers mishandle it.)
         """
-        if len(message) < _TRIAL_FROM:
-            return True
-        start = (len(message) - _TRIAL_SAMPLE) // 2
-        sample = memoryview(message)[start : start + _TRIAL_SAMPLE]
-        trial = zlib.compressobj(1, zlib.DEFLATED, -12, 5)
-        size = len(trial.compress(sample)) + len(trial.flush())
-        return size <= _TRIAL_MAX_RATIO * _TRIAL_SAMPLE
+        if not _worth_deflating(message):
+            return self._store(message)
+        return self.compress(message, True)
+
+    def _store(self, message: bytes | bytearray | memoryview) -> bytes:
+        out = bytearray()
+        view = memoryview(message)
+        for start in range(0, len(view), _STORED_BLOCK_MAX):
+            block = view[start : start + _STORED_BLOCK_MAX]
+            # Header byte 0: not final, type "stored", padding (the stream is byte-aligned
+            # after every message's sync flush); then LEN and its one's complement.
+            out += _STORED_HEADER.pack(0, len(block), len(block) ^ 0xFFFF)
+            out += block
+        # An empty stored block ends the message; RFC 7692 strips its last 4 bytes.
+        out.append(0)
+        if self._local_no_context_takeover:
+            self._compressor = None
+        else:
+            # The peer's window now ends with this message: restart our compressor from
+            # the same bytes, so that later back-references mean the same on both sides.
+            window = bytes(view[-(1 << self._compress_bits) :])
+            self._compressor = zlib.compressobj(
+                self._level, zlib.DEFLATED, -self._compress_bits, self._mem_level, zdict=window
+            )
+        return bytes(out)
 
     def compress(self, data: bytes | bytearray | memoryview, fin: bool) -> bytes:
         """Compress one frame's worth of a message; `fin` ends the message."""
