@@ -17,6 +17,8 @@ from .exceptions import (
 __all__ = [
     "Opcode",
     "Frame",
+    "BytesLike",
+    "as_bytes",
     "FrameParser",
     "apply_mask",
     "write_frame",
@@ -38,6 +40,22 @@ class Opcode(enum.IntEnum):
 
 
 _OPCODES = {int(op): op for op in Opcode}
+
+BytesLike = bytes | bytearray | memoryview
+
+
+def as_bytes(data: BytesLike) -> BytesLike:
+    """`data` as a flat sequence of bytes, so that `len()` and slices count bytes.
+
+    A memoryview of wider items (an `array('i')`, numpy's `.data`) or of several
+    dimensions counts items, not bytes: it is cast to unsigned bytes (copied only when it
+    is not contiguous).
+    """
+    if type(data) is memoryview and (data.format != "B" or data.ndim != 1):
+        return data.cast("B") if data.c_contiguous else data.tobytes()
+    return data
+
+
 _MAX_CONTROL_PAYLOAD = 125
 
 _pack_h = struct.Struct("!BBH").pack
@@ -106,7 +124,10 @@ def write_frame(
     rsv1: bool = False,
     mask: bool = False,
 ) -> None:
-    """Append one serialized frame to `out` (masked with a fresh random key if `mask`)."""
+    """Append one serialized frame to `out` (masked with a fresh random key if `mask`).
+
+    `payload` must count bytes (see `as_bytes`).
+    """
     first = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
     mask_bit = 0x80 if mask else 0
     length = len(payload)

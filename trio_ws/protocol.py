@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .exceptions import CloseCode, ProtocolError
 from .extensions.permessage_deflate import PerMessageDeflate
-from .frames import Frame, FrameParser, Opcode, parse_close, serialize_close, write_frame
+from .frames import BytesLike, Frame, FrameParser, Opcode, as_bytes, parse_close, serialize_close, write_frame
 
 __all__ = ["Role", "State", "Ping", "Pong", "Close", "Event", "Protocol"]
 
@@ -82,10 +82,12 @@ class Protocol:
         self._parser.max_payload = max_size
         self._mask = role is Role.CLIENT
         self._out = bytearray()
-        # Incoming fragmented message: its opcode, the parts so far and their size.
+        # The payload of the automatic pong not yet written to `_out`, if any.
+        self._pong: bytes | None = None
+        # Incoming fragmented message: its opcode, its payload so far (bounded by max_size
+        # through the parser's max_payload), and its UTF-8 validator.
         self._in_opcode: Opcode | None = None
-        self._in_parts: list[bytes | str] = []
-        self._in_size = 0
+        self._in_buffer = bytearray()
         self._in_decoder: codecs.IncrementalDecoder | None = None
         self._in_compressed = False
         # Outgoing fragmented message: the opcode of its first frame, or None.
@@ -99,31 +101,55 @@ class Protocol:
 
     # ---- receiving -------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Parse received bytes; return every event they complete, in order.
+    def feed_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes; take the events they complete with `next_event`.
+
+        Nothing is parsed here, so the I/O layer decides how far parsing goes: it stops
+        calling `next_event` while its inbox or output buffer is full (backpressure), and
+        the unparsed bytes wait in the frame parser.
+        """
+        if self.state is not State.CLOSED:
+            self._parser.feed(data)
+
+    def next_event(self) -> Event | None:
+        """The next event from the bytes fed so far, or None until more arrive.
 
         A protocol violation fails the connection: a close frame with the right code is
         queued, the state becomes CLOSED, and later input is ignored.
         """
-        events: list[Event] = []
-        if self.state is State.CLOSED:
-            return events
         parser = self._parser
-        parser.feed(data)
         try:
-            while (frame := parser.next_frame()) is not None:
-                self._receive_frame(frame, events)
-                if self.state is State.CLOSED:  # type: ignore[comparison-overlap]
-                    break
+            while self.state is not State.CLOSED:
+                frame = parser.next_frame()
+                if frame is None:
+                    return None
+                event = self._receive_frame(frame)
+                if event is not None:
+                    return event
         except ProtocolError as exc:
             self.fail(exc.code, str(exc))
-        return events
+        return None
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """`feed_data`, then every event the bytes complete, in order (no backpressure)."""
+        self.feed_data(data)
+        return list(iter(self.next_event, None))
 
     def receive_eof(self) -> None:
         """The peer closed the TCP connection; without a close frame that is abnormal."""
         self.state = State.CLOSED
 
-    def _receive_frame(self, frame: Frame, events: list[Event]) -> None:
+    @property
+    def buffered(self) -> int:
+        """Received bytes held here: unparsed input plus the message being assembled."""
+        return self._parser.buffered + len(self._in_buffer)
+
+    @property
+    def assembling(self) -> int:
+        """Payload bytes of the fragmented message being assembled (at most `max_size`)."""
+        return len(self._in_buffer)
+
+    def _receive_frame(self, frame: Frame) -> Event | None:
         opcode = frame.opcode
         if frame.rsv1 and opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
             raise ProtocolError("RSV1 set on a frame that does not start a message")
@@ -131,62 +157,67 @@ class Protocol:
             if self._in_opcode is not None:
                 raise ProtocolError("new data frame while a fragmented message is in progress")
             if frame.fin and not frame.rsv1:
-                events.append(_decode_text(frame.payload) if opcode is Opcode.TEXT else frame.payload)
-                return
+                return _decode_text(frame.payload) if opcode is Opcode.TEXT else frame.payload
             self._in_opcode = opcode
             self._in_compressed = frame.rsv1
             if opcode is Opcode.TEXT and not frame.rsv1:
                 self._in_decoder = _new_utf8_decoder()
-            self._receive_fragment(frame, events)
-        elif opcode is Opcode.CONTINUATION:
+            return self._receive_fragment(frame)
+        if opcode is Opcode.CONTINUATION:
             if self._in_opcode is None:
                 raise ProtocolError("continuation frame without a message to continue")
-            self._receive_fragment(frame, events)
-        elif opcode is Opcode.PING:
+            return self._receive_fragment(frame)
+        if opcode is Opcode.PING:
             if self.state is State.OPEN:
-                write_frame(self._out, Opcode.PONG, frame.payload, mask=self._mask)
-            events.append(Ping(frame.payload))
-        elif opcode is Opcode.PONG:
-            events.append(Pong(frame.payload))
-        else:
-            code, reason = parse_close(frame.payload)
-            self.close_rcvd = Close(code, reason)
-            if self.close_sent is None:
-                self._write_close(Close(code, reason))
-            self.state = State.CLOSED
-            events.append(self.close_rcvd)
+                # Only the latest unanswered ping gets a pong (RFC 6455 section 5.5.3):
+                # a peer flooding pings and reading nothing costs one pending pong.
+                self._pong = frame.payload
+            return Ping(frame.payload)
+        if opcode is Opcode.PONG:
+            return Pong(frame.payload)
+        code, reason = parse_close(frame.payload)
+        self.close_rcvd = Close(code, reason)
+        if self.close_sent is None:
+            self._write_close(Close(code, reason))
+        self.state = State.CLOSED
+        return self.close_rcvd
 
-    def _receive_fragment(self, frame: Frame, events: list[Event]) -> None:
+    def _receive_fragment(self, frame: Frame) -> Event | None:
+        """Add one frame to the message in assembly; the message once `frame` ends it.
+
+        The parts go into one bytearray, so a flood of tiny or empty fragments costs
+        their bytes and nothing per part; `max_size` bounds it through the parser.
+        """
         payload = frame.payload
-        self._in_size += len(payload)
+        buffer = self._in_buffer
+        buffer += payload
         decoder = self._in_decoder
         if decoder is not None:
             try:  # fail as soon as invalid UTF-8 arrives, not at the end of the message
-                self._in_parts.append(decoder.decode(payload, frame.fin))
+                decoder.decode(payload, frame.fin)
             except UnicodeDecodeError as exc:
                 raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
-        else:
-            self._in_parts.append(payload)
-        if frame.fin:
-            parts = self._in_parts
-            message: str | bytes
-            if self._in_compressed:
-                # Inflated once per message: cheaper than per frame, and bounded the same.
-                assert self.deflate is not None  # the parser only lets RSV1 through with it
-                data = self.deflate.decompress(b"".join(parts), True, self.max_size)  # type: ignore[arg-type]
-                message = _decode_text(data) if self._in_opcode is Opcode.TEXT else data
-            elif decoder is not None:
-                message = "".join(parts)  # type: ignore[arg-type]
-            else:
-                message = b"".join(parts)  # type: ignore[arg-type]
-            self._in_opcode = None
-            self._in_parts = []
-            self._in_size = 0
-            self._in_decoder = None
-            self._in_compressed = False
-            events.append(message)
         if self.max_size is not None:
-            self._parser.max_payload = self.max_size - self._in_size
+            self._parser.max_payload = self.max_size - len(buffer)
+        if not frame.fin:
+            return None
+        data = bytes(buffer)
+        message: str | bytes
+        if self._in_compressed:
+            # Inflated once per message: cheaper than per frame, and bounded the same.
+            assert self.deflate is not None  # the parser only lets RSV1 through with it
+            data = self.deflate.decompress(data, True, self.max_size)
+            message = _decode_text(data) if self._in_opcode is Opcode.TEXT else data
+        elif decoder is not None:
+            message = data.decode("utf-8")  # validated fragment by fragment above
+        else:
+            message = data
+        self._in_opcode = None
+        self._in_buffer = bytearray()
+        self._in_decoder = None
+        self._in_compressed = False
+        self._parser.max_payload = self.max_size
+        return message
 
     # ---- sending ---------------------------------------------------------------------
 
@@ -199,10 +230,10 @@ class Protocol:
         self._check_open()
         if isinstance(data, str):
             opcode = Opcode.TEXT
-            payload: bytes | bytearray | memoryview = data.encode("utf-8")
+            payload: BytesLike = data.encode("utf-8")
         else:
             opcode = Opcode.BINARY
-            payload = data
+            payload = as_bytes(data)
         if self._out_opcode is None:
             frame_opcode = opcode
         elif opcode is self._out_opcode:
@@ -259,7 +290,14 @@ class Protocol:
             self._write_close(self.failure)
         self.state = State.CLOSED
 
+    def _write_pong(self) -> None:
+        """Put the pending automatic pong in the output, after whatever is there."""
+        if self._pong is not None:
+            write_frame(self._out, Opcode.PONG, self._pong, mask=self._mask)
+            self._pong = None
+
     def _write_close(self, close: Close) -> None:
+        self._write_pong()  # nothing may follow a close frame
         payload = serialize_close(close.code, close.reason)
         write_frame(self._out, Opcode.CLOSE, payload, mask=self._mask)
         self.close_sent = close
@@ -278,10 +316,13 @@ class Protocol:
     @property
     def bytes_to_send(self) -> int:
         """Size of the output not yet taken by `data_to_send`."""
-        return len(self._out)
+        if self._pong is None:
+            return len(self._out)
+        return len(self._out) + len(self._pong) + (6 if self._mask else 2)
 
     def data_to_send(self) -> bytearray:
         """Take everything queued for the wire."""
+        self._write_pong()
         out = self._out
         self._out = bytearray()
         return out

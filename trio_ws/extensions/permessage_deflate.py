@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..exceptions import CloseCode, PayloadTooBig, ProtocolError
+from ..frames import as_bytes
 
 __all__ = [
     "DeflateConfig",
@@ -328,6 +329,7 @@ class PerMessageDeflate:
         1; otherwise it goes in stored blocks, copied rather than compressed. (Leaving RSV1
         unset would be as valid under RFC 7692, but some peers mishandle it.)
         """
+        message = as_bytes(message)
         if not _worth_deflating(message):
             return self._store(message)
         return self.compress(message, True)
@@ -388,6 +390,13 @@ class PerMessageDeflate:
                     raise PayloadTooBig(f"message inflates past the size limit of {limit} bytes")
         except zlib.error as exc:
             raise ProtocolError(f"invalid compressed data: {exc}", CloseCode.INVALID_DATA) from exc
-        if fin and self._remote_no_context_takeover:
+        if decompressor.eof:
+            # The peer ended its deflate stream with a final block (RFC 7692 section
+            # 7.2.3.5 allows it). The inflater then ignores all further input, so the next
+            # message needs a fresh one; nothing but our own tail may follow the block.
+            if decompressor.unused_data not in (b"", _TAIL):
+                raise ProtocolError("data after the end of a deflate stream", CloseCode.INVALID_DATA)
+            self._decompressor = None
+        elif fin and self._remote_no_context_takeover:
             self._decompressor = None
         return out
