@@ -15,7 +15,7 @@ import os
 import sys
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -65,9 +65,11 @@ class WebSocket:
         ping_interval: float | None = 20,
         ping_timeout: float | None = 20,
         close_timeout: float = 10,
-        max_queue: int | None = 16,
+        max_queue: int | tuple[int, int | None] | None = 16,
+        max_queue_bytes: int | None = 2**22,
         write_limit: int = 2**16,
         logger: logging.Logger | None = None,
+        on_closed: Callable[[WebSocket], None] | None = None,
     ) -> None:
         self._stream = stream
         self._proto = protocol
@@ -82,8 +84,15 @@ class WebSocket:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
-        self._max_queue = sys.maxsize if max_queue is None else max_queue
+        # The inbox's high- and low-water marks (max_queue, max_queue_bytes): parsing stops
+        # at a high mark and resumes once recv() took the queue below both low marks.
+        self._queue_high, self._queue_low = queue_marks(max_queue)
+        self._queue_high_bytes = sys.maxsize if max_queue_bytes is None else max_queue_bytes
+        self._queue_low_bytes = self._queue_high_bytes // 4
+        self._queued_bytes = 0  # len() of the queued messages: bytes, or characters of text
+        self._discarded = 0  # messages dropped past max_queue after our close frame
         self._write_limit = write_limit
+        self._on_closed = on_closed
         sock = _socket_of(stream)
         self.remote_address: Any = _address(sock, "getpeername")
         self.local_address: Any = _address(sock, "getsockname")
@@ -94,7 +103,7 @@ class WebSocket:
 
         self._messages: deque[Message] = deque()
         self._message_lot = trio.lowlevel.ParkingLot()  # recv() waiting for a message
-        self._read_lot = trio.lowlevel.ParkingLot()  # reader waiting for queue room
+        self._read_lot = trio.lowlevel.ParkingLot()  # reader waiting for inbox or outbox room
         self._write_lot = trio.lowlevel.ParkingLot()  # writer waiting for output
         self._drain_lot = trio.lowlevel.ParkingLot()  # send() waiting for buffer room
         self._fragment_lot = trio.lowlevel.ParkingLot()  # send() waiting for a fragmented send
@@ -111,6 +120,7 @@ class WebSocket:
         self._reader_done = trio.Event()
         self._closed = trio.Event()
         self._abort = False
+        self._close_deadline = float("inf")  # set by close(): the whole close fits in close_timeout
         self._keepalive_scope = trio.CancelScope()
 
     # ---- attributes -------------------------------------------------------------------
@@ -174,7 +184,8 @@ class WebSocket:
                 await self._message_lot.park()
             self._fast_calls = 0
         message = messages.popleft()
-        if len(messages) < self._max_queue:
+        self._queued_bytes -= len(message)
+        if len(messages) <= self._queue_low and self._queued_bytes <= self._queue_low_bytes:
             self._read_lot.unpark_all()
         await self._maybe_yield()
         return message
@@ -211,6 +222,8 @@ class WebSocket:
         because the message can no longer be completed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if not isinstance(message, (str, bytes, bytearray, memoryview)) and _is_bytes_like(message):
+            message = memoryview(message)  # type: ignore[arg-type]  # array.array, numpy arrays
         if isinstance(message, (str, bytes, bytearray, memoryview)):
             while self._fragmenting:
                 await self._fragment_lot.park()
@@ -232,6 +245,8 @@ class WebSocket:
         try:
             previous: Data | None = None
             async for fragment in _aiter(fragments):
+                if not isinstance(fragment, (str, bytes, bytearray, memoryview)) and _is_bytes_like(fragment):
+                    fragment = memoryview(fragment)
                 if not isinstance(fragment, (str, bytes, bytearray, memoryview)):
                     raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
                 if previous is not None:
@@ -339,14 +354,16 @@ class WebSocket:
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Run the closing handshake and close the TCP connection.
 
-        Returns once the connection is closed, at most about `close_timeout` later (twice
-        that if the peer neither answers nor closes). Never raises `ConnectionClosed`.
+        Returns once the connection is closed, at most about `close_timeout` later: a peer
+        that does not answer in time is cut off (the close code is then 1006). Never
+        raises `ConnectionClosed`.
         """
         if self._proto.state is State.OPEN:
+            self._close_deadline = trio.current_time() + self._close_timeout
             self._proto.send_close(code, reason)
             self._after_protocol()
             self._read_lot.unpark_all()  # the reader must see the peer's close frame
-            with trio.move_on_after(self._close_timeout):
+            with trio.move_on_at(self._close_deadline):
                 await self._protocol_closed.wait()
             if not self._protocol_closed.is_set():
                 self.logger.info("no close frame from the peer within %ss", self._close_timeout)
@@ -405,10 +422,10 @@ class WebSocket:
     async def _reader(self) -> None:
         proto = self._proto
         try:
-            if self._initial_data:
-                self._receive(self._initial_data)
+            proto.feed_data(self._initial_data)
             while True:
-                if proto.state is State.OPEN and len(self._messages) >= self._max_queue:
+                self._parse()
+                if self._parsing_paused():
                     await self._read_lot.park()
                     continue
                 try:
@@ -417,7 +434,7 @@ class WebSocket:
                     break
                 if not data:
                     break
-                self._receive(data)
+                proto.feed_data(data)
         finally:
             if proto.state is not State.CLOSED:
                 self.logger.debug("TCP connection lost without a close frame")
@@ -429,37 +446,69 @@ class WebSocket:
         """The next bytes from the peer; b"" at end of stream.
 
         On a plain TCP socket, wait for readability and read the non-blocking fd directly:
-        one scheduler round per read instead of the two of `receive_some`. `_fd` is checked
+        one scheduler round per read instead of the two of `receive_some`, and never none
+        (see below). `_fd` is checked
         right before each read (no await in between): once the closer cleared it, reads go
         through the stream, which raises once it is closed (the fd may be reused by then).
         """
+        waited = False
         while True:
             fd = self._fd
             if fd is None:  # TLS, or closing: the stream drains the rest
                 return await self._stream.receive_some(_RECEIVE_SIZE)
             try:
-                return os.read(fd, _RECEIVE_SIZE)
+                data = os.read(fd, _RECEIVE_SIZE)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(fd)
+                waited = True
+                continue
             except OSError as exc:  # reset by the peer, typically
                 raise trio.BrokenResourceError(str(exc)) from exc
+            if not waited:
+                # Data was ready without waiting: a peer that floods us would otherwise
+                # keep this loop from ever yielding and starve every other connection.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
 
-    def _receive(self, data: bytes | bytearray) -> None:
+    def _parsing_paused(self) -> bool:
+        """Whether the reader must wait before parsing further: while the connection is
+        open, a full inbox (`max_queue` messages or `max_queue_bytes`).
+
+        The output buffer does not pause parsing: what the peer can make us write is
+        bounded in the protocol (one pending pong, one close frame), and pausing on our
+        own sends would starve the pongs and close frame of a slow but live peer.
+        """
+        return self._proto.state is State.OPEN and (
+            len(self._messages) >= self._queue_high or self._queued_bytes >= self._queue_high_bytes
+        )
+
+    def _parse(self) -> None:
+        """Turn buffered bytes into events, one at a time, until parsing must pause.
+
+        Every message received before the peer's close frame is kept: backpressure stops
+        the parsing, it never discards. Only once our own close frame is out (the handler
+        chose to stop) are messages past `max_queue` dropped, so that the closing
+        handshake is not stuck behind them.
+        """
         proto = self._proto
-        events = proto.receive_data(data)
-        if events:
-            messages = self._messages
-            got_message = False
-            for event in events:
-                kind = type(event)
-                if kind is str or kind is bytes:
-                    if proto.state is State.OPEN or len(messages) < self._max_queue:
-                        messages.append(event)  # type: ignore[arg-type]
-                        got_message = True
-                elif kind is Pong:
-                    self._pong_received(event.payload)  # type: ignore[union-attr]
-            if got_message:
-                self._message_lot.unpark_all()
+        messages = self._messages
+        got_message = False
+        while not self._parsing_paused():
+            event = proto.next_event()
+            if event is None:
+                break
+            kind = type(event)
+            if kind is str or kind is bytes:
+                if proto.state is State.CLOSING and len(messages) >= self._queue_high:
+                    self._discarded += 1
+                    continue
+                messages.append(event)  # type: ignore[arg-type]
+                self._queued_bytes += len(event)  # type: ignore[arg-type]
+                got_message = True
+            elif kind is Pong:
+                self._pong_received(event.payload)  # type: ignore[union-attr]
+        if got_message:
+            self._message_lot.unpark_all()
         self._after_protocol()
 
     def _pong_received(self, payload: bytes) -> None:
@@ -538,8 +587,10 @@ class WebSocket:
         await self._protocol_closed.wait()
         stream = self._stream
         self._fd = None  # from here on only the writer and the closer touch the stream
+        if self._close_deadline == float("inf"):
+            self._close_deadline = trio.current_time() + self._close_timeout
         if not self._abort:
-            with trio.move_on_after(self._close_timeout):
+            with trio.move_on_at(self._close_deadline):
                 await self._wait_flushed()
                 # The server closes TCP first (RFC 6455 7.1.1), and so does a side that
                 # failed the connection. Half-closing, then reading to EOF, avoids a RST
@@ -557,7 +608,7 @@ class WebSocket:
         if self._abort:
             await trio.aclose_forcefully(stream)
         else:
-            with trio.move_on_after(self._close_timeout):
+            with trio.move_on_at(self._close_deadline):
                 await stream.aclose()  # a cancelled aclose still closes, forcefully
         self._set_closed()
 
@@ -565,6 +616,10 @@ class WebSocket:
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._discarded:
+            self.logger.debug("dropped %d messages that arrived after our close frame", self._discarded)
+        if self._on_closed is not None:
+            self._on_closed(self)
         self._keepalive_scope.cancel()
         self._message_lot.unpark_all()
         self._drain_lot.unpark_all()
@@ -589,6 +644,27 @@ class WebSocket:
                 self._proto.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                 self._after_protocol()
                 return
+
+
+def queue_marks(max_queue: int | tuple[int, int | None] | None) -> tuple[int, int]:
+    """The (high, low) water marks for `max_queue`, as `websockets` reads it: an int is
+    the high mark with a quarter of it as the low one; None means no limit."""
+    if max_queue is None:
+        return sys.maxsize, sys.maxsize
+    high, low = (max_queue, None) if isinstance(max_queue, int) else max_queue
+    low = high // 4 if low is None else low
+    if not 0 <= low <= high or high < 1:
+        raise ValueError(f"max_queue needs 1 <= high and 0 <= low <= high, not {max_queue!r}")
+    return high, low
+
+
+def _is_bytes_like(obj: object) -> bool:
+    """Whether `obj` supports the buffer protocol (array.array, numpy arrays, ...)."""
+    try:
+        memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
 
 
 async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
