@@ -95,6 +95,7 @@ class ServerHandshake:
         self._origins = None if origins is None else list(origins)
         self._server_header = server_header
         self._extra_headers = Headers(extra_headers or ())
+        self._head_only = False  # a HEAD request: its answer has headers and no body
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes from the client; b"" means it closed its side."""
@@ -115,15 +116,21 @@ class ServerHandshake:
         if event is h11.NEED_DATA:
             return None
         if isinstance(event, h11.Request):
+            self._head_only = event.method == b"HEAD"
             # h11 caps only an incomplete head; one that arrived whole is measured here.
             size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers.raw_items())
             if size > self._max_size:
                 raise _reject(431, "request head too large")
+            if not event.target.startswith(b"/"):
+                # Only origin-form ("/path?query") names a resource of this server; an
+                # absolute URI or "*" would read differently to a router and to a guard.
+                raise _reject(400, "the request target must be a path starting with /")
             return Request(
                 path=event.target.decode("latin-1"),
                 headers=_to_headers(event.headers),
                 remote_address=remote_address,
                 method=event.method.decode("latin-1"),
+                http_version=event.http_version.decode("latin-1"),
             )
         raise EOFError("connection closed before a complete HTTP request")
 
@@ -140,6 +147,11 @@ class ServerHandshake:
             raise _reject(400, "expected the header Connection: Upgrade")
         if request.method != "GET":
             raise _reject(400, f"the upgrade must be a GET request, not {request.method}")
+        if request.http_version != "1.1":
+            raise _reject(505, f"the upgrade needs HTTP/1.1, not HTTP/{request.http_version}")
+        if "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip() != "0":
+            # Whatever followed the head would be read as WebSocket frames.
+            raise _reject(400, "an upgrade request must not have a body")
         versions = headers.get_all("Sec-WebSocket-Version")
         if versions != ["13"]:
             raise _reject(
@@ -208,7 +220,8 @@ class ServerHandshake:
             headers["Connection"] = "close"
         if self._h11.their_state is not h11.SEND_BODY and self._h11.their_state is not h11.DONE:
             # The request head never completed (e.g. it was malformed): answer without h11.
-            return _raw_response(response.status, response.reason, headers, response.body)
+            body = b"" if self._head_only else response.body
+            return _raw_response(response.status, response.reason, headers, body)
         out = (
             self._h11.send(
                 h11.Response(
@@ -217,7 +230,8 @@ class ServerHandshake:
             )
             or b""
         )
-        out += self._h11.send(h11.Data(data=response.body)) or b""
+        if not self._head_only:  # h11 fixes a HEAD answer's body at 0 bytes
+            out += self._h11.send(h11.Data(data=response.body)) or b""
         out += self._h11.send(h11.EndOfMessage()) or b""
         return out
 

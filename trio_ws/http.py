@@ -105,6 +105,8 @@ class Request:
     #: The client's (host, port, ...) as the socket reports it.
     remote_address: Any = None
     method: str = "GET"
+    #: "1.1" for every upgrade the server accepts (HTTP/1.0 gets 505).
+    http_version: str = "1.1"
 
 
 @dataclass(init=False)

@@ -22,8 +22,10 @@ class Router:
 
     `@router.route("/chat/{room}")` registers `async def handler(ws, room)`: each `{name}`
     matches one path segment (percent-decoded) and is passed by keyword. The query string is
-    ignored for matching. Routes are tried in the order they were added. A request whose
-    path matches no route is answered with HTTP 404 before any upgrade.
+    ignored for matching; the path is matched as sent, so `//x/admin` or `/%61dmin` is not
+    `/admin` (the same string a `process_request` guard sees in `request.path`). Routes are
+    tried in the order they were added. A request whose path matches no route is answered
+    with HTTP 404 before any upgrade.
     """
 
     def __init__(self) -> None:
@@ -51,7 +53,7 @@ class Router:
 
     def match(self, path: str) -> tuple[RouteHandler, dict[str, str]] | None:
         """The handler and its keyword arguments for `path`, or None."""
-        bare = urllib.parse.urlsplit(path).path
+        bare = _path_of(path)
         for regex, handler in self._routes:
             found = regex.match(bare)
             if found:
@@ -61,8 +63,7 @@ class Router:
     def process_request(self, request: Request) -> Response | None:
         """Called by the server before upgrading: 404 for a path no route matches."""
         if self.match(request.path) is None:
-            path = urllib.parse.urlsplit(request.path).path
-            return Response(404, body=f"no WebSocket endpoint at {path}\n")
+            return Response(404, body=f"no WebSocket endpoint at {_path_of(request.path)}\n")
         return None
 
     async def __call__(self, ws: WebSocket) -> None:
@@ -75,3 +76,11 @@ class Router:
 
     def __repr__(self) -> str:
         return f"<Router {[regex.pattern for regex, _ in self._routes]}>"
+
+
+def _path_of(target: str) -> str:
+    """The path of an origin-form request target, as sent: everything before the query.
+
+    Not `urlsplit`, which reads `//host/admin` as a host and the path `/admin`.
+    """
+    return target.partition("?")[0]

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from . import __version__
-from .connection import WebSocket, _address, _socket_of
+from .connection import WebSocket, _address, _socket_of, queue_marks
 from .exceptions import CloseCode, ConnectionClosed
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import RejectHandshake, SelectSubprotocol, ServerHandshake
@@ -68,7 +68,12 @@ class WebSocketServer:
         #: Every connection whose handler is running and whose socket is not closed.
         self.connections: set[WebSocket] = set()
         self._accepting = trio.CancelScope()
+        # The cancel scope of every connection still in its opening handshake: stopping
+        # cancels them, so neither an idle preconnect nor a slow process_response delays
+        # aclose(), and no connection upgrades behind its back.
+        self._handshakes: set[trio.CancelScope] = set()
         self._closing = False
+        self._close_frame: tuple[int, str] | None = None  # what aclose() closes with, if it does
         self._finished = trio.Event()
 
     @property
@@ -95,7 +100,11 @@ class WebSocketServer:
         own time. Do not call it from a handler of this server: it waits for them all.
         """
         self._closing = True
+        if close_connections:
+            self._close_frame = (code, reason)
         self._accepting.cancel()
+        for scope in self._handshakes:
+            scope.cancel()
         for listener in self._listeners:
             await listener.aclose()
         if close_connections:
@@ -136,16 +145,23 @@ class WebSocketServer:
         stream: trio.abc.Stream = tcp_stream
         try:
             ws = None
-            with trio.move_on_after(self._open_timeout) as timeout:
+            with trio.move_on_after(self._open_timeout) as handshake_scope:
+                self._handshakes.add(handshake_scope)
+                if self._closing:
+                    handshake_scope.cancel()
                 if self._ssl_context is not None:
                     stream = trio.SSLStream(tcp_stream, self._ssl_context, server_side=True)
                 ws = await self._handshake(stream)
-            if timeout.cancelled_caught:
-                self.logger.info(
-                    "opening handshake from %s timed out after %ss",
-                    _peer(tcp_stream),
-                    self._open_timeout,
-                )
+            self._handshakes.discard(handshake_scope)
+            if handshake_scope.cancelled_caught:
+                if self._closing:
+                    self.logger.debug("dropped a handshake from %s: stopping", _peer(tcp_stream))
+                else:
+                    self.logger.info(
+                        "opening handshake from %s timed out after %ss",
+                        _peer(tcp_stream),
+                        self._open_timeout,
+                    )
             if ws is not None:
                 await self._run_handler(ws)
         except _CONNECTION_ERRORS as exc:
@@ -189,6 +205,7 @@ class WebSocketServer:
             response=response,
             initial_data=handshake.trailing_data,
             logger=self.logger,
+            on_closed=self.connections.discard,
             **self._connection_options,
         )
 
@@ -229,7 +246,11 @@ class WebSocketServer:
         try:
             async with ws._running():
                 try:
-                    await self._handler(ws)
+                    if self._close_frame is not None:
+                        # It upgraded while aclose() was cancelling the handshakes.
+                        await ws.close(*self._close_frame)
+                    else:
+                        await self._handler(ws)
                 except ConnectionClosed as exc:
                     ws.logger.debug("handler ended on a closed connection: %s", exc)
                 except Exception as exc:
@@ -284,7 +305,8 @@ async def serve(
     ping_timeout: float | None = 20,
     close_timeout: float = 10,
     max_size: int | None = 2**20,
-    max_queue: int | None = 16,
+    max_queue: int | tuple[int, int | None] | None = 16,
+    max_queue_bytes: int | None = 2**22,
     write_limit: int = 2**16,
     max_connections: int | None = None,
     reuse_port: bool = False,
@@ -318,7 +340,8 @@ async def serve(
             "ping_interval": ping_interval,
             "ping_timeout": ping_timeout,
             "close_timeout": close_timeout,
-            "max_queue": max_queue,
+            "max_queue": queue_marks(max_queue) if max_queue is not None else None,
+            "max_queue_bytes": max_queue_bytes,
             "write_limit": write_limit,
         },
         max_size=max_size,
