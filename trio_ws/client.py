@@ -68,6 +68,7 @@ async def connect(
             stream = await trio.open_tcp_stream(wsuri.host, wsuri.port)
             if ssl_context is not None:
                 stream = trio.SSLStream(stream, ssl_context, server_hostname=wsuri.host)
+                await _tls_handshake(stream, wsuri.host, wsuri.port)
             await stream.send_all(handshake.request_bytes())
             while (response := handshake.next_response()) is None:
                 handshake.receive_data(await stream.receive_some())
@@ -94,3 +95,22 @@ async def connect(
     )
     async with ws._running():
         yield ws
+
+
+async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream], host: str, port: int) -> None:
+    """Run the TLS handshake now, so that a failure says what failed instead of surfacing
+    as a bare `BrokenResourceError` from the first write."""
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            error = ssl.SSLCertVerificationError(
+                f"the TLS certificate of {host}:{port} failed to verify: "
+                f"{cause.verify_message or cause.reason or cause}"
+            )
+            error.verify_code, error.verify_message = cause.verify_code, cause.verify_message
+            raise error from cause
+        if isinstance(cause, ssl.SSLError):
+            raise ssl.SSLError(f"TLS handshake with {host}:{port} failed: {cause}") from cause
+        raise

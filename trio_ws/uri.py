@@ -28,6 +28,11 @@ class WebSocketURI:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+# RFC 3986 sub-delims, ":", "@", "/", "?" and "%" (an existing escape); quote() keeps the
+# unreserved characters by itself.
+_SAFE_IN_TARGET = "!$&'()*+,;=:@/?%"
+
+
 def parse_uri(uri: str) -> WebSocketURI:
     """Split a ws:// or wss:// URI; `InvalidURI` says what is wrong with a bad one."""
     try:
@@ -45,6 +50,15 @@ def parse_uri(uri: str) -> WebSocketURI:
     resource = parsed.path or "/"
     if parsed.query:
         resource += "?" + parsed.query
+    # An IRI (non-ASCII, spaces, control characters) becomes a URI, as in `websockets`:
+    # percent-encode what may not appear in a request target, keep existing escapes.
+    resource = urllib.parse.quote(resource, safe=_SAFE_IN_TARGET)
+    host = parsed.hostname
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidURI(f"{uri!r} has a host name that IDNA cannot encode: {exc}") from exc
     user_info = None
     if parsed.username is not None:
         user_info = (
@@ -53,7 +67,7 @@ def parse_uri(uri: str) -> WebSocketURI:
         )
     return WebSocketURI(
         secure=secure,
-        host=parsed.hostname,
+        host=host,
         port=port if port is not None else (443 if secure else 80),
         resource=resource,
         user_info=user_info,
