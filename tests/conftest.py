@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import select
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -33,23 +36,38 @@ def ws_url(server: trio_ws.WebSocketServer, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
 
 
+def readline_within(stream: object, seconds: float) -> str:
+    """One line from a subprocess pipe, or RuntimeError after `seconds`: never hangs."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    if not ready:
+        raise RuntimeError(f"no line within {seconds}s")
+    return stream.readline()  # type: ignore[attr-defined, no-any-return]
+
+
 class ExampleProcess:
     """An example script run as its own process; its first stdout line names the URL."""
 
-    def __init__(self, script: str, *args: str) -> None:
+    def __init__(self, script: str, *args: str, path: Path | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "examples" / script), *args],
+            [sys.executable, str(path or ROOT / "examples" / script), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
+        try:
+            line = readline_within(self.proc.stdout, 30)
+        except RuntimeError:
+            line = ""
         if "ws://" not in line:
             self.stop()
             raise RuntimeError(f"{script} did not start: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
         self.url = line[line.index("ws://") :].strip()
+
+    def rss(self) -> int:
+        """The process's resident memory in bytes."""
+        return rss_of(self.proc.pid)
 
     def stop(self) -> str:
         self.proc.terminate()
@@ -59,6 +77,71 @@ class ExampleProcess:
             self.proc.kill()
             _, err = self.proc.communicate()
         return err
+
+
+def rss_of(pid: int | str = "self") -> int:
+    """Resident memory of a process in bytes, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS line")
+
+
+@contextlib.contextmanager
+def hostile_server(**options: object) -> Iterator[ExampleProcess]:
+    """tests/hostile_server.py in its own process (routes /echo and /idle)."""
+    process = ExampleProcess("", json.dumps(options), path=ROOT / "tests" / "hostile_server.py")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@dataclass
+class Canary:
+    """What a well-behaved echo client saw while something hostile went on."""
+
+    round_trips: int = 0
+    longest_pause: float = 0.0
+    pauses: list[float] = field(default_factory=list)
+
+
+def with_canary(handler: trio_ws.server.Handler) -> trio_ws.server.Handler:
+    """`handler`, except that the path /canary is an echo endpoint for `healthy_canary`."""
+
+    async def routed(ws: trio_ws.WebSocket) -> None:
+        await (echo(ws) if ws.path == "/canary" else handler(ws))
+
+    return routed
+
+
+@contextlib.asynccontextmanager
+async def healthy_canary(url: str, *, max_pause: float = 0.25) -> AsyncIterator[Canary]:
+    """Echo round trips on their own connection for as long as the block runs and five
+    more after it; then check that none waited longer than `max_pause` seconds."""
+    canary = Canary()
+    async with trio_ws.connect(url) as ws, trio.open_nursery() as nursery:
+
+        async def echo_loop() -> None:
+            last = trio.current_time()
+            while True:
+                await ws.send(f"canary {canary.round_trips}")
+                assert await ws.recv() == f"canary {canary.round_trips}"
+                now = trio.current_time()
+                canary.longest_pause = max(canary.longest_pause, now - last)
+                canary.round_trips += 1
+                last = now
+                await trio.sleep(0.005)
+
+        nursery.start_soon(echo_loop)
+        yield canary
+        after = canary.round_trips + 5  # and the server still serves once it is over
+        with trio.move_on_after(2):
+            while canary.round_trips < after:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert canary.round_trips >= after, "the healthy client must really have been echoing"
+    assert canary.longest_pause < max_pause, f"the healthy client waited {canary.longest_pause:.3f}s"
 
 
 @pytest.fixture
@@ -82,18 +165,27 @@ class RawClient:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.received = bytearray()
+        self.handshake_head = b""
 
     @classmethod
-    async def connect(cls, port: int, *, handshake: bool = True) -> RawClient:
+    async def connect(
+        cls, port: int, *, handshake: bool = True, path: str = "/", headers: bytes = b""
+    ) -> RawClient:
+        """A TCP connection, upgraded unless `handshake` is False; `headers` are extra
+        request header lines (each ending in CRLF)."""
         client = cls(await trio.open_tcp_stream("127.0.0.1", port))
         if handshake:
-            await client.stream.send_all(HANDSHAKE)
+            request = HANDSHAKE.replace(b"GET / ", f"GET {path} ".encode()).replace(
+                b"\r\n\r\n", b"\r\n" + headers + b"\r\n"
+            )
+            await client.stream.send_all(request)
             while b"\r\n\r\n" not in client.received:
                 chunk = await client.stream.receive_some()
                 assert chunk, "server closed during the handshake"
                 client.received += chunk
             head, _, rest = bytes(client.received).partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101"), head
+            client.handshake_head = head
             client.received = bytearray(rest)
         return client
 
