@@ -77,7 +77,8 @@ class Frame:
     rsv3: bool = False
 
 
-_CHUNK = 2**14
+#: Pure-Python masking works on this many bytes at a time (a multiple of 4).
+MASK_CHUNK = 2**14
 
 
 def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
@@ -87,7 +88,7 @@ def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> byt
     once per call, not once per chunk.
     """
     length = len(data)
-    if length <= _CHUNK:
+    if length <= MASK_CHUNK:
         if length == 0:
             return b""
         repeated = (mask * (length // 4 + 1))[:length]
@@ -95,13 +96,13 @@ def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> byt
             length, "little"
         )
     view = memoryview(data)
-    key = int.from_bytes(mask * (_CHUNK // 4), "little")
+    key = int.from_bytes(mask * (MASK_CHUNK // 4), "little")
     out = bytearray(length)
-    whole = length - length % _CHUNK
-    for start in range(0, whole, _CHUNK):
-        chunk = int.from_bytes(view[start : start + _CHUNK], "little") ^ key
-        out[start : start + _CHUNK] = chunk.to_bytes(_CHUNK, "little")
-    if whole < length:  # _CHUNK is a multiple of 4, so the mask phase starts over here
+    whole = length - length % MASK_CHUNK
+    for start in range(0, whole, MASK_CHUNK):
+        chunk = int.from_bytes(view[start : start + MASK_CHUNK], "little") ^ key
+        out[start : start + MASK_CHUNK] = chunk.to_bytes(MASK_CHUNK, "little")
+    if whole < length:  # MASK_CHUNK is a multiple of 4, so the mask phase starts over here
         out[whole:] = _apply_mask_python(view[whole:], mask)
     return bytes(out)
 
@@ -176,6 +177,11 @@ class FrameParser:
     def buffered(self) -> int:
         """Bytes received but not yet parsed into a frame."""
         return len(self._buf) - self._pos
+
+    def discard(self) -> None:
+        """Drop everything buffered: the connection will parse nothing more."""
+        self._buf = bytearray()
+        self._pos = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes."""

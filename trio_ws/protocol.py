@@ -16,7 +16,7 @@ from .exceptions import CloseCode, ProtocolError
 from .extensions.permessage_deflate import PerMessageDeflate
 from .frames import BytesLike, Frame, FrameParser, Opcode, as_bytes, parse_close, serialize_close, write_frame
 
-__all__ = ["Role", "State", "Ping", "Pong", "Close", "Event", "Protocol"]
+__all__ = ["PONG_BACKLOG", "Role", "State", "Ping", "Pong", "Close", "Event", "Protocol"]
 
 
 class Role(enum.Enum):
@@ -61,6 +61,10 @@ Event = str | bytes | Ping | Pong | Close
 Data = str | bytes | bytearray | memoryview
 
 _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+#: Each ping is answered while the output not yet taken holds fewer bytes than this;
+#: past it, pongs wait in one pending slot that the latest ping overwrites.
+PONG_BACKLOG = 2**16
 
 
 class Protocol:
@@ -138,6 +142,11 @@ class Protocol:
     def receive_eof(self) -> None:
         """The peer closed the TCP connection; without a close frame that is abnormal."""
         self.state = State.CLOSED
+        self._discard_input()
+
+    def _discard_input(self) -> None:
+        self._parser.discard()
+        self._in_buffer = bytearray()
 
     @property
     def buffered(self) -> int:
@@ -169,9 +178,12 @@ class Protocol:
             return self._receive_fragment(frame)
         if opcode is Opcode.PING:
             if self.state is State.OPEN:
-                # Only the latest unanswered ping gets a pong (RFC 6455 section 5.5.3):
-                # a peer flooding pings and reading nothing costs one pending pong.
-                self._pong = frame.payload
+                if len(self._out) < PONG_BACKLOG:
+                    write_frame(self._out, Opcode.PONG, frame.payload, mask=self._mask)
+                else:
+                    # Backed up: only the latest ping gets a pong (RFC 6455 section 5.5.3),
+                    # so a peer flooding pings and reading nothing costs one pending pong.
+                    self._pong = frame.payload
             return Ping(frame.payload)
         if opcode is Opcode.PONG:
             return Pong(frame.payload)
@@ -180,6 +192,7 @@ class Protocol:
         if self.close_sent is None:
             self._write_close(Close(code, reason))
         self.state = State.CLOSED
+        self._discard_input()  # whatever follows a close frame is ignored
         return self.close_rcvd
 
     def _receive_fragment(self, frame: Frame) -> Event | None:
@@ -289,6 +302,7 @@ class Protocol:
         if self.close_sent is None:
             self._write_close(self.failure)
         self.state = State.CLOSED
+        self._discard_input()
 
     def _write_pong(self) -> None:
         """Put the pending automatic pong in the output, after whatever is there."""
