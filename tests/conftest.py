@@ -14,11 +14,32 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import HealthCheck, settings
 
 import trio_ws
 from trio_ws.frames import Frame, FrameParser, Opcode, serialize_frame
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis: "ci" (loaded by .ci/run through HYPOTHESIS_PROFILE) runs five times the
+# examples of the default; properties size themselves with strategies.examples(n).
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def raise_open_file_limit(needed: int) -> None:
+    """Raise RLIMIT_NOFILE's soft limit to `needed` descriptors (as far as the hard limit
+    allows); skip the test, saying why, if it cannot reach it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        pytest.skip(f"needs {needed} file descriptors; the hard limit is {hard}")
 
 
 async def echo(ws: trio_ws.WebSocket) -> None:

@@ -6,12 +6,13 @@ import shutil
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_ws import frames as codec
 from trio_ws.exceptions import PayloadTooBig, ProtocolError
 from trio_ws.frames import (
+    MASK_CHUNK,
     Frame,
     FrameParser,
     Opcode,
@@ -20,30 +21,7 @@ from trio_ws.frames import (
     serialize_frame,
 )
 
-
-@st.composite
-def frames(draw: st.DrawFn) -> Frame:
-    opcode = draw(st.sampled_from(list(Opcode)))
-    control = opcode >= 0x8
-    size = draw(st.sampled_from([0, 1, 125, 126, 65535, 65536, 70000])) if not control else 0
-    payload = (
-        draw(st.binary(max_size=125))
-        if control or size == 0
-        else draw(st.binary(min_size=size, max_size=size))
-    )
-    return Frame(
-        opcode,
-        payload,
-        fin=True if control else draw(st.booleans()),
-        rsv1=draw(st.booleans()),
-        rsv2=draw(st.booleans()),
-        rsv3=draw(st.booleans()),
-    )
-
-
-def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+from .strategies import Outcomes, chunked, corrupted, examples, frames, sized_bytes
 
 
 def parse_all(parser: FrameParser, chunks: list[bytes]) -> list[Frame]:
@@ -55,28 +33,63 @@ def parse_all(parser: FrameParser, chunks: list[bytes]) -> list[Frame]:
     return out
 
 
+ROUND_TRIP = Outcomes()
+
+
+@settings(max_examples=examples(300))
 @given(
     st.lists(frames(), min_size=1, max_size=4), st.booleans(), st.lists(st.integers(0, 10**6), max_size=20)
 )
-def test_round_trip_in_any_chunking(sent: list[Frame], masked: bool, cuts: list[int]) -> None:
+def round_trip_in_any_chunking(sent: list[Frame], masked: bool, cuts: list[int]) -> None:
     wire = b"".join(serialize_frame(f, mask=masked) for f in sent)
     parser = FrameParser(require_mask=masked, allowed_rsv=0x70)
     assert parse_all(parser, chunked(wire, cuts)) == sent
     assert parser.buffered == 0
+    lengths = {len(f.payload) for f in sent}
+    ROUND_TRIP.saw(
+        *(["7-bit"] if min(lengths) < 126 else []),
+        *(["16-bit"] if any(126 <= n < 65536 for n in lengths) else []),
+        *(["64-bit"] if max(lengths) >= 65536 else []),
+    )
 
 
-@given(st.binary(max_size=300), st.booleans(), st.integers(0, 0x70), st.none() | st.integers(0, 200))
-def test_arbitrary_bytes_yield_frames_or_protocol_error(
-    data: bytes, require_mask: bool, allowed_rsv: int, max_payload: int | None
+def test_round_trip_in_any_chunking_reaches_every_length_encoding() -> None:
+    round_trip_in_any_chunking()
+    ROUND_TRIP.require("frame round trip", **{"7-bit": 0.5, "16-bit": 0.1, "64-bit": 0.06})
+
+
+CORRUPTED = Outcomes()
+
+
+@settings(max_examples=examples(500))
+@given(st.data(), st.booleans(), st.none() | st.integers(0, 200))
+def corrupted_frames_yield_frames_or_protocol_error(
+    data: st.DataObject, masked: bool, max_payload: int | None
 ) -> None:
-    parser = FrameParser(require_mask=require_mask, allowed_rsv=allowed_rsv & 0x70)
+    sent = data.draw(st.lists(frames(max_size=300), min_size=1, max_size=4))
+    wire = data.draw(corrupted(b"".join(serialize_frame(f, mask=masked) for f in sent)))
+    allowed_rsv = data.draw(st.sampled_from([0, 0x40, 0x70]))
+    parser = FrameParser(require_mask=masked, allowed_rsv=allowed_rsv)
     parser.max_payload = max_payload
-    parser.feed(data)
+    parser.feed(wire)
+    parsed = 0
     try:
         while (frame := parser.next_frame()) is not None:
             assert isinstance(frame, Frame)
+            parsed += 1
+    except PayloadTooBig:
+        CORRUPTED.saw("too big", *(["frame"] if parsed else []))
     except ProtocolError:
-        pass
+        CORRUPTED.saw("protocol error", *(["frame"] if parsed else []))
+    else:
+        CORRUPTED.saw("clean", *(["frame"] if parsed else []))
+
+
+def test_corrupted_frames_yield_frames_or_protocol_error() -> None:
+    corrupted_frames_yield_frames_or_protocol_error()
+    CORRUPTED.require(
+        "corrupted frames", frame=0.25, **{"protocol error": 0.1, "too big": 0.03, "clean": 0.1}
+    )
 
 
 MASKERS = [pytest.param(codec._apply_mask_python, id="python")]
@@ -90,13 +103,29 @@ def test_the_c_speedup_is_built_where_a_compiler_exists() -> None:
         assert codec.apply_mask is codec._apply_mask_c
 
 
-@pytest.mark.parametrize("masker", MASKERS)
-@given(data=st.binary(max_size=40_000), key=st.binary(min_size=4, max_size=4))
-def test_mask_is_its_own_inverse_and_matches_bytewise_xor(masker: Any, data: bytes, key: bytes) -> None:
+MASKING = Outcomes()
+MASK_SIZES = st.one_of(
+    st.sampled_from([0, 1, 3, 4, 5, MASK_CHUNK - 1, MASK_CHUNK]),
+    st.sampled_from([MASK_CHUNK + 1, 2 * MASK_CHUNK + 3, 3 * MASK_CHUNK]),
+    st.integers(MASK_CHUNK + 1, 3 * MASK_CHUNK),
+)
+
+
+@settings(max_examples=examples(60))
+@given(data=sized_bytes(MASK_SIZES), key=st.binary(min_size=4, max_size=4))
+def mask_is_its_own_inverse_and_matches_bytewise_xor(masker: Any, data: bytes, key: bytes) -> None:
     masked = masker(data, key)
+    MASKING.saw("chunked" if len(data) > MASK_CHUNK else "one piece", "masked")
     assert masked == bytes(b ^ key[i % 4] for i, b in enumerate(data))
     assert masker(bytearray(masked), key) == data
     assert masker(memoryview(masked), key) == data
+
+
+@pytest.mark.parametrize("masker", MASKERS)
+def test_mask_is_its_own_inverse_and_matches_bytewise_xor(masker: Any) -> None:
+    MASKING.reset()
+    mask_is_its_own_inverse_and_matches_bytewise_xor(masker)
+    MASKING.require("mask oracle", chunked=0.3, **{"one piece": 0.08})
 
 
 @pytest.mark.parametrize("masker", MASKERS)

@@ -144,17 +144,26 @@ async def test_ping_flood_from_a_peer_that_never_reads_stays_bounded() -> None:
     assert grown < 16 * 2**20, f"server RSS grew {grown / 2**20:.1f} MiB under a ping flood"
 
 
-async def test_pongs_are_coalesced_but_the_latest_ping_is_answered() -> None:
+async def test_every_ping_is_answered_until_pongs_back_up_then_the_latest() -> None:
     async with trio_ws.open_server(echo, "127.0.0.1", 0) as server:
         raw = await RawClient.connect(server.port)
-        flood = b"".join(client_frame(Opcode.PING, str(i).encode()) for i in range(500))
-        await raw.stream.send_all(flood + client_frame(Opcode.CLOSE, b"\x03\xe8"))
+        few = b"".join(client_frame(Opcode.PING, b"few %d" % i) for i in range(10))
+        await raw.stream.send_all(few)
         with trio.fail_after(5):
+            while len([f for f in raw.frames() if f.opcode is Opcode.PONG]) < 10:
+                raw.received += await raw.stream.receive_some()
+        # Now far more than the socket buffers hold, without reading a byte of it.
+        count = 40_000
+        flood = b"".join(client_frame(Opcode.PING, b"%d" % i + b"." * 120) for i in range(count))
+        with trio.fail_after(10):
+            await raw.stream.send_all(flood + client_frame(Opcode.CLOSE, b"\x03\xe8"))
             await raw.read_to_eof()
-    pongs = [f.payload for f in raw.frames() if f.opcode is Opcode.PONG]
-    assert pongs and pongs[-1] == b"499", pongs[-3:]
-    assert len(pongs) < 500
-    assert raw.frames()[-1].opcode is Opcode.CLOSE  # nothing after the close frame
+    frames = raw.frames()
+    pongs = [f.payload for f in frames if f.opcode is Opcode.PONG]
+    assert [p.decode() for p in pongs[:10]] == [f"few {i}" for i in range(10)]
+    assert pongs[-1].startswith(b"%d." % (count - 1)), pongs[-1][:10]
+    assert len(pongs) < 10 + count, "a flood that is not read must not be answered pong for ping"
+    assert frames[-1].opcode is Opcode.CLOSE  # nothing after the close frame
 
 
 # ---- 4. the inbox, bounded in messages and bytes, checked per frame ----------------------

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trio_ws
 from trio_ws.frames import Opcode
 
-from .conftest import ROOT, RawClient, ws_url
+from .conftest import ROOT, RawClient, raise_open_file_limit, ws_url
+from .strategies import examples
 
 CLIENTS = 2000
 BROADCASTS = 100
@@ -23,6 +24,7 @@ BROADCASTS = 100
 
 @pytest.mark.parametrize("via", ["broadcast", "hub"])
 async def test_2000_clients_each_receive_100_broadcasts_in_order(via: str) -> None:
+    raise_open_file_limit(CLIENTS + 500)  # the client process inherits it
     async with trio_ws.open_hub() as hub:
 
         async def handler(ws: trio_ws.WebSocket) -> None:
@@ -160,7 +162,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40))
 @given(operations)
 def test_hub_bookkeeping_stays_exact(ops: list[tuple[str, int, str]]) -> None:
     trio.run(run_hub_operations, ops)

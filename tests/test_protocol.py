@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from trio_ws.frames import Frame, FrameParser, Opcode, serialize_frame
 from trio_ws.protocol import Close, Ping, Pong, Protocol, Role, State
@@ -142,13 +140,3 @@ def test_client_masks_server_does_not() -> None:
     server = Protocol(Role.SERVER)
     server.send(b"data")
     assert not server.data_to_send()[1] & 0x80
-
-
-@given(st.binary(max_size=500), st.sampled_from(Role), st.integers(1, 64))
-def test_arbitrary_input_never_raises(data: bytes, role: Role, step: int) -> None:
-    proto = Protocol(role, max_size=200)
-    for i in range(0, len(data), step):
-        for event in proto.receive_data(data[i : i + step]):
-            assert isinstance(event, (str, bytes, Ping, Pong, Close))
-    if proto.state is State.CLOSED and proto.close_rcvd is None:
-        assert proto.close_code in (1002, 1007, 1009)
