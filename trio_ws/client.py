@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from . import __version__
-from .connection import WebSocket
+from .connection import WebSocket, queue_marks
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import ClientHandshake
 from .http import HeadersLike
@@ -38,7 +38,8 @@ async def connect(
     ping_timeout: float | None = 20,
     close_timeout: float = 10,
     max_size: int | None = 2**20,
-    max_queue: int | None = 16,
+    max_queue: int | tuple[int, int | None] | None = 16,
+    max_queue_bytes: int | None = 2**22,
     write_limit: int = 2**16,
     logger: logging.Logger | None = None,
 ) -> AsyncIterator[WebSocket]:
@@ -50,6 +51,7 @@ async def connect(
     carrying its status, headers and body.
     """
     wsuri = parse_uri(uri)
+    queue_marks(max_queue)  # a bad value fails here, before connecting
     if wsuri.secure and ssl_context is None:
         ssl_context = ssl.create_default_context()
     elif not wsuri.secure and ssl_context is not None:
@@ -90,6 +92,7 @@ async def connect(
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
         max_queue=max_queue,
+        max_queue_bytes=max_queue_bytes,
         write_limit=write_limit,
         logger=logger or logging.getLogger("trio_ws.client"),
     )

@@ -320,6 +320,7 @@ async def serve(
     `WebSocketServer` once it listens. `host=None` listens on every address family the
     machine has; port 0 picks a free port (read it back from `server.port`).
     """
+    queue_marks(max_queue)  # a bad value fails here, before listening
     listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
     server = WebSocketServer(
         handler,
@@ -340,7 +341,7 @@ async def serve(
             "ping_interval": ping_interval,
             "ping_timeout": ping_timeout,
             "close_timeout": close_timeout,
-            "max_queue": queue_marks(max_queue) if max_queue is not None else None,
+            "max_queue": max_queue,
             "max_queue_bytes": max_queue_bytes,
             "write_limit": write_limit,
         },
