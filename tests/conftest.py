@@ -155,6 +155,9 @@ async def healthy_canary(url: str, *, max_pause: float = 0.25) -> AsyncIterator[
                 await trio.sleep(0.005)
 
         nursery.start_soon(echo_loop)
+        with trio.fail_after(5):  # connected and served before the hostile part starts
+            while not canary.round_trips:
+                await trio.sleep(0.005)
         yield canary
         after = canary.round_trips + 5  # and the server still serves once it is over
         with trio.move_on_after(2):
