@@ -30,6 +30,11 @@ async def idle(ws: trio_ws.WebSocket) -> None:
 
 
 async def main(options: dict[str, object]) -> None:
+    if "rlimit_nofile" in options:  # for descriptor exhaustion: a low limit of its own
+        import resource
+
+        limit = int(options.pop("rlimit_nofile"))  # type: ignore[call-overload]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     async with trio_ws.open_server(router, "127.0.0.1", 0, **options) as server:  # type: ignore[arg-type]
         sys.stdout.write(f"listening on ws://127.0.0.1:{server.port}/\n")
         sys.stdout.flush()
