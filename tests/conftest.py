@@ -168,6 +168,7 @@ async def healthy_canary(url: str, *, max_pause: float = 0.25) -> AsyncIterator[
             while canary.round_trips < after:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+    print(f"canary: {canary.round_trips} round trips, longest pause {canary.longest_pause * 1000:.0f} ms")
     assert canary.round_trips >= after, "the healthy client must really have been echoing"
     assert canary.longest_pause < max_pause, f"the healthy client waited {canary.longest_pause:.3f}s"
 

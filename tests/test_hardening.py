@@ -139,6 +139,7 @@ async def test_ping_flood_from_a_peer_that_never_reads_stays_bounded() -> None:
                     sent += len(pings)
             grown = server.rss() - before
             await raw.stream.aclose()
+    print(f"ping flood: {sent / 2**20:.0f} MiB of pings in 4 s, server RSS grew {grown / 2**20:.2f} MiB")
     # Enough that the pongs it asks for would exceed the limit many times over if buffered.
     assert sent > 32 * 2**20, f"the flood must really reach the server ({sent} bytes)"
     assert grown < 16 * 2**20, f"server RSS grew {grown / 2**20:.1f} MiB under a ping flood"
@@ -192,6 +193,7 @@ async def test_compressed_messages_cannot_overfill_the_inbox() -> None:
             await trio.sleep(1.5)
             grown = server.rss() - before
             await raw.stream.aclose()
+    print(f"60 deflate bombs ({len(bombs):,} bytes, 60 MiB inflated): server RSS grew {grown / 2**20:.1f} MiB")
     # max_queue_bytes (4 MiB) plus the message that crossed it, plus the inflater's buffers.
     assert grown < 12 * 2**20, f"server RSS grew {grown / 2**20:.1f} MiB for 60 kB received"
 
