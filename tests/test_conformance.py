@@ -12,6 +12,8 @@ from kosoku import FailureError, run_fuzzingclient
 
 from .conftest import ExampleProcess
 
+pytestmark = pytest.mark.timeout(1500)  # the whole Autobahn suite runs for minutes
+
 GROUPS_1_TO_10 = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]  # there is no group 8
 COMPRESSION_GROUPS = ["12.*", "13.*"]
 ACCEPTABLE = {"OK", "NON-STRICT", "INFORMATIONAL"}

@@ -15,8 +15,10 @@ import pytest
 
 import trio_ws
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, readline_within
 from .test_handshake import http_exchange
+
+pytestmark = pytest.mark.timeout(900)  # the browser fixture may install Chromium
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -101,7 +103,7 @@ class Demo:
             cwd=ROOT, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
-        assert "chat demo on http://" in self.proc.stdout.readline()
+        assert "chat demo on http://" in readline_within(self.proc.stdout, 30)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -16,7 +16,7 @@ import trio
 
 import trio_ws
 
-from .conftest import ROOT, RawClient, ws_url
+from .conftest import ROOT, RawClient, readline_within, ws_url
 from .test_handshake import http_exchange
 
 FAQ = ROOT / "examples" / "faq"
@@ -276,7 +276,7 @@ def test_listen_addresses_explains_a_missing_address() -> None:
     proc = run_example(str(FAQ / "listen_addresses.py"), "127.0.0.1", "0")
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("listening on 127.0.0.1 port ")
+        assert readline_within(proc.stdout, 30).startswith("listening on 127.0.0.1 port ")
     finally:
         proc.terminate()
         proc.communicate(timeout=30)

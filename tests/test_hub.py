@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 import trio_ws
 from trio_ws.frames import Opcode
 
-from .conftest import ROOT, RawClient, raise_open_file_limit, ws_url
+from .conftest import ROOT, RawClient, raise_open_file_limit, readline_within, ws_url
 from .strategies import examples
+
+pytestmark = pytest.mark.timeout(600)  # 2,000 clients, twice
 
 CLIENTS = 2000
 BROADCASTS = 100
@@ -56,7 +58,7 @@ async def test_2000_clients_each_receive_100_broadcasts_in_order(via: str) -> No
                         else:
                             assert await hub.publish("all", f"broadcast {n}") == CLIENTS
                         await trio.sleep(0.001)
-                    result = await trio.to_thread.run_sync(clients.stdout.readline)
+                    result = await trio.to_thread.run_sync(readline_within, clients.stdout, 120)
                 assert result == f"complete {CLIENTS}\n"
             finally:
                 if clients.poll() is None:

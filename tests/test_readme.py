@@ -16,6 +16,8 @@ import trio_ws
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.timeout(1500)  # fresh clones install everything into new venvs
+
 
 def readme_commands() -> list[str]:
     lines = (ROOT / "README.md").read_text().splitlines()

@@ -16,7 +16,9 @@ import trio
 
 import trio_ws
 
-from .conftest import ROOT, RedisServer, free_port
+from .conftest import ROOT, RedisServer, free_port, readline_within
+
+pytestmark = pytest.mark.timeout(600)  # worker processes and a real redis-server
 
 
 class Workers:
@@ -33,7 +35,7 @@ class Workers:
         assert self.proc.stdout is not None
         self.pids = set()
         for _ in range(workers):
-            line = self.proc.stdout.readline()
+            line = readline_within(self.proc.stdout, 30)
             assert "listening on" in line, (
                 line,
                 self.proc.stderr.read() if self.proc.poll() is not None else "",
