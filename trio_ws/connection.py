@@ -36,6 +36,7 @@ Message = str | bytes
 
 _RECEIVE_SIZE = 2**16
 _YIELD_EVERY = 16  # recv()/send() calls that may run without yielding to other tasks
+_EAGER_READS = 4  # reads in a row that found data waiting before the reader yields (256 KiB)
 _CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -109,6 +110,7 @@ class WebSocket:
         self._fragment_lot = trio.lowlevel.ParkingLot()  # send() waiting for a fragmented send
         self._fragmenting = False
         self._fast_calls = 0  # recv()/send() calls since this connection last yielded
+        self._eager_reads = 0  # reads in a row that did not have to wait
         self._in_flight = 0  # bytes handed to send_all and not yet accepted
         # A plain TCP stream's non-blocking socket, written directly while the writer is idle
         # (None for TLS, and from the moment the stream starts closing: its fd may be reused).
@@ -464,10 +466,15 @@ class WebSocket:
                 continue
             except OSError as exc:  # reset by the peer, typically
                 raise trio.BrokenResourceError(str(exc)) from exc
-            if not waited:
+            if waited:
+                self._eager_reads = 0
+            else:
                 # Data was ready without waiting: a peer that floods us would otherwise
                 # keep this loop from ever yielding and starve every other connection.
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                self._eager_reads += 1
+                if self._eager_reads >= _EAGER_READS:
+                    self._eager_reads = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
             return data
 
     def _parsing_paused(self) -> bool:
