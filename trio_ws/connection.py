@@ -104,7 +104,7 @@ class WebSocket:
 
         self._messages: deque[Message] = deque()
         self._message_lot = trio.lowlevel.ParkingLot()  # recv() waiting for a message
-        self._read_lot = trio.lowlevel.ParkingLot()  # reader waiting for inbox or outbox room
+        self._read_lot = trio.lowlevel.ParkingLot()  # reader waiting for room in the inbox
         self._write_lot = trio.lowlevel.ParkingLot()  # writer waiting for output
         self._drain_lot = trio.lowlevel.ParkingLot()  # send() waiting for buffer room
         self._fragment_lot = trio.lowlevel.ParkingLot()  # send() waiting for a fragmented send
@@ -448,10 +448,10 @@ class WebSocket:
         """The next bytes from the peer; b"" at end of stream.
 
         On a plain TCP socket, wait for readability and read the non-blocking fd directly:
-        one scheduler round per read instead of the two of `receive_some`, and never none
-        (see below). `_fd` is checked
-        right before each read (no await in between): once the closer cleared it, reads go
-        through the stream, which raises once it is closed (the fd may be reused by then).
+        one scheduler round per read instead of the two of `receive_some` (and at least one
+        per four reads, see below). `_fd` is checked right before each read (no await in
+        between): once the closer cleared it, reads go through the stream, which raises
+        once it is closed (the fd may be reused by then).
         """
         waited = False
         while True:

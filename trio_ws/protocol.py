@@ -109,8 +109,8 @@ class Protocol:
         """Add received bytes; take the events they complete with `next_event`.
 
         Nothing is parsed here, so the I/O layer decides how far parsing goes: it stops
-        calling `next_event` while its inbox or output buffer is full (backpressure), and
-        the unparsed bytes wait in the frame parser.
+        calling `next_event` while its inbox is full (backpressure), and the unparsed bytes
+        wait in the frame parser.
         """
         if self.state is not State.CLOSED:
             self._parser.feed(data)
@@ -180,6 +180,7 @@ class Protocol:
             if self.state is State.OPEN:
                 if len(self._out) < PONG_BACKLOG:
                     write_frame(self._out, Opcode.PONG, frame.payload, mask=self._mask)
+                    self._pong = None  # this pong answers the pending one's ping too
                 else:
                     # Backed up: only the latest ping gets a pong (RFC 6455 section 5.5.3),
                     # so a peer flooding pings and reading nothing costs one pending pong.
