@@ -147,12 +147,14 @@ class WebSocketServer:
             ws = None
             with trio.move_on_after(self._open_timeout) as handshake_scope:
                 self._handshakes.add(handshake_scope)
-                if self._closing:
-                    handshake_scope.cancel()
-                if self._ssl_context is not None:
-                    stream = trio.SSLStream(tcp_stream, self._ssl_context, server_side=True)
-                ws = await self._handshake(stream)
-            self._handshakes.discard(handshake_scope)
+                try:
+                    if self._closing:
+                        handshake_scope.cancel()
+                    if self._ssl_context is not None:
+                        stream = trio.SSLStream(tcp_stream, self._ssl_context, server_side=True)
+                    ws = await self._handshake(stream)
+                finally:  # also when the client reset the connection mid-handshake
+                    self._handshakes.discard(handshake_scope)
             if handshake_scope.cancelled_caught:
                 if self._closing:
                     self.logger.debug("dropped a handshake from %s: stopping", _peer(tcp_stream))
