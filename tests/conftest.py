@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -61,11 +60,20 @@ def ws_url(server: trio_ws.WebSocketServer, path: str = "/") -> str:
 
 
 def readline_within(stream: object, seconds: float) -> str:
-    """One line from a subprocess pipe, or RuntimeError after `seconds`: never hangs."""
-    ready, _, _ = select.select([stream], [], [], seconds)
-    if not ready:
+    """One line from a subprocess pipe, or RuntimeError after `seconds`: never hangs.
+
+    A thread reads it: `select()` on the pipe would miss a line the text wrapper has
+    already buffered (two workers' lines often arrive in one read).
+    """
+    import threading
+
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)  # type: ignore[attr-defined]
+    reader.start()
+    reader.join(seconds)
+    if not lines:
         raise RuntimeError(f"no line within {seconds}s")
-    return stream.readline()  # type: ignore[attr-defined, no-any-return]
+    return lines[0]
 
 
 class ExampleProcess:
