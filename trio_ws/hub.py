@@ -170,10 +170,10 @@ class Hub:
     async def publish(self, topic: str, message: Data) -> int:
         """Send `message` to every subscriber of `topic`, here and (with a backend) in
         every other process; return how many local subscribers it was queued for."""
-        frames = FrameCache(message)
+        frames = FrameCache(message)  # captures the message now, before any await
         reached = self._deliver(topic, frames)
         if self._backend is not None:
-            await self._backend.publish(topic, message)
+            await self._backend.publish(topic, frames.message)
         else:
             await trio.lowlevel.checkpoint()
         return reached
