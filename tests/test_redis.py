@@ -224,3 +224,83 @@ async def test_sigterm_to_the_runner_closes_every_worker_gracefully(workers: Wor
 def test_redis_url_is_checked() -> None:
     with pytest.raises(ValueError, match="redis://"):
         trio_ws.RedisBackend("http://127.0.0.1:6379")
+
+
+def publish_raw(redis: RedisServer, channel: bytes, payload: bytes) -> bytes:
+    """PUBLISH from a plain Redis client, as anyone with access to that Redis can."""
+    import socket
+
+    parts = [b"PUBLISH", channel, payload]
+    command = b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as sock:
+        sock.sendall(command)
+        return sock.recv(64)
+
+
+async def test_hostile_publishes_on_our_channel_are_skipped_and_counted(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any Redis client can publish on a trio_ws: channel. Malformed payloads are logged,
+    counted and skipped; the hub, the server and the next good message are unaffected."""
+    received: list[trio_ws.Message] = []
+
+    async def listen(ws: trio_ws.WebSocket) -> None:
+        async with trio_ws.current_hub().subscribe(ws, "room"):
+            await ws.wait_closed()
+
+    backend_a, backend_b = trio_ws.RedisBackend(redis_server.url), trio_ws.RedisBackend(redis_server.url)
+    async with trio_ws.open_hub(backend=backend_a) as hub_a, trio_ws.open_hub(backend=backend_b):
+        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server_b:  # served under hub_b
+            async with trio_ws.connect(f"ws://127.0.0.1:{server_b.port}/") as ws:
+                with trio.fail_after(5):
+                    while b"trio_ws:room" not in redis_server.command("PUBSUB", "CHANNELS"):
+                        await trio.sleep(0.01)
+                hostile = [
+                    b"0123456789abcdef" + b"t" + b"\xff\xfe not UTF-8",
+                    b"short",
+                    b"",
+                    b"0123456789abcdef" + b"z" + b"an unknown kind",
+                ]
+                for payload in hostile:
+                    assert publish_raw(redis_server, b"trio_ws:room", payload).startswith(b":1")
+                await hub_a.publish("room", "still delivered")
+                with trio.fail_after(5):
+                    received.append(await ws.recv())
+                assert backend_b.rejected == len(hostile)
+    assert received == ["still delivered"]
+    assert "not valid UTF-8" in caplog.text
+
+
+async def test_a_reused_buffer_and_a_released_view_are_captured_at_publish() -> None:
+    """The hub queues for a slow subscriber; what it queued must be the message as it was
+    when published, even on connections that frame it themselves (client role, or deflate
+    with context takeover), and after the caller's memoryview was released."""
+    import os
+
+    # 16 MB that does not compress: more than the socket buffers hold, so most of it waits
+    # in the hub's queue while the client reads nothing.
+    size, count = 400_000, 40
+    sent = [os.urandom(size) for _ in range(count)]
+    async with trio_ws.open_hub(queue_size=count + 10) as hub:
+        subscribed = trio.Event()
+
+        async def listen(ws: trio_ws.WebSocket) -> None:
+            async with hub.subscribe(ws, "t"):
+                subscribed.set()
+                await ws.wait_closed()
+
+        async with trio_ws.open_server(listen, "127.0.0.1", 0, write_limit=2**16) as server:
+            async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/", max_size=None) as ws:
+                await subscribed.wait()
+                buffer = bytearray(size)
+                for i in range(count):  # the client reads nothing yet: most of these queue up
+                    buffer[:] = sent[i]
+                    if i % 2:
+                        with memoryview(buffer) as view:
+                            await hub.publish("t", view)
+                    else:
+                        await hub.publish("t", buffer)
+                buffer[:] = b"\xee" * size
+                with trio.fail_after(10):
+                    got = [await ws.recv() for _ in range(count)]
+    assert got == sent

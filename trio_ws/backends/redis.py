@@ -98,6 +98,8 @@ class RedisBackend:
         self._publisher_retry_at = 0.0
         #: Publishes that could not be carried to Redis (so to the other processes).
         self.undelivered = 0
+        #: Messages from Redis that were skipped as malformed (see `_received`).
+        self.rejected = 0
 
     # ---- connections -----------------------------------------------------------------
 
@@ -163,17 +165,45 @@ class RedisBackend:
             reply = await listener.reply()
             kind = reply[0]
             if kind == b"message":
-                self._received(hub, reply[1][len(prefix) :].decode(), reply[2])
+                topic = reply[1][len(prefix) :].decode("utf-8", "replace")
+                self._received(hub, topic, reply[2])
             elif kind == b"subscribe":
                 event = self._confirmed.get(reply[1][len(prefix) :].decode())
                 if event is not None:
                     event.set()
 
-    def _received(self, hub: Hub, topic: str, payload: bytes) -> None:
+    def _received(self, hub: Hub, topic: str, payload: object) -> None:
+        """Deliver a message another process published; anything malformed is skipped.
+
+        Whatever arrives from Redis is untrusted: any client of that Redis can publish on
+        our channels. A payload that is not ours in form is counted in `rejected`, logged
+        and dropped; it never reaches the hub, and never ends the listener.
+        """
+        if not isinstance(payload, bytes) or len(payload) < 17:
+            self._reject(topic, "a payload too short to carry its origin and kind")
+            return
         origin, kind, data = payload[:16], payload[16:17], payload[17:]
         if origin == self._origin:
             return  # ours: already delivered locally
-        hub.deliver_locally(topic, data.decode() if kind == b"t" else data)
+        if kind == b"b":
+            hub.deliver_locally(topic, data)
+        elif kind == b"t":
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._reject(topic, "a text message that is not valid UTF-8")
+                return
+            hub.deliver_locally(topic, text)
+        else:
+            self._reject(topic, f"an unknown kind {kind!r}")
+
+    def _reject(self, topic: str, why: str) -> None:
+        self.rejected += 1
+        if self.rejected & (self.rejected - 1):
+            return  # logged at the 1st, 2nd, 4th, 8th...: a flood of them cannot flood the log
+        logger.warning(
+            "skipped %s on the Redis channel of topic %r (%d skipped so far)", why, topic, self.rejected
+        )
 
     # ---- what the hub calls ----------------------------------------------------------
 
