@@ -283,38 +283,45 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A real redis-server on a free port of 127.0.0.1, with no persistence."""
+    """A real redis-server on a free port of 127.0.0.1, with no persistence.
 
-    def __init__(self) -> None:
+    `extra` are more command-line settings (`--user ...`, `--requirepass ...`); with
+    `tls_dir` holding cert.pem, key.pem and ca.pem it speaks TLS only, on that port.
+    """
+
+    def __init__(self, *extra: str, tls_dir: Path | None = None) -> None:
         self.binary = redis_server_binary()
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis{'s' if tls_dir else ''}://127.0.0.1:{self.port}/0"
+        self.extra = list(extra)
+        self.tls_dir = tls_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         import socket
         import time
 
+        ports = ["--port", str(self.port)]
+        if self.tls_dir is not None:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            for setting, name in [("cert", "cert.pem"), ("key", "key.pem"), ("ca-cert", "ca.pem")]:
+                ports += [f"--tls-{setting}-file", str(self.tls_dir / name)]
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            [self.binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.extra],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as plain:
+                    sock = plain
+                    if self.tls_dir is not None:
+                        import ssl
+
+                        context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.pem"))
+                        sock = context.wrap_socket(plain, server_hostname="127.0.0.1")
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (maybe wanting a password)
                         return
             except OSError:
                 time.sleep(0.05)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trustme
 
 import trio_ws
 
@@ -304,3 +308,98 @@ async def test_a_reused_buffer_and_a_released_view_are_captured_at_publish() -> 
                 with trio.fail_after(10):
                     got = [await ws.recv() for _ in range(count)]
     assert got == sent
+
+
+async def cross_process_round_trip(url: str, **options: Any) -> trio_ws.Message:
+    """A message published under one hub reaches a subscriber served under another,
+    both through RedisBackend(url): proof that both logged in and reached the same Redis."""
+
+    async def listen(ws: trio_ws.WebSocket) -> None:
+        async with trio_ws.current_hub().subscribe(ws, "creds"):
+            await ws.send("subscribed")
+            await ws.wait_closed()
+
+    backend_a, backend_b = trio_ws.RedisBackend(url, **options), trio_ws.RedisBackend(url, **options)
+    async with trio_ws.open_hub(backend=backend_a) as hub_a, trio_ws.open_hub(backend=backend_b):
+        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server_b:
+            async with trio_ws.connect(f"ws://127.0.0.1:{server_b.port}/") as ws:
+                with trio.fail_after(5):
+                    assert await ws.recv() == "subscribed"  # Redis confirmed the subscription
+                    await hub_a.publish("creds", "through Redis")
+                    return await ws.recv()
+
+
+ACL = ("--user", "alice", "on", ">alicepw", "~*", "&*", "+@all", "--requirepass", "defaultpw")
+
+
+@pytest.fixture
+def acl_redis() -> Iterator[RedisServer]:
+    server = RedisServer(*ACL)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_acl_user_and_default_password_log_in(acl_redis: RedisServer) -> None:
+    port = acl_redis.port
+    assert await cross_process_round_trip(f"redis://alice:alicepw@127.0.0.1:{port}/0") == "through Redis"
+    assert await cross_process_round_trip(f"redis://:defaultpw@127.0.0.1:{port}") == "through Redis"
+
+
+async def test_a_refused_login_says_why_and_never_shows_the_password(
+    acl_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"redis://alice:s3cret-n0pe@127.0.0.1:{acl_redis.port}/0"
+    with pytest.raises(ConnectionError) as info:
+        async with trio_ws.open_hub(backend=trio_ws.RedisBackend(url)):
+            pass
+    assert "WRONGPASS" in str(info.value) and "alice:***@" in str(info.value)
+    assert "s3cret-n0pe" not in str(info.value) + caplog.text
+    assert trio_ws.RedisBackend(url).url == f"redis://alice:***@127.0.0.1:{acl_redis.port}/0"
+
+
+async def test_outage_logs_never_show_the_password(
+    acl_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_ws")
+    backend = trio_ws.RedisBackend(f"redis://alice:alicepw@127.0.0.1:{acl_redis.port}/0", timeout=0.5)
+    async with trio_ws.open_hub(backend=backend) as hub:
+        acl_redis.stop()
+        await hub.publish("x", "nobody hears this")  # the publisher finds Redis gone
+        with trio.fail_after(5):
+            while "lost the Redis connection" not in caplog.text:
+                await trio.sleep(0.05)
+    assert "alice:***@" in caplog.text and "alicepw" not in caplog.text
+
+
+async def test_the_db_number_is_selected(redis_server: RedisServer) -> None:
+    async with trio_ws.open_hub(backend=trio_ws.RedisBackend(redis_server.url.replace("/0", "/3"))):
+        clients = redis_server.command("CLIENT", "LIST").decode()
+    assert clients.count(" db=3 ") == 2, clients  # the listener and the publisher
+
+
+async def test_rediss_with_a_private_ca(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    certificate = ca.issue_cert("127.0.0.1")
+    certificate.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    certificate.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = RedisServer(tls_dir=tmp_path)
+    server.start()
+    try:
+        trusted = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        assert await cross_process_round_trip(server.url, ssl_context=trusted) == "through Redis"
+        with pytest.raises(ConnectionError, match="rediss://"):  # the system CAs do not know it
+            async with trio_ws.open_hub(backend=trio_ws.RedisBackend(server.url)):
+                pass
+    finally:
+        server.stop()
+
+
+def test_redis_urls_are_checked_and_redacted() -> None:
+    for db in ["not-a-db", "\u00b2"]:  # "²" passes str.isdigit()
+        with pytest.raises(ValueError, match=r"redis://:\*\*\*@h"):
+            trio_ws.RedisBackend(f"redis://:pw@h/{db}")
+    with pytest.raises(ValueError, match="ssl_context is for rediss"):
+        trio_ws.RedisBackend("redis://h", ssl_context=ssl.create_default_context())

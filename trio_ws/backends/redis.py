@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import random
+import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,7 @@ def _command(*args: bytes | str) -> bytes:
 class _Connection:
     """One RESP connection: send commands, read replies."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         import hiredis  # an optional dependency: the redis extra
 
         self.stream = stream
@@ -58,7 +59,7 @@ class _Connection:
             data = await self.stream.receive_some(65536)
             if not data:
                 raise ConnectionError("Redis closed the connection")
-            self._reader.feed(data)
+            self._reader.feed(data)  # type: ignore[arg-type]  # any buffer will do
         if isinstance(reply, self._error_type):
             raise ConnectionError(f"Redis answered with an error: {reply}")
         return reply
@@ -67,8 +68,25 @@ class _Connection:
         await trio.aclose_forcefully(self.stream)
 
 
+def redacted(url: str) -> str:
+    """`url` with its password replaced by ***, for messages and logs."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.password is None:
+        return url
+    user = parsed.username or ""
+    host = parsed.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{user}:***@{host}"))
+
+
 class RedisBackend:
-    """Redis pub/sub for `open_hub(backend=RedisBackend("redis://127.0.0.1:6379/0"))`."""
+    """Redis pub/sub for `open_hub(backend=RedisBackend("redis://127.0.0.1:6379/0"))`.
+
+    The URL follows the Redis scheme: `redis://[[user]:password@]host[:port][/db]`, or
+    `rediss://` for TLS (verified with `ssl_context`, by default the system's CAs). A user
+    logs in with `AUTH user password` (Redis 6 ACLs), a password alone with `AUTH password`;
+    a db other than 0 is selected on each connection. The password never appears in a
+    message or a log line: `url` holds the URL with it redacted.
+    """
 
     def __init__(
         self,
@@ -77,14 +95,32 @@ class RedisBackend:
         channel_prefix: str = "trio_ws:",
         timeout: float = 2.0,
         max_backoff: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "redis" or not parsed.hostname:
-            raise ValueError(f"{url!r} is not a redis://host[:port][/db] URL")
-        self.url = url
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            port = parsed.port
+        except ValueError as exc:
+            raise ValueError(f"{redacted(url)!r} is not a valid Redis URL: {exc}") from None
+        path = parsed.path.strip("/")
+        db_ok = not path or (path.isascii() and path.isdigit())
+        if parsed.scheme not in ("redis", "rediss") or not parsed.hostname or not db_ok:
+            raise ValueError(
+                f"{redacted(url)!r} is not a Redis URL: "
+                "redis://[[user]:password@]host[:port][/db], or rediss:// for TLS"
+            )
+        if ssl_context is not None and parsed.scheme != "rediss":
+            raise ValueError("ssl_context is for rediss:// URLs")
+        #: The URL, with its password (if any) redacted.
+        self.url = redacted(url)
         self._host = parsed.hostname
-        self._port = parsed.port or 6379
+        self._port = port or 6379
+        self._username = urllib.parse.unquote(parsed.username) if parsed.username else None
         self._password = urllib.parse.unquote(parsed.password) if parsed.password else None
+        self._db = int(path or 0)
+        self._ssl_context = (
+            (ssl_context or ssl.create_default_context()) if parsed.scheme == "rediss" else None
+        )
         self._prefix = channel_prefix
         self._timeout = timeout
         self._max_backoff = max_backoff
@@ -104,11 +140,21 @@ class RedisBackend:
     # ---- connections -----------------------------------------------------------------
 
     async def _connect(self) -> _Connection:
+        """A connection that is logged in and on the right db."""
         with trio.fail_after(self._timeout):
-            connection = _Connection(await trio.open_tcp_stream(self._host, self._port))
+            stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
+            if self._ssl_context is not None:
+                stream = trio.SSLStream(stream, self._ssl_context, server_hostname=self._host)
+            connection = _Connection(stream)
             try:
+                if isinstance(stream, trio.SSLStream):
+                    await stream.do_handshake()
                 if self._password is not None:
-                    await connection.send("AUTH", self._password)
+                    login = (self._username, self._password) if self._username else (self._password,)
+                    await connection.send("AUTH", *login)
+                    await connection.reply()
+                if self._db:
+                    await connection.send("SELECT", str(self._db))
                     await connection.reply()
             except BaseException:
                 await connection.aclose()
