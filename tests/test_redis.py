@@ -403,3 +403,69 @@ def test_redis_urls_are_checked_and_redacted() -> None:
             trio_ws.RedisBackend(f"redis://:pw@h/{db}")
     with pytest.raises(ValueError, match="ssl_context is for rediss"):
         trio_ws.RedisBackend("redis://h", ssl_context=ssl.create_default_context())
+
+
+@asynccontextmanager
+async def two_hubs_and_a_subscriber(url: str, **options: Any) -> AsyncIterator[tuple[trio_ws.Hub, Any, Any]]:
+    """Hub A (no subscriber) and hub B serving one subscribed client, through Redis."""
+
+    async def listen(ws: trio_ws.WebSocket) -> None:
+        async with trio_ws.current_hub().subscribe(ws, "steady"):
+            await ws.send("subscribed")
+            await ws.wait_closed()
+
+    backend_a, backend_b = trio_ws.RedisBackend(url, **options), trio_ws.RedisBackend(url, **options)
+    async with trio_ws.open_hub(backend=backend_a) as hub_a, trio_ws.open_hub(backend=backend_b):
+        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server_b:
+            async with trio_ws.connect(f"ws://127.0.0.1:{server_b.port}/") as ws:
+                with trio.fail_after(5):
+                    assert await ws.recv() == "subscribed"
+                yield hub_a, backend_a, ws
+
+
+async def test_a_fast_publisher_reconnects_on_time_after_a_redis_restart(redis_server: RedisServer) -> None:
+    """Publishing every 100 ms (faster than any back-off) must not postpone reconnection:
+    after Redis restarts, publishes reach the other process again within seconds."""
+    async with two_hubs_and_a_subscriber(redis_server.url, timeout=0.5) as (hub_a, backend_a, ws):
+        sent = 0
+
+        async def publish_steadily() -> None:
+            nonlocal sent
+            while True:
+                await hub_a.publish("steady", str(sent))
+                sent += 1
+                await trio.sleep(0.1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_steadily)
+            await trio.sleep(0.5)
+            redis_server.stop()
+            await trio.sleep(1)
+            restarted_at = sent
+            await trio.to_thread.run_sync(redis_server.start)
+            back = trio.current_time()
+            with trio.fail_after(10):
+                while int(await ws.recv()) <= restarted_at:
+                    pass
+            recovery = trio.current_time() - back
+            nursery.cancel_scope.cancel()
+    print(f"publishes reached the other process {recovery:.2f} s after Redis was back")
+    assert recovery < 6  # the listener's back-off (at most max_backoff=5 s) dominates
+    assert backend_a.undelivered > 0  # the outage was real
+
+
+async def test_a_publish_on_a_connection_redis_closed_for_idleness_is_retried() -> None:
+    """`timeout 1` (a common managed-Redis setting) closes the idle publisher between
+    publishes; each publish must still arrive, none counted as undelivered."""
+    server = RedisServer("--timeout", "1")
+    server.start()
+    try:
+        async with two_hubs_and_a_subscriber(server.url) as (hub_a, backend_a, ws):
+            for i in range(3):
+                await hub_a.publish("steady", f"m{i}")
+                with trio.fail_after(5):
+                    assert await ws.recv() == f"m{i}"
+                await trio.sleep(1.6)  # idle past Redis's timeout: it closes the publisher
+            assert backend_a.undelivered == 0
+    finally:
+        server.stop()

@@ -132,6 +132,8 @@ class RedisBackend:
         self._publisher: _Connection | None = None
         self._publisher_lock = trio.Lock()
         self._publisher_retry_at = 0.0
+        self._publisher_backoff = 0.05  # doubled by each failed attempt, up to max_backoff
+        self._outage = 0  # publishes that reached only this process since Redis was lost
         #: Publishes that could not be carried to Redis (so to the other processes).
         self.undelivered = 0
         #: Messages from Redis that were skipped as malformed (see `_received`).
@@ -278,28 +280,65 @@ class RedisBackend:
                     await self._listener.send("UNSUBSCRIBE", self._prefix + topic)
 
     async def publish(self, topic: str, message: Data) -> None:
-        """PUBLISH to Redis; on failure count and log it, never raise."""
+        """PUBLISH to Redis; on failure count and log it, never raise.
+
+        A publish that finds its connection dead (Redis restarted, or closed it for being
+        idle) is retried once on a fresh connection. While Redis stays unreachable, a new
+        connection is tried at most once per back-off period, however often the
+        application publishes, and the outage is logged when it starts and when it ends.
+        """
         kind = b"t" if isinstance(message, str) else b"b"
         data = message.encode() if isinstance(message, str) else bytes(message)
+        payload = self._origin + kind + data
         async with self._publisher_lock:
-            try:
-                if self._publisher is None:
-                    if trio.current_time() < self._publisher_retry_at:
-                        raise ConnectionError("not connected")
-                    self._publisher = await self._connect()
-                    logger.info("publishing to Redis at %s again", self.url)
-                with trio.fail_after(self._timeout):
-                    await self._publisher.send("PUBLISH", self._prefix + topic, self._origin + kind + data)
-                    await self._publisher.reply()
-            except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
-                self.undelivered += 1
-                if self._publisher is not None:
-                    await self._publisher.aclose()
-                    self._publisher = None
-                self._publisher_retry_at = trio.current_time() + 0.5
-                logger.warning(
-                    "could not publish to Redis at %s (%s): %d publishes reached only this process so far",
-                    self.url,
-                    exc or type(exc).__name__,
-                    self.undelivered,
-                )
+            for attempt in range(2):
+                had_connection = self._publisher is not None
+                try:
+                    publisher = await self._publisher_connection()
+                    with trio.fail_after(self._timeout):
+                        await publisher.send("PUBLISH", self._prefix + topic, payload)
+                        await publisher.reply()
+                except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
+                    if self._publisher is not None:
+                        await self._publisher.aclose()
+                        self._publisher = None
+                    if attempt == 0 and had_connection:
+                        continue  # it was stale: once more, on a fresh connection
+                    self._undelivered_now(exc)
+                    return
+                if self._outage:
+                    logger.info(
+                        "publishing to Redis at %s again; %d publishes reached only this process meanwhile",
+                        self.url,
+                        self._outage,
+                    )
+                    self._outage = 0
+                return
+
+    async def _publisher_connection(self) -> _Connection:
+        """The publishing connection, connecting if there is none and the back-off allows."""
+        if self._publisher is not None:
+            return self._publisher
+        now = trio.current_time()
+        if now < self._publisher_retry_at:
+            raise ConnectionError("reconnecting")
+        try:
+            self._publisher = await self._connect()
+        except (*_STREAM_ERRORS, trio.TooSlowError):
+            # Only a failed attempt moves the next one: publishing faster than the back-off
+            # must not keep postponing the reconnection.
+            self._publisher_backoff = min(self._publisher_backoff * 2, self._max_backoff)
+            self._publisher_retry_at = now + self._publisher_backoff * random.uniform(0.5, 1.0)
+            raise
+        self._publisher_backoff = 0.05
+        return self._publisher
+
+    def _undelivered_now(self, exc: BaseException) -> None:
+        self.undelivered += 1
+        self._outage += 1
+        if self._outage == 1:
+            logger.warning(
+                "could not publish to Redis at %s (%s): publishes reach only this process until it is back",
+                self.url,
+                exc or type(exc).__name__,
+            )
