@@ -241,37 +241,46 @@ def publish_raw(redis: RedisServer, channel: bytes, payload: bytes) -> bytes:
         return sock.recv(64)
 
 
+@asynccontextmanager
+async def two_hubs_and_a_subscriber(
+    url: str, topic: str = "steady", **options: Any
+) -> AsyncIterator[tuple[trio_ws.Hub, Any, Any, trio_ws.WebSocket]]:
+    """Hub A (no subscriber) and hub B serving one client subscribed to `topic`, both
+    through RedisBackend(url): (hub A, backend A, backend B, the client)."""
+
+    async def listen(ws: trio_ws.WebSocket) -> None:
+        async with trio_ws.current_hub().subscribe(ws, topic):
+            await ws.send("subscribed")  # Redis confirmed the subscription
+            await ws.wait_closed()
+
+    backend_a, backend_b = trio_ws.RedisBackend(url, **options), trio_ws.RedisBackend(url, **options)
+    async with trio_ws.open_hub(backend=backend_a) as hub_a, trio_ws.open_hub(backend=backend_b):
+        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server_b:  # served under hub B
+            async with trio_ws.connect(f"ws://127.0.0.1:{server_b.port}/") as ws:
+                with trio.fail_after(5):
+                    assert await ws.recv() == "subscribed"
+                yield hub_a, backend_a, backend_b, ws
+
+
 async def test_hostile_publishes_on_our_channel_are_skipped_and_counted(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Any Redis client can publish on a trio_ws: channel. Malformed payloads are logged,
     counted and skipped; the hub, the server and the next good message are unaffected."""
-    received: list[trio_ws.Message] = []
-
-    async def listen(ws: trio_ws.WebSocket) -> None:
-        async with trio_ws.current_hub().subscribe(ws, "room"):
-            await ws.wait_closed()
-
-    backend_a, backend_b = trio_ws.RedisBackend(redis_server.url), trio_ws.RedisBackend(redis_server.url)
-    async with trio_ws.open_hub(backend=backend_a) as hub_a, trio_ws.open_hub(backend=backend_b):
-        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server_b:  # served under hub_b
-            async with trio_ws.connect(f"ws://127.0.0.1:{server_b.port}/") as ws:
-                with trio.fail_after(5):
-                    while b"trio_ws:room" not in redis_server.command("PUBSUB", "CHANNELS"):
-                        await trio.sleep(0.01)
-                hostile = [
-                    b"0123456789abcdef" + b"t" + b"\xff\xfe not UTF-8",
-                    b"short",
-                    b"",
-                    b"0123456789abcdef" + b"z" + b"an unknown kind",
-                ]
-                for payload in hostile:
-                    assert publish_raw(redis_server, b"trio_ws:room", payload).startswith(b":1")
-                await hub_a.publish("room", "still delivered")
-                with trio.fail_after(5):
-                    received.append(await ws.recv())
-                assert backend_b.rejected == len(hostile)
-    assert received == ["still delivered"]
+    async with two_hubs_and_a_subscriber(redis_server.url, "room") as (hub_a, _, backend_b, ws):
+        hostile = [
+            b"0123456789abcdef" + b"t" + b"\xff\xfe not UTF-8",
+            b"short",
+            b"",
+            b"0123456789abcdef" + b"z" + b"an unknown kind",
+        ]
+        for payload in hostile:
+            assert publish_raw(redis_server, b"trio_ws:room", payload).startswith(b":1")
+        await hub_a.publish("room", "still delivered")
+        with trio.fail_after(5):
+            received = await ws.recv()
+        assert backend_b.rejected == len(hostile)
+    assert received == "still delivered"
     assert "not valid UTF-8" in caplog.text
 
 
@@ -313,20 +322,10 @@ async def test_a_reused_buffer_and_a_released_view_are_captured_at_publish() -> 
 async def cross_process_round_trip(url: str, **options: Any) -> trio_ws.Message:
     """A message published under one hub reaches a subscriber served under another,
     both through RedisBackend(url): proof that both logged in and reached the same Redis."""
-
-    async def listen(ws: trio_ws.WebSocket) -> None:
-        async with trio_ws.current_hub().subscribe(ws, "creds"):
-            await ws.send("subscribed")
-            await ws.wait_closed()
-
-    backend_a, backend_b = trio_ws.RedisBackend(url, **options), trio_ws.RedisBackend(url, **options)
-    async with trio_ws.open_hub(backend=backend_a) as hub_a, trio_ws.open_hub(backend=backend_b):
-        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server_b:
-            async with trio_ws.connect(f"ws://127.0.0.1:{server_b.port}/") as ws:
-                with trio.fail_after(5):
-                    assert await ws.recv() == "subscribed"  # Redis confirmed the subscription
-                    await hub_a.publish("creds", "through Redis")
-                    return await ws.recv()
+    async with two_hubs_and_a_subscriber(url, "creds", **options) as (hub_a, _, _, ws):
+        await hub_a.publish("creds", "through Redis")
+        with trio.fail_after(5):
+            return await ws.recv()
 
 
 ACL = ("--user", "alice", "on", ">alicepw", "~*", "&*", "+@all", "--requirepass", "defaultpw")
@@ -405,28 +404,10 @@ def test_redis_urls_are_checked_and_redacted() -> None:
         trio_ws.RedisBackend("redis://h", ssl_context=ssl.create_default_context())
 
 
-@asynccontextmanager
-async def two_hubs_and_a_subscriber(url: str, **options: Any) -> AsyncIterator[tuple[trio_ws.Hub, Any, Any]]:
-    """Hub A (no subscriber) and hub B serving one subscribed client, through Redis."""
-
-    async def listen(ws: trio_ws.WebSocket) -> None:
-        async with trio_ws.current_hub().subscribe(ws, "steady"):
-            await ws.send("subscribed")
-            await ws.wait_closed()
-
-    backend_a, backend_b = trio_ws.RedisBackend(url, **options), trio_ws.RedisBackend(url, **options)
-    async with trio_ws.open_hub(backend=backend_a) as hub_a, trio_ws.open_hub(backend=backend_b):
-        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server_b:
-            async with trio_ws.connect(f"ws://127.0.0.1:{server_b.port}/") as ws:
-                with trio.fail_after(5):
-                    assert await ws.recv() == "subscribed"
-                yield hub_a, backend_a, ws
-
-
 async def test_a_fast_publisher_reconnects_on_time_after_a_redis_restart(redis_server: RedisServer) -> None:
     """Publishing every 100 ms (faster than any back-off) must not postpone reconnection:
     after Redis restarts, publishes reach the other process again within seconds."""
-    async with two_hubs_and_a_subscriber(redis_server.url, timeout=0.5) as (hub_a, backend_a, ws):
+    async with two_hubs_and_a_subscriber(redis_server.url, timeout=0.5) as (hub_a, backend_a, _, ws):
         sent = 0
 
         async def publish_steadily() -> None:
@@ -460,7 +441,7 @@ async def test_a_publish_on_a_connection_redis_closed_for_idleness_is_retried() 
     server = RedisServer("--timeout", "1")
     server.start()
     try:
-        async with two_hubs_and_a_subscriber(server.url) as (hub_a, backend_a, ws):
+        async with two_hubs_and_a_subscriber(server.url) as (hub_a, backend_a, _, ws):
             for i in range(3):
                 await hub_a.publish("steady", f"m{i}")
                 with trio.fail_after(5):
