@@ -224,20 +224,21 @@ class WebSocket:
         because the message can no longer be completed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not isinstance(message, (str, bytes, bytearray, memoryview)) and _is_bytes_like(message):
-            message = memoryview(message)  # type: ignore[arg-type]  # array.array, numpy arrays
-        if isinstance(message, (str, bytes, bytearray, memoryview)):
-            while self._fragmenting:
-                await self._fragment_lot.park()
-            await self._wait_for_buffer_room()
-            self._queue(message, True)
-            await self._maybe_yield()  # see recv()
-        elif isinstance(message, Mapping):
-            raise TypeError("cannot send a mapping; serialize it first, e.g. with json.dumps")
-        elif isinstance(message, (Iterable, AsyncIterable)):
-            await self._send_fragmented(cast(Iterable[Data] | AsyncIterable[Data], message))
-        else:
-            raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):  # the rare cases first
+            if _is_bytes_like(message):
+                message = memoryview(message)  # type: ignore[arg-type]  # array.array, numpy arrays
+            elif isinstance(message, Mapping):
+                raise TypeError("cannot send a mapping; serialize it first, e.g. with json.dumps")
+            elif isinstance(message, (Iterable, AsyncIterable)):
+                await self._send_fragmented(cast(Iterable[Data] | AsyncIterable[Data], message))
+                return
+            else:
+                raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
+        while self._fragmenting:
+            await self._fragment_lot.park()
+        await self._wait_for_buffer_room()
+        self._queue(message, True)
+        await self._maybe_yield()  # see recv()
 
     async def _send_fragmented(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
         while self._fragmenting:
