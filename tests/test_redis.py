@@ -268,11 +268,13 @@ async def test_hostile_publishes_on_our_channel_are_skipped_and_counted(
     """Any Redis client can publish on a trio_ws: channel. Malformed payloads are logged,
     counted and skipped; the hub, the server and the next good message are unaffected."""
     async with two_hubs_and_a_subscriber(redis_server.url, "room") as (hub_a, _, backend_b, ws):
+        number = (1).to_bytes(8, "big")
         hostile = [
-            b"0123456789abcdef" + b"t" + b"\xff\xfe not UTF-8",
+            b"0123456789abcdef" + b"t" + number + b"\xff\xfe not UTF-8",
             b"short",
             b"",
-            b"0123456789abcdef" + b"z" + b"an unknown kind",
+            b"0123456789abcdef" + b"t" + b"1234567",  # no room for the number
+            b"0123456789abcdef" + b"z" + number + b"an unknown kind",
         ]
         for payload in hostile:
             assert publish_raw(redis_server, b"trio_ws:room", payload).startswith(b":1")

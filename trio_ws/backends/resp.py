@@ -1,0 +1,63 @@
+"""RESP, the Redis protocol, over a Trio stream: commands out, replies in, with a size bound.
+
+Replies are parsed by hiredis's sans-I/O `Reader` (the `redis` extra). What a connection
+buffers for one reply is bounded: a reply that grows past `max_reply_size` before it is
+complete raises `ReplyTooLarge` instead of growing memory without limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+__all__ = ["command", "RespConnection", "ReplyTooLarge"]
+
+_RECEIVE_SIZE = 65536
+
+
+class ReplyTooLarge(ConnectionError):
+    """A reply grew past the connection's bound; the connection is unusable after it."""
+
+
+def command(*args: bytes | str) -> bytes:
+    """A RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class RespConnection:
+    """One RESP connection: send commands, read replies of at most `max_reply_size` bytes."""
+
+    def __init__(self, stream: trio.abc.Stream, max_reply_size: int) -> None:
+        import hiredis  # an optional dependency: the redis extra
+
+        self.stream = stream
+        self.max_reply_size = max_reply_size
+        self._reader = hiredis.Reader()
+        self._error_type = hiredis.ReplyError
+        #: `trio.current_time()` when data last arrived (or the connection was made).
+        self.last_received_at = trio.current_time()
+
+    async def send(self, *args: bytes | str) -> None:
+        await self.stream.send_all(command(*args))
+
+    async def reply(self) -> Any:
+        """The next reply; raises ConnectionError on EOF, an error reply or an oversized reply."""
+        while (reply := self._reader.gets()) is False:
+            data = await self.stream.receive_some(_RECEIVE_SIZE)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            self.last_received_at = trio.current_time()
+            self._reader.feed(data)  # type: ignore[arg-type]  # any buffer will do
+            if self._reader.len() > self.max_reply_size:
+                raise ReplyTooLarge(f"a reply of more than {self.max_reply_size} bytes")
+        if isinstance(reply, self._error_type):
+            raise ConnectionError(f"Redis answered with an error: {reply}")
+        return reply
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
