@@ -333,6 +333,13 @@ class RedisServer:
             self.proc.wait(10)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to its clients, nothing flushed."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
     def command(self, *args: str) -> bytes:
         """Run one command and return the raw reply (enough for tests)."""
         import socket

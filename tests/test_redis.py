@@ -21,17 +21,51 @@ import trustme
 import trio_ws
 
 from .conftest import ROOT, RedisServer, free_port, readline_within
+from .relay import BlackHoleRelay
+from .traffic import Delivery
 
 pytestmark = pytest.mark.timeout(600)  # worker processes and a real redis-server
+
+# Every password any test here puts in a Redis URL: none may show in a log or a message.
+PASSWORDS = ("alicepw", "defaultpw", "s3cret-n0pe")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_password_in_any_log_record() -> Iterator[None]:
+    """Every record every test here logs, at every level and from every logger, with its
+    traceback, is checked for the passwords."""
+    handler, root = _Records(), logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    for record in handler.records:
+        traceback = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+        text = record.getMessage() + traceback
+        leaked = [password for password in PASSWORDS if password in text]
+        assert not leaked, f"{leaked} logged by {record.name}: {text}"
 
 
 class Workers:
     """`python -m trio_ws serve examples.chat:router --workers 2 --redis URL`."""
 
-    def __init__(self, redis_url: str, workers: int = 2) -> None:
+    def __init__(self, redis_url: str, workers: int = 2, target: str = "examples.chat:router") -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_ws", "serve", "examples.chat:router", "--port", str(self.port),
+            [sys.executable, "-m", "trio_ws", "serve", target, "--port", str(self.port),
              "--workers", str(workers), "--redis", redis_url],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},  # the workers' lines must not interleave
@@ -286,38 +320,59 @@ async def test_hostile_publishes_on_our_channel_are_skipped_and_counted(
     assert "not valid UTF-8" in caplog.text
 
 
-async def test_a_reused_buffer_and_a_released_view_are_captured_at_publish() -> None:
+@pytest.mark.parametrize("compression", ["deflate", None])
+@pytest.mark.parametrize("role", ["server", "client"])
+async def test_a_reused_buffer_and_a_released_view_are_captured_at_publish(
+    role: str, compression: str | None
+) -> None:
     """The hub queues for a slow subscriber; what it queued must be the message as it was
-    when published, even on connections that frame it themselves (client role, or deflate
-    with context takeover), and after the caller's memoryview was released."""
-    import os
-
+    when published, on every kind of connection: uncompressed, compressed (which frames
+    per connection with context takeover) and client-role (which masks per connection),
+    and after the caller's memoryview was released."""
     # 16 MB that does not compress: more than the socket buffers hold, so most of it waits
-    # in the hub's queue while the client reads nothing.
+    # in the hub's queue while the peer reads nothing.
     size, count = 400_000, 40
     sent = [os.urandom(size) for _ in range(count)]
+    got: list[trio_ws.Message] = []
     async with trio_ws.open_hub(queue_size=count + 10) as hub:
-        subscribed = trio.Event()
+        subscriber: trio.MemorySendChannel[trio_ws.WebSocket]
+        subscriber, subscribers = trio.open_memory_channel(1)
+        read_now = trio.Event()
 
-        async def listen(ws: trio_ws.WebSocket) -> None:
-            async with hub.subscribe(ws, "t"):
-                subscribed.set()
-                await ws.wait_closed()
+        async def peer(ws: trio_ws.WebSocket) -> None:
+            """The server side: the subscriber, or the slow reader of a client subscriber."""
+            if role == "server":
+                async with hub.subscribe(ws, "t"):
+                    await subscriber.send(ws)
+                    await ws.wait_closed()
+            else:
+                await read_now.wait()
+                got.extend([await ws.recv() for _ in range(count)])
+                await ws.close()
 
-        async with trio_ws.open_server(listen, "127.0.0.1", 0, write_limit=2**16) as server:
-            async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/", max_size=None) as ws:
-                await subscribed.wait()
-                buffer = bytearray(size)
-                for i in range(count):  # the client reads nothing yet: most of these queue up
-                    buffer[:] = sent[i]
-                    if i % 2:
-                        with memoryview(buffer) as view:
-                            await hub.publish("t", view)
+        options = {"write_limit": 2**16, "max_size": None, "compression": compression}
+        async with trio_ws.open_server(peer, "127.0.0.1", 0, **options) as server:
+            async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/", **options) as client:
+                async with AsyncExitStack() as stack:
+                    if role == "client":
+                        await stack.enter_async_context(hub.subscribe(client, "t"))
                     else:
-                        await hub.publish("t", buffer)
-                buffer[:] = b"\xee" * size
-                with trio.fail_after(10):
-                    got = [await ws.recv() for _ in range(count)]
+                        await subscribers.receive()
+                    buffer = bytearray(size)
+                    for i in range(count):  # the peer reads nothing yet: most of these queue up
+                        buffer[:] = sent[i]
+                        if i % 2:
+                            with memoryview(buffer) as view:
+                                await hub.publish("t", view)
+                        else:
+                            await hub.publish("t", buffer)
+                    buffer[:] = b"\xee" * size
+                    with trio.fail_after(20):
+                        if role == "client":
+                            read_now.set()
+                            await client.wait_closed()
+                        else:
+                            got.extend([await client.recv() for _ in range(count)])
     assert got == sent
 
 
@@ -452,3 +507,152 @@ async def test_a_publish_on_a_connection_redis_closed_for_idleness_is_retried() 
             assert backend_a.undelivered == 0
     finally:
         server.stop()
+
+
+async def steady_traffic(
+    hub: trio_ws.Hub, ws: trio_ws.WebSocket, delivery: Delivery, *, rate: float = 50, topic: str = "steady"
+) -> None:
+    """Publish numbered messages on `hub` at `rate` a second; record what `ws` receives."""
+
+    async def receive() -> None:
+        async for message in ws:
+            delivery.arrive(int(message), trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        while True:
+            await hub.publish(topic, str(delivery.send(trio.current_time())))
+            await trio.sleep(1 / rate)
+
+
+async def test_a_black_holed_connection_is_found_out_by_the_health_check(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A relay between the processes and Redis stops forwarding without FIN or RST, under
+    50 publishes a second. The health check finds both connections dead, new ones are made,
+    and delivery resumes within the health check interval plus 1 s; what was lost in the
+    meantime is counted, and nothing is lost before or after."""
+    interval = 1.0
+    delivery = Delivery()
+    async with trio.open_nursery() as relay_nursery:
+        relay = BlackHoleRelay(redis_server.port)
+        await relay_nursery.start(relay.run)
+        url = f"redis://127.0.0.1:{relay.port}/0"
+        options = {"health_check_interval": interval, "timeout": 0.5}
+        async with two_hubs_and_a_subscriber(url, **options) as (hub_a, backend_a, backend_b, ws):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(steady_traffic, hub_a, ws, delivery)
+                await trio.sleep(1)
+                relay.black_hole()
+                black_hole_at = trio.current_time()
+                await trio.sleep(interval + 2.5)
+                nursery.cancel_scope.cancel()
+            with trio.move_on_after(1):  # the last messages in flight
+                async for message in ws:
+                    delivery.arrive(int(message), trio.current_time())
+        relay_nursery.cancel_scope.cancel()
+    recovery = delivery.recovery_after(black_hole_at, black_hole_at + interval + 2.5)
+    lost, counted = len(delivery.lost()), backend_a.undelivered + backend_b.missed
+    print(f"black hole: delivery resumed after {recovery:.2f} s; {lost} lost, {counted} counted")
+    assert recovery < interval + 1
+    assert delivery.lost_outside([(black_hole_at - 0.1, black_hole_at + recovery)]) == []
+    assert 0 < lost <= counted <= lost + 1  # one publish in flight may be counted on both sides
+    assert delivery.duplicates == delivery.out_of_order == 0
+    assert "no answer to a PING" in caplog.text
+
+
+def forged(origin: bytes, number: int, text: str) -> bytes:
+    """A payload in the backend's own form: origin, kind, number, message."""
+    return origin + b"t" + number.to_bytes(8, "big") + text.encode()
+
+
+async def test_oversized_messages_are_neither_published_nor_taken_from_redis(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """max_message_size bounds what a process sends to Redis and what it takes from it:
+    an oversized message in Redis is skipped and counted whether it arrives whole in one
+    read or would have to be buffered, and the listener goes on."""
+    limit = 100_000
+    async with two_hubs_and_a_subscriber(redis_server.url, max_message_size=limit) as (
+        hub_a,
+        backend_a,
+        backend_b,
+        ws,
+    ):
+        await hub_a.publish("steady", "x" * (limit + 1))  # too large to leave this process
+        assert backend_a.undelivered == 1
+        channel = b"trio_ws:steady"
+        publish_raw(redis_server, channel, forged(b"f" * 16, 1, "y" * (limit + 1)))  # arrives whole
+        publish_raw(redis_server, channel, forged(b"f" * 16, 2, "z" * 20_000_000))  # buffered: cut short
+        with trio.fail_after(10):
+            while backend_b.rejected < 2:
+                await trio.sleep(0.01)
+            while True:  # the listener reconnected: a probe gets through again
+                await hub_a.publish("steady", "probe")
+                with trio.move_on_after(0.3):
+                    assert await ws.recv() == "probe"
+                    break
+    assert caplog.text.count("larger than max_message_size") == 2
+    assert "could not publish" in caplog.text and "over max_message_size" in caplog.text
+
+
+async def test_a_receiver_counts_gaps_and_drops_duplicates(redis_server: RedisServer) -> None:
+    """Publishes are numbered per topic: a repeated number (a publish retried after Redis
+    took it) is dropped, a jump is counted in `missed`."""
+    async with two_hubs_and_a_subscriber(redis_server.url) as (_, _, backend_b, ws):
+        origin = b"0123456789abcdef"
+        for number, text in [(1, "one"), (1, "one again"), (2, "two"), (5, "five")]:
+            publish_raw(redis_server, b"trio_ws:steady", forged(origin, number, text))
+        with trio.fail_after(5):
+            received = [await ws.recv() for _ in range(3)]
+        assert received == ["one", "two", "five"]
+        assert backend_b.missed == 2
+
+
+async def test_no_error_from_the_backend_shows_the_password(acl_redis: RedisServer) -> None:
+    """Each way of failing, with a password in the URL: the whole exception chain is free
+    of it (the log records are checked by the autouse fixture)."""
+    import traceback
+
+    port = acl_redis.port
+    failing = {
+        "wrong password": f"redis://alice:s3cret-n0pe@127.0.0.1:{port}/0",
+        "nobody listening": f"redis://alice:alicepw@127.0.0.1:{free_port()}/0",
+        "TLS to a plain server": f"rediss://:defaultpw@127.0.0.1:{port}/0",
+    }
+    for why, url in failing.items():
+        with pytest.raises(ConnectionError) as info:
+            async with trio_ws.open_hub(backend=trio_ws.RedisBackend(url, timeout=1)):
+                pass
+        chain = "".join(traceback.format_exception(info.value))
+        assert ":***@" in str(info.value), why
+        assert not [password for password in PASSWORDS if password in chain], (why, chain)
+    for bad in [f"redis://:defaultpw@127.0.0.1:{port}/nodb", "redis://:defaultpw@127.0.0.1:port"]:
+        with pytest.raises(ValueError) as value_error:
+            trio_ws.RedisBackend(bad)
+        assert "defaultpw" not in "".join(traceback.format_exception(value_error.value))
+
+
+async def test_the_cli_keeps_the_password_off_command_lines_and_stderr(acl_redis: RedisServer) -> None:
+    """`serve --workers 2 --redis URL`: the workers get the URL through the environment
+    (ps shows every command line to every user), and their logs redact it, outage included."""
+    workers = Workers(f"redis://alice:alicepw@127.0.0.1:{acl_redis.port}/0")
+    try:
+        for pid in workers.pids:
+            command_line = await trio.Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert b"alicepw" not in command_line and b"--redis" not in command_line
+        async with clients_on_every_worker(workers, "secret") as by_worker:
+            group_a, group_b = by_worker.values()
+            await group_a[0].send("across, logged in as alice")
+            with trio.fail_after(10):
+                assert (await next_message(group_b[0]))["text"] == "across, logged in as alice"
+                assert (await next_message(group_a[0]))["text"] == "across, logged in as alice"
+            acl_redis.stop()
+            await group_a[0].send("during the outage")  # logged: could not publish to Redis at ...
+            with trio.fail_after(10):
+                assert (await next_message(group_a[0]))["text"] == "during the outage"
+            await trio.sleep(0.5)
+    finally:
+        _, err = workers.stop()
+    assert "could not publish to Redis at redis://alice:***@" in err
+    assert not [password for password in PASSWORDS if password in err], err

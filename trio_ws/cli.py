@@ -2,6 +2,9 @@
 
 python -m trio_ws ws://host:port/path
 python -m trio_ws serve pkg.module:handler [--host H] [--port P] [--workers N] [--redis URL]
+
+The Redis URL may come from the environment instead (TRIO_WS_REDIS_URL), which keeps a
+password off the command line, where `ps` shows it to every user of the machine.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from .exceptions import ConnectionClosed
 from .hub import open_hub
 from .server import serve
 
-__all__ = ["main"]
+__all__ = ["main", "REDIS_URL_VARIABLE"]
+
+REDIS_URL_VARIABLE = "TRIO_WS_REDIS_URL"
 
 
 def load_target(target: str) -> Any:
@@ -72,9 +77,10 @@ def run_workers(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    if args.redis:
-        command += ["--redis", args.redis]
-    workers = [subprocess.Popen([*command, "--reuse-port"]) for _ in range(args.workers)]
+    environment = dict(os.environ)
+    if args.redis:  # through the environment: the workers' command lines show no password
+        environment[REDIS_URL_VARIABLE] = args.redis
+    workers = [subprocess.Popen([*command, "--reuse-port"], env=environment) for _ in range(args.workers)]
 
     signals_received = 0
 
@@ -122,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8765)
         parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
-        parser.add_argument("--redis", metavar="URL", help="carry hub publishes between processes")
+        parser.add_argument(
+            "--redis",
+            metavar="URL",
+            default=os.environ.get(REDIS_URL_VARIABLE),
+            help=f"carry hub publishes between processes (default: ${REDIS_URL_VARIABLE})",
+        )
         parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
         args = parser.parse_args(argv[1:])
         if args.workers > 1:
