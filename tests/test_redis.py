@@ -503,8 +503,11 @@ async def test_a_publish_on_a_connection_redis_closed_for_idleness_is_retried() 
                 await hub_a.publish("steady", f"m{i}")
                 with trio.fail_after(5):
                     assert await ws.recv() == f"m{i}"
-                await trio.sleep(1.6)  # idle past Redis's timeout: it closes the publisher
+                await trio.sleep(2.5)  # idle past Redis's timeout (in whole seconds): it closes the publisher
             assert backend_a.undelivered == 0
+        info = server.command("INFO", "stats").decode()
+        # 4 connections to begin with (2 backends), this one, and the publisher's 2 reconnections.
+        assert int(info.split("total_connections_received:")[1].split()[0]) >= 4 + 1 + 2
     finally:
         server.stop()
 

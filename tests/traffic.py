@@ -14,6 +14,7 @@ class Delivery:
     arrived_at: dict[int, float] = field(default_factory=dict)
     duplicates: int = 0
     out_of_order: int = 0
+    highest: int = -1
 
     def send(self, now: float) -> int:
         """Record a send; returns the number the message carries."""
@@ -24,8 +25,9 @@ class Delivery:
         if number in self.arrived_at:
             self.duplicates += 1
             return
-        if self.arrived_at and number < max(self.arrived_at):
+        if number < self.highest:
             self.out_of_order += 1
+        self.highest = max(self.highest, number)
         self.arrived_at[number] = now
 
     def lost(self) -> list[int]:
