@@ -240,3 +240,23 @@ async def run_hub_operations(ops: list[tuple[str, int, str]]) -> None:
                     await collect(c, "ok subscribe none")
                     assert got[c] == expected[c], f"client {c}"
     assert not hub.topics
+
+
+async def test_the_slow_subscriber_warning_names_its_own_queue_size(caplog: pytest.LogCaptureFixture) -> None:
+    """A subscription's own queue_size, not the hub's default, is the one that overflowed."""
+    async with trio_ws.open_hub(queue_size=64) as hub:
+        subscribed = trio.Event()
+
+        async def handler(ws: trio_ws.WebSocket) -> None:
+            async with hub.subscribe(ws, "feed", queue_size=2, on_overflow="disconnect"):
+                subscribed.set()
+                await ws.wait_closed()
+
+        async with trio_ws.open_server(handler, "127.0.0.1", 0, write_limit=2**12) as server:
+            slow = await RawClient.connect(server.port)  # never reads
+            await subscribed.wait()
+            with trio.fail_after(10):
+                while hub.subscribers("feed"):
+                    await hub.publish("feed", bytes(2**16))
+            await slow.stream.aclose()
+    assert "subscriber too slow (queue of 2 full)" in caplog.text

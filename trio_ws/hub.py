@@ -56,6 +56,7 @@ class Subscription:
     ) -> None:
         self.ws = ws
         self.topics = topics
+        self.queue_size = queue_size
         self.on_overflow = on_overflow
         #: Messages dropped for this subscriber by the drop_oldest policy.
         self.dropped = 0
@@ -193,7 +194,7 @@ class Hub:
 
     def _disconnect_slow(self, subscription: Subscription) -> None:
         subscription.ws.logger.warning(
-            "subscriber too slow (queue of %d full); closing with 1013", self.queue_size
+            "subscriber too slow (queue of %d full); closing with 1013", subscription.queue_size
         )
         self._remove(subscription)
         self._nursery.start_soon(subscription.ws.close, CloseCode.TRY_AGAIN_LATER, "subscriber too slow")
