@@ -33,14 +33,15 @@ class Publisher:
         self.burst = burst
         self.sent_at: list[float] = []
         self.started = trio.Event()
-        self.stopped = trio.CancelScope()
+        self.stopping = False  # the publish under way finishes: none is cut off by the stop
+        self.stopped = trio.Event()
 
     async def run(self, hub: trio_ws.Hub) -> None:
         await self.started.wait()
-        with self.stopped:
+        try:
             started = trio.current_time()
             tick = 0
-            while True:
+            while not self.stopping:
                 tick += 1
                 await trio.sleep_until(started + tick / self.rate)  # on time, however slow a publish
                 if self.burst is not None:
@@ -51,6 +52,8 @@ class Publisher:
                 message = {"origin": os.getpid(), "n": len(self.sent_at), "t": now}
                 self.sent_at.append(now)
                 await hub.publish(TOPIC, json.dumps(message))
+        finally:
+            self.stopped.set()
 
 
 async def main(options: dict[str, Any]) -> None:
@@ -72,7 +75,8 @@ async def main(options: dict[str, Any]) -> None:
 
     @router.route("/stop")
     async def stop(ws: trio_ws.WebSocket) -> None:
-        publisher.stopped.cancel()
+        publisher.stopping = True
+        await publisher.stopped.wait()
         await ws.send("ok")
 
     @router.route("/stats")

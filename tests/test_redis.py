@@ -541,7 +541,7 @@ async def test_a_black_holed_connection_is_found_out_by_the_health_check(
         relay = BlackHoleRelay(redis_server.port)
         await relay_nursery.start(relay.run)
         url = f"redis://127.0.0.1:{relay.port}/0"
-        options = {"health_check_interval": interval, "timeout": 0.5}
+        options = dict(health_check_interval=interval, timeout=0.5)
         async with two_hubs_and_a_subscriber(url, **options) as (hub_a, backend_a, backend_b, ws):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(steady_traffic, hub_a, ws, delivery)
@@ -659,3 +659,53 @@ async def test_the_cli_keeps_the_password_off_command_lines_and_stderr(acl_redis
         _, err = workers.stop()
     assert "could not publish to Redis at redis://alice:***@" in err
     assert not [password for password in PASSWORDS if password in err], err
+
+
+def test_backend_options_are_checked() -> None:
+    for options, named in [
+        ({"timeout": 0}, "timeout"),
+        ({"health_check_interval": -1}, "health_check_interval"),
+        ({"max_backoff": 0.01}, "max_backoff"),
+        ({"max_message_size": 0}, "max_message_size"),
+    ]:
+        with pytest.raises(ValueError, match=named):
+            trio_ws.RedisBackend("redis://127.0.0.1", **options)
+
+
+async def test_max_backoff_bounds_the_wait_after_a_long_outage(redis_server: RedisServer) -> None:
+    """After 3 s without Redis, the next attempt is at most max_backoff away: with 0.2 s,
+    publishes cross again within half a second of Redis being back."""
+    async with two_hubs_and_a_subscriber(redis_server.url, max_backoff=0.2) as (hub_a, _, _, ws):
+        redis_server.stop()
+        for _ in range(30):  # the publisher and the listener find Redis gone, and keep trying
+            await hub_a.publish("steady", "lost")
+            await trio.sleep(0.1)
+        await trio.to_thread.run_sync(redis_server.start)
+        back = trio.current_time()
+        with trio.fail_after(5):
+            while True:
+                await hub_a.publish("steady", "probe")
+                with trio.move_on_after(0.05):
+                    if await ws.recv() == "probe":
+                        break
+        recovery = trio.current_time() - back
+    assert recovery < 0.5, recovery
+
+
+async def test_a_publish_cancelled_before_redis_answered_is_counted(redis_server: RedisServer) -> None:
+    """Redis pauses writes (CLIENT PAUSE); a publish waiting for its answer is cancelled.
+    It is counted in `undelivered`, and its connection (which still owes that answer) is
+    replaced, so that the next publishes are answered in step and delivered."""
+    async with two_hubs_and_a_subscriber(redis_server.url) as (hub_a, backend_a, _, ws):
+        assert redis_server.command("CLIENT", "PAUSE", "500", "WRITE").startswith(b"+OK")
+        with trio.move_on_after(0.1) as waited:
+            await hub_a.publish("steady", "cancelled while Redis is paused")
+        assert waited.cancelled_caught
+        assert backend_a.undelivered == 1
+        await trio.sleep(0.6)  # the pause is over
+        for i in range(3):
+            await hub_a.publish("steady", f"after {i}")
+        with trio.fail_after(5):
+            received = [await ws.recv() for _ in range(3)]
+        assert received == ["after 0", "after 1", "after 2"]
+        assert backend_a.undelivered == 1

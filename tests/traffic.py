@@ -42,7 +42,12 @@ class Delivery:
         lost = [n for n in window if n not in self.arrived_at]
         first_good = lost[-1] + 1 if lost else window[0]
         if first_good not in self.arrived_at:
-            raise AssertionError(f"delivery never resumed after {usable_at:.2f}: lost {lost[:5]}...")
+            first, last = self.sent_at[lost[0]], self.sent_at[lost[-1]]
+            raise AssertionError(
+                f"delivery never resumed after {usable_at:.2f} (until {until:.2f}): "
+                f"{len(lost)} of {len(window)} lost, sent {first:.2f}..{last:.2f}; "
+                f"arrived in the window: {sorted(n for n in window if n in self.arrived_at)[:10]}"
+            )
         return self.arrived_at[first_good] - usable_at
 
     def lost_outside(self, outages: list[tuple[float, float]]) -> list[int]:

@@ -33,6 +33,7 @@ _STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, C
 _NUMBER_SIZE = 8
 _HEADER_SIZE = ORIGIN_SIZE + 1 + _NUMBER_SIZE  # origin, kind (b"t" or b"b"), number
 _REPLY_SLACK = 65536  # room in a reply for the channel name and RESP framing
+_FIRST_BACKOFF = 0.05  # seconds before the first reconnection attempt
 
 
 def _why(exc: BaseException) -> str:
@@ -93,6 +94,10 @@ class RedisBackend:
         for name, value in [("timeout", timeout), ("health_check_interval", health_check_interval)]:
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if not max_backoff >= _FIRST_BACKOFF:
+            raise ValueError(
+                f"max_backoff must be at least {_FIRST_BACKOFF} s (the first wait), not {max_backoff!r}"
+            )
         if max_message_size < 1:
             raise ValueError(f"max_message_size must be at least 1 byte, not {max_message_size!r}")
         #: The URL, with its password (if any) redacted.
@@ -120,7 +125,7 @@ class RedisBackend:
         self._publisher: RespConnection | None = None
         self._publisher_lock = trio.Lock()
         self._publisher_retry_at = 0.0
-        self._publisher_backoff = Backoff(0.05, max_backoff)
+        self._publisher_backoff = Backoff(_FIRST_BACKOFF, max_backoff)
         self._outage = 0  # publishes that reached only this process since Redis was lost
         #: Publishes from this process that may not have reached Redis (so the others).
         self.undelivered = 0
@@ -161,7 +166,7 @@ class RedisBackend:
         except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
             raise ConnectionError(f"cannot reach Redis at {self.url}: {_why(exc)}") from exc
         task_status.started()
-        backoff = Backoff(0.05, self._max_backoff)
+        backoff = Backoff(_FIRST_BACKOFF, self._max_backoff)
         try:
             while True:
                 try:
@@ -224,9 +229,11 @@ class RedisBackend:
 
     def _handle(self, hub: Hub, reply: Any) -> None:
         """One reply on the listener: a message, a subscription confirmed, or a pong."""
+        if not isinstance(reply, list) or len(reply) < 2 or not isinstance(reply[1], bytes):
+            return  # not a push Redis sends in subscribed mode: nothing for us
         kind = reply[0]
         prefix = len(self._prefix)
-        if kind == b"message":
+        if kind == b"message" and len(reply) == 3:
             self._received(hub, reply[1][prefix:].decode("utf-8", "replace"), reply[2])
         elif kind == b"subscribe":
             event = self._confirmed.get(reply[1][prefix:].decode("utf-8", "replace"))
@@ -324,6 +331,7 @@ class RedisBackend:
         receiver drops it if Redis had taken the first attempt after all. While Redis stays
         unreachable, a new connection is tried at most once per back-off period, however
         often the application publishes, and the outage is logged when it starts and ends.
+        A publish cancelled before Redis confirmed it is counted in `undelivered` too.
         """
         data = message.encode() if isinstance(message, str) else bytes(message)
         if len(data) > self.max_message_size:
@@ -335,29 +343,36 @@ class RedisBackend:
             payload = b"".join([self._numbering.origin, kind, number.to_bytes(_NUMBER_SIZE, "big"), data])
             error: BaseException | None = None
             sent = False
-            for _ in range(2):
-                try:
-                    publisher, fresh = await self._publisher_connection()
-                except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
-                    error = exc
-                    break
-                try:
-                    with trio.fail_after(self._timeout):
-                        await publisher.send("PUBLISH", self._prefix + topic, payload)
-                        sent = True
-                        await publisher.reply()
-                except trio.TooSlowError as exc:  # no answer: Redis may have taken it or not
-                    await self._drop_publisher()
-                    error = exc
-                    break
-                except _STREAM_ERRORS as exc:
-                    await self._drop_publisher()
-                    error = exc
-                    if fresh:
+            try:
+                for _ in range(2):
+                    try:
+                        publisher, fresh = await self._publisher_connection()
+                    except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
+                        error = exc
                         break
-                    continue  # it was stale: once more, on a fresh connection
-                error = None
-                break
+                    try:
+                        with trio.fail_after(self._timeout):
+                            await publisher.send("PUBLISH", self._prefix + topic, payload)
+                            sent = True
+                            await publisher.reply()
+                    except trio.TooSlowError as exc:  # no answer: Redis may have taken it or not
+                        await self._drop_publisher()
+                        error = exc
+                        break
+                    except _STREAM_ERRORS as exc:
+                        await self._drop_publisher()
+                        error = exc
+                        if fresh:
+                            break
+                        continue  # it was stale: once more, on a fresh connection
+                    error = None
+                    break
+            except BaseException:  # cancelled before Redis confirmed: counted, never silent
+                if sent:
+                    self._numbering.consume(topic)
+                self.undelivered += 1
+                await self._drop_publisher()  # it may owe a reply, which the next command would take
+                raise
             if sent:  # Redis may have it: the next publish must not reuse its number
                 self._numbering.consume(topic)
             if error is not None:
