@@ -72,3 +72,31 @@ def test_backoff_doubles_up_to_its_cap_with_jitter_and_resets() -> None:
     assert backoff.next_delay() <= 0.05
     with pytest.raises(ValueError, match="first <= cap"):
         Backoff(1.0, 0.5)
+
+
+class _Collecting:
+    """Stands in for the hub: collects what the backend delivers locally."""
+
+    def __init__(self) -> None:
+        self.delivered: list[object] = []
+
+    def deliver_locally(self, topic: str, message: object) -> int:
+        self.delivered.append(message)
+        return 1
+
+
+@settings(max_examples=examples(500))
+@given(
+    st.lists(st.binary(max_size=64) | st.builds(lambda b: b"0123456789abcdef" + b, st.binary(max_size=40)))
+)
+def test_any_payload_from_redis_is_delivered_or_skipped_never_raises(payloads: list[bytes]) -> None:
+    """Whatever bytes another Redis client publishes on our channel: each one is
+    delivered, dropped as a duplicate, or counted in `rejected`; nothing raises."""
+    import trio_ws
+
+    backend = trio_ws.RedisBackend("redis://127.0.0.1", max_message_size=32)
+    hub = _Collecting()
+    for payload in payloads:
+        backend._received(hub, "t", payload)  # type: ignore[arg-type]
+    assert len(hub.delivered) + backend.rejected <= len(payloads)
+    assert all(isinstance(m, (str, bytes)) for m in hub.delivered)
