@@ -155,16 +155,9 @@ async def subscriber(
                 raise
 
 
-def rss_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 async def run(minutes: float) -> int:
     sys.path.insert(0, str(ROOT))
-    from tests.conftest import RedisServer  # the tests' launcher: a real redis-server, free port
+    from tests.conftest import RedisServer, rss_of  # the tests' launcher: a real redis-server
 
     redis = RedisServer()
     redis.start()
