@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_ws.backends.backoff import Backoff
 from trio_ws.backends.sequence import MAX_NUMBERED_TOPICS, MAX_ORIGINS_PER_TOPIC, GapTracker, Numbering
+from trio_ws.backoff import Backoff
 
 from .strategies import examples
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -12,13 +14,18 @@ import trio
 
 from . import __version__
 from .connection import WebSocket, queue_marks
+from .exceptions import InvalidHandshake, InvalidRedirect, InvalidURI
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import ClientHandshake
-from .http import HeadersLike
+from .http import Headers, HeadersLike, Response
 from .protocol import Protocol, Role
-from .uri import parse_uri
+from .uri import WebSocketURI, parse_uri
 
-__all__ = ["connect", "DEFAULT_USER_AGENT"]
+__all__ = ["connect", "DEFAULT_USER_AGENT", "REDIRECT_STATUSES", "CREDENTIAL_HEADERS"]
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
+_HTTP_TO_WS = {"http": "ws", "https": "wss"}
 
 DEFAULT_USER_AGENT = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
 
@@ -41,47 +48,53 @@ async def connect(
     max_queue: int | tuple[int, int | None] | None = 16,
     max_queue_bytes: int | None = 2**22,
     write_limit: int = 2**16,
+    max_redirects: int = 10,
     logger: logging.Logger | None = None,
 ) -> AsyncIterator[WebSocket]:
     """Connect to a ws:// or wss:// URI; the block's end closes the connection (1000).
+
+    Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`, never from
+    wss:// to ws://; credentials (`Authorization`, `Cookie`, `Proxy-Authorization`, the
+    URI's user info) are not sent to another origin. `InvalidRedirect` names the chain.
 
     An exception in the block closes with 1011 and comes out as itself. The TCP connect,
     TLS and HTTP upgrade together must finish within `open_timeout` seconds, or
     `TimeoutError` is raised. A server that refuses the upgrade raises `InvalidHandshake`
     carrying its status, headers and body.
     """
-    wsuri = parse_uri(uri)
+    first = parse_uri(uri)
     queue_marks(max_queue)  # a bad value fails here, before connecting
-    if wsuri.secure and ssl_context is None:
-        ssl_context = ssl.create_default_context()
-    elif not wsuri.secure and ssl_context is not None:
+    if not first.secure and ssl_context is not None:
         raise ValueError("ssl_context is for wss:// URIs; this one is ws://")
-    handshake = ClientHandshake(
-        wsuri,
-        subprotocols=subprotocols,
-        extra_headers=extra_headers,
-        origin=origin,
-        user_agent=user_agent_header,
-        compression=config_for(compression),
-    )
-    stream: trio.abc.Stream | None = None
+    if max_redirects < 0:
+        raise ValueError(f"max_redirects must be 0 or more, not {max_redirects}")
+    chain = [uri]
+    credentials = True  # still on the first URI's origin: its credentials may be sent
     try:
         with trio.fail_after(float("inf") if open_timeout is None else open_timeout):
-            stream = await trio.open_tcp_stream(wsuri.host, wsuri.port)
-            if ssl_context is not None:
-                stream = trio.SSLStream(stream, ssl_context, server_hostname=wsuri.host)
-                await _tls_handshake(stream, wsuri.host, wsuri.port)
-            await stream.send_all(handshake.request_bytes())
-            while (response := handshake.next_response()) is None:
-                handshake.receive_data(await stream.receive_some())
+            while True:
+                wsuri = parse_uri(chain[-1])
+                if credentials and wsuri.user_info is None:
+                    wsuri = dataclasses.replace(wsuri, user_info=first.user_info)
+                handshake = ClientHandshake(
+                    wsuri,
+                    subprotocols=subprotocols,
+                    extra_headers=extra_headers if credentials else without_credentials(extra_headers),
+                    origin=origin,
+                    user_agent=user_agent_header,
+                    compression=config_for(compression),
+                )
+                try:
+                    stream, response = await _open(wsuri, handshake, ssl_context)
+                    break
+                except InvalidHandshake as exc:
+                    if exc.status not in REDIRECT_STATUSES:
+                        raise
+                    target = redirect_target(chain, exc, max_redirects)
+                    credentials = credentials and same_origin(first, parse_uri(target))
+                    chain.append(target)
     except trio.TooSlowError:
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
         raise TimeoutError(f"opening handshake with {uri} timed out after {open_timeout}s") from None
-    except BaseException:
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
-        raise
     ws = WebSocket(
         stream,
         Protocol(Role.CLIENT, max_size=max_size, deflate=handshake.deflate),
@@ -98,6 +111,70 @@ async def connect(
     )
     async with ws._running():
         yield ws
+
+
+async def _open(
+    wsuri: WebSocketURI, handshake: ClientHandshake, ssl_context: ssl.SSLContext | None
+) -> tuple[trio.abc.Stream, Response]:
+    """One attempt: TCP, TLS for wss://, the upgrade request and the 101 (or an error)."""
+    stream: trio.abc.Stream | None = None
+    try:
+        stream = await trio.open_tcp_stream(wsuri.host, wsuri.port)
+        if wsuri.secure:
+            context = ssl_context or ssl.create_default_context()
+            stream = trio.SSLStream(stream, context, server_hostname=wsuri.host)
+            await _tls_handshake(stream, wsuri.host, wsuri.port)
+        await stream.send_all(handshake.request_bytes())
+        while (response := handshake.next_response()) is None:
+            handshake.receive_data(await stream.receive_some())
+    except BaseException:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        raise
+    return stream, response
+
+
+def redirect_target(chain: list[str], answer: InvalidHandshake, max_redirects: int) -> str:
+    """Where a 3xx answer to the last URI of `chain` points, or `InvalidRedirect`.
+
+    A relative Location is resolved against the URI requested; http(s):// stands for
+    ws(s)://. A loop, more than `max_redirects`, a downgrade from wss:// to ws:// and a
+    missing or non-WebSocket Location are refused.
+    """
+    headers = answer.headers if isinstance(answer.headers, Headers) else Headers()
+    location = headers.get("Location")
+    done = tuple(chain)
+    if not location:
+        raise InvalidRedirect(f"HTTP {answer.status} without a Location", done, status=answer.status)
+    scheme, sep, rest = location.partition("://")
+    if sep and scheme.lower() in _HTTP_TO_WS:
+        location = _HTTP_TO_WS[scheme.lower()] + "://" + rest
+    target = urllib.parse.urljoin(chain[-1], location)
+    refused = (*done, target)
+    try:
+        parsed = parse_uri(target)
+    except InvalidURI as exc:
+        raise InvalidRedirect(f"a redirect to something else than a WebSocket URI ({exc})", refused) from None
+    if parse_uri(chain[-1]).secure and not parsed.secure:
+        raise InvalidRedirect("a redirect from wss:// to ws:// is refused (it would drop TLS)", refused)
+    if target in chain:
+        raise InvalidRedirect("a redirect loop", refused)
+    if len(chain) > max_redirects:
+        raise InvalidRedirect(f"more than {max_redirects} redirects", refused)
+    return target
+
+
+def same_origin(a: WebSocketURI, b: WebSocketURI) -> bool:
+    """Same scheme, host and port: credentials meant for `a` may go to `b`."""
+    return (a.secure, a.host.lower(), a.port) == (b.secure, b.host.lower(), b.port)
+
+
+def without_credentials(headers: HeadersLike | None) -> Headers:
+    """`headers` less the ones that carry credentials, for a redirect to another origin."""
+    kept = Headers(headers or ())
+    for name in CREDENTIAL_HEADERS:
+        kept.pop(name, None)
+    return kept
 
 
 async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream], host: str, port: int) -> None:

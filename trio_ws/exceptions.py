@@ -91,6 +91,17 @@ class InvalidHandshake(WebSocketError):
         self.body = body
 
 
+class InvalidRedirect(InvalidHandshake):
+    """A redirect the client will not follow: a loop, too many, wss:// to ws://, or no
+    usable Location. `chain` lists the URIs requested, in order, the refused one last."""
+
+    def __init__(
+        self, message: str, chain: tuple[str, ...], *, status: int | None = None, headers: object = None
+    ) -> None:
+        super().__init__(f"{message}: {' -> '.join(chain)}", status=status, headers=headers)
+        self.chain = chain
+
+
 class InvalidURI(WebSocketError, ValueError):
     """A URI that is not a valid ws:// or wss:// URI."""
 

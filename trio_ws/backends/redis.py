@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..backoff import Backoff
 from ..protocol import Data
-from .backoff import Backoff
 from .resp import ReplyTooLarge, RespConnection
 from .sequence import ORIGIN_SIZE, GapTracker, Numbering
 
