@@ -24,6 +24,7 @@ from .extensions.permessage_deflate import DeflateConfig
 from .http import Headers, Request, Response
 from .hub import Hub, Subscription, current_hub, open_hub
 from .protocol import State
+from .reconnect import Connections, reconnect
 from .router import Router
 from .server import WebSocketServer, open_server, serve
 
@@ -32,6 +33,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "Connections",
     "DeflateConfig",
     "Headers",
     "Hub",
@@ -56,5 +58,6 @@ __all__ = [
     "current_hub",
     "open_hub",
     "open_server",
+    "reconnect",
     "serve",
 ]

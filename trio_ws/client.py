@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import ssl
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import NoReturn, ParamSpec
 
 import trio
 
@@ -21,8 +24,9 @@ from .http import Headers, HeadersLike, Response
 from .protocol import Protocol, Role
 from .uri import WebSocketURI, parse_uri
 
-__all__ = ["connect", "DEFAULT_USER_AGENT", "REDIRECT_STATUSES", "CREDENTIAL_HEADERS"]
+__all__ = ["connect", "Connecting", "DEFAULT_USER_AGENT", "REDIRECT_STATUSES", "CREDENTIAL_HEADERS"]
 
+P = ParamSpec("P")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 _HTTP_TO_WS = {"http": "ws", "https": "wss"}
@@ -30,6 +34,38 @@ _HTTP_TO_WS = {"http": "ws", "https": "wss"}
 DEFAULT_USER_AGENT = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
 
 
+class Connecting(AbstractAsyncContextManager[WebSocket]):
+    """What `connect()` returns: `async with` it. It is not an iterator: `async for ws in
+    connect(uri)`, which reconnects in `websockets`, says to use `reconnect()` instead."""
+
+    def __init__(self, opening: AbstractAsyncContextManager[WebSocket]) -> None:
+        self._opening = opening
+
+    async def __aenter__(self) -> WebSocket:
+        return await self._opening.__aenter__()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._opening.__aexit__(kind, exc, tb)
+
+    def __aiter__(self) -> NoReturn:
+        raise TypeError(
+            "connect() opens one connection: `async with trio_ws.connect(uri) as ws:`. To connect "
+            "again after each drop (what `async for ws in websockets.connect(uri)` does), use "
+            "`async with trio_ws.reconnect(uri) as connections: async for ws in connections:`"
+        )
+
+
+def _connecting(opener: Callable[P, AbstractAsyncContextManager[WebSocket]]) -> Callable[P, Connecting]:
+    @functools.wraps(opener)
+    def connect(*args: P.args, **kwargs: P.kwargs) -> Connecting:
+        return Connecting(opener(*args, **kwargs))
+
+    return connect
+
+
+@_connecting
 @asynccontextmanager
 async def connect(
     uri: str,

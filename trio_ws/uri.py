@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .exceptions import InvalidURI
 
-__all__ = ["WebSocketURI", "parse_uri"]
+__all__ = ["WebSocketURI", "parse_uri", "redacted"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,13 @@ def parse_uri(uri: str) -> WebSocketURI:
         resource=resource,
         user_info=user_info,
     )
+
+
+def redacted(url: str) -> str:
+    """`url` with its password (if any) replaced by ***, for messages and logs."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.password is None:
+        return url
+    user = parsed.username or ""
+    host = parsed.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{user}:***@{host}"))

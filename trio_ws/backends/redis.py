@@ -20,6 +20,7 @@ import trio
 
 from ..backoff import Backoff
 from ..protocol import Data
+from ..uri import redacted
 from .resp import ReplyTooLarge, RespConnection
 from .sequence import ORIGIN_SIZE, GapTracker, Numbering
 
@@ -38,16 +39,6 @@ _FIRST_BACKOFF = 0.05  # seconds before the first reconnection attempt
 
 def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-def redacted(url: str) -> str:
-    """`url` with its password replaced by ***, for messages and logs."""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.password is None:
-        return url
-    user = parsed.username or ""
-    host = parsed.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{user}:***@{host}"))
 
 
 class RedisBackend:

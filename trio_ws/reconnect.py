@@ -1,0 +1,202 @@
+"""`reconnect()`: a new connection after each drop, with back-off between failed attempts.
+
+    async with trio_ws.reconnect(uri) as connections:
+        async for ws in connections:
+            ...  # use ws until it closes; the loop then connects again
+
+Each connection, with its reader and keepalive, lives in a task of the block's own nursery,
+so the loop body is free to open and close cancel scopes as it likes (an async generator
+could not hold a nursery across a `yield`). Asking for the next connection closes the
+previous one if it is still open; leaving the block closes the current one cleanly (1000).
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .backoff import Backoff
+from .client import connect
+from .connection import WebSocket
+from .exceptions import InvalidHandshake, InvalidRedirect
+from .http import Headers
+from .tasks import open_nursery_unwrapped
+from .uri import parse_uri, redacted
+
+__all__ = ["reconnect", "Connections", "ProcessException", "default_process_exception", "retry_after"]
+
+#: Decides what a failed attempt means: None to retry, or the exception to raise.
+ProcessException = Callable[[Exception], Exception | None]
+
+
+def default_process_exception(exc: Exception) -> Exception | None:
+    """Retry network errors, timeouts, an answer that is not HTTP, 5xx and 429; raise the rest.
+
+    Any other HTTP status (403, 404...), a redirect that cannot be followed and a TLS
+    failure are configuration errors, not outages: retrying would not help.
+    """
+    if isinstance(exc, InvalidRedirect):
+        return exc
+    if isinstance(exc, InvalidHandshake):
+        if exc.status is None or exc.status >= 500 or exc.status == 429:
+            return None
+        return exc
+    if isinstance(exc, ssl.SSLError):  # an OSError, but a certificate will not fix itself
+        return exc
+    if isinstance(exc, (OSError, TimeoutError, trio.BrokenResourceError)):
+        return None
+    return exc
+
+
+def retry_after(exc: Exception) -> float | None:
+    """The seconds a 429 or 503 answer's `Retry-After` asks for (a number or an HTTP date)."""
+    headers = exc.headers if isinstance(exc, InvalidHandshake) else None
+    value = headers.get("Retry-After", "").strip() if isinstance(headers, Headers) else ""
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
+class Connections:
+    """What `reconnect()` gives: `async for ws in connections` yields each new connection."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[WebSocket | Exception]) -> None:
+        self._receive = receive
+        self._released = trio.Event()  # the consumer is done with the current connection
+        self._holding = False  # a connection is handed out (leaving closes it cleanly)
+        self._attempt = trio.CancelScope()  # connecting or backing off (leaving cancels it)
+        self._stopping = False
+        #: How many connections were made so far.
+        self.opened = 0
+
+    def __aiter__(self) -> Connections:
+        return self
+
+    async def __anext__(self) -> WebSocket:
+        self._released.set()  # the previous connection, if any, may go
+        if self._stopping:
+            raise StopAsyncIteration
+        try:
+            item = await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def _hold(self) -> trio.Event:
+        """A new connection is handed out: the event set when the consumer is done with it."""
+        self._released = trio.Event()
+        self._holding = True
+        self.opened += 1
+        return self._released
+
+    def _new_attempt(self) -> trio.CancelScope:
+        self._holding = False
+        self._attempt = trio.CancelScope()
+        return self._attempt
+
+    def _stop(self) -> None:
+        """Leaving the block: a connection handed out closes cleanly, an attempt stops now."""
+        self._stopping = True
+        self._released.set()
+        if not self._holding:
+            self._attempt.cancel()
+
+
+@asynccontextmanager
+async def reconnect(
+    uri: str,
+    *,
+    initial_delay: float = 1.0,
+    max_delay: float = 30.0,
+    process_exception: ProcessException | None = None,
+    **connect_options: Any,
+) -> AsyncIterator[Connections]:
+    """Connect to `uri` (with `connect_options`, as `connect()` takes them) again after each drop.
+
+    Failed attempts are spaced by a back-off that doubles from `initial_delay` up to
+    `max_delay`, each delay drawn from half to all of the current step; a connection that
+    stayed open for `max_delay` resets it. A `Retry-After` header (429, 503) is honoured,
+    up to `max_delay`. `process_exception(exc)` returns None to retry or an exception to
+    raise from the loop; the default is `default_process_exception`. Every retry is
+    logged with its delay and cause.
+    """
+    parse_uri(uri)  # a bad URI fails here, not in the first attempt
+    backoff = Backoff(initial_delay, max_delay)  # checks the delays
+    decide = process_exception or default_process_exception
+    logger = connect_options.get("logger") or logging.getLogger("trio_ws.client")
+    send, receive = trio.open_memory_channel[WebSocket | Exception](0)
+    connections = Connections(receive)
+
+    async def keep_connecting() -> None:
+        async with send:
+            while not connections._stopping:
+                with connections._new_attempt():
+                    try:
+                        held = await _connect_once(uri, connect_options, send, connections)
+                    except Exception as exc:
+                        decision = decide(exc)
+                        if decision is not None:
+                            await send.send(decision)
+                            return
+                        asked = retry_after(exc)
+                        delay = min(backoff.next_delay() if asked is None else asked, max_delay)
+                        logger.warning(
+                            "could not connect to %s (%s); retrying in %.2f s",
+                            redacted(uri),
+                            _why(exc),
+                            delay,
+                        )
+                        await trio.sleep(delay)
+                        continue
+                    connections._holding = False  # closed: backing off can be cancelled again
+                    if connections._stopping:
+                        return
+                    if held >= max_delay:
+                        backoff.reset()  # it stayed up: the next failure starts from the beginning
+                    delay = backoff.next_delay()
+                    logger.info("connection to %s ended; reconnecting in %.2f s", redacted(uri), delay)
+                    await trio.sleep(delay)
+
+    async with open_nursery_unwrapped() as nursery:
+        nursery.start_soon(keep_connecting)
+        try:
+            yield connections
+        finally:
+            connections._stop()
+
+
+async def _connect_once(
+    uri: str,
+    options: dict[str, Any],
+    send: trio.MemorySendChannel[WebSocket | Exception],
+    connections: Connections,
+) -> float:
+    """Open one connection, hand it out, and keep it until the consumer is done with it;
+    returns how long it was held. Leaving `connect()` closes it (1000) if still open."""
+    async with connect(uri, **options) as ws:
+        released = connections._hold()
+        opened_at = trio.current_time()
+        await send.send(ws)
+        await released.wait()
+        return trio.current_time() - opened_at
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
