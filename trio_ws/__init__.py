@@ -18,6 +18,7 @@ from .exceptions import (
     InvalidURI,
     PayloadTooBig,
     ProtocolError,
+    ProxyError,
     WebSocketError,
 )
 from .extensions.permessage_deflate import DeflateConfig
@@ -43,6 +44,7 @@ __all__ = [
     "Message",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyError",
     "RedisBackend",
     "Request",
     "Response",

@@ -22,6 +22,7 @@ from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import ClientHandshake
 from .http import Headers, HeadersLike, Response
 from .protocol import Protocol, Role
+from .proxy import USE_ENVIRONMENT, UseEnvironment, open_tunnel, proxy_for
 from .uri import WebSocketURI, parse_uri
 
 __all__ = ["connect", "Connecting", "DEFAULT_USER_AGENT", "REDIRECT_STATUSES", "CREDENTIAL_HEADERS"]
@@ -85,6 +86,7 @@ async def connect(
     max_queue_bytes: int | None = 2**22,
     write_limit: int = 2**16,
     max_redirects: int = 10,
+    proxy: str | UseEnvironment | None = USE_ENVIRONMENT,
     logger: logging.Logger | None = None,
 ) -> AsyncIterator[WebSocket]:
     """Connect to a ws:// or wss:// URI; the block's end closes the connection (1000).
@@ -92,6 +94,11 @@ async def connect(
     Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`, never from
     wss:// to ws://; credentials (`Authorization`, `Cookie`, `Proxy-Authorization`, the
     URI's user info) are not sent to another origin. `InvalidRedirect` names the chain.
+
+    `proxy` is an http://, https://, socks5://, socks5h://, socks4:// or socks4a:// URL
+    (with `user:password@` if it needs them); by default it comes from the environment
+    (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), and `proxy=None` turns it off.
+    A proxy that refuses raises `ProxyError`, naming it and its answer.
 
     An exception in the block closes with 1011 and comes out as itself. The TCP connect,
     TLS and HTTP upgrade together must finish within `open_timeout` seconds, or
@@ -104,6 +111,7 @@ async def connect(
         raise ValueError("ssl_context is for wss:// URIs; this one is ws://")
     if max_redirects < 0:
         raise ValueError(f"max_redirects must be 0 or more, not {max_redirects}")
+    proxy_for(first, proxy)  # a bad proxy URL fails here, before connecting
     chain = [uri]
     credentials = True  # still on the first URI's origin: its credentials may be sent
     try:
@@ -121,7 +129,7 @@ async def connect(
                     compression=config_for(compression),
                 )
                 try:
-                    stream, response = await _open(wsuri, handshake, ssl_context)
+                    stream, response = await _open(wsuri, handshake, ssl_context, proxy_for(wsuri, proxy))
                     break
                 except InvalidHandshake as exc:
                     if exc.status not in REDIRECT_STATUSES:
@@ -150,12 +158,16 @@ async def connect(
 
 
 async def _open(
-    wsuri: WebSocketURI, handshake: ClientHandshake, ssl_context: ssl.SSLContext | None
+    wsuri: WebSocketURI, handshake: ClientHandshake, ssl_context: ssl.SSLContext | None, proxy: str | None
 ) -> tuple[trio.abc.Stream, Response]:
-    """One attempt: TCP, TLS for wss://, the upgrade request and the 101 (or an error)."""
+    """One attempt: TCP (or a proxy's tunnel), TLS for wss://, the upgrade request and the
+    101 (or an error)."""
     stream: trio.abc.Stream | None = None
     try:
-        stream = await trio.open_tcp_stream(wsuri.host, wsuri.port)
+        if proxy is None:
+            stream = await trio.open_tcp_stream(wsuri.host, wsuri.port)
+        else:
+            stream = await open_tunnel(proxy, wsuri.host, wsuri.port)
         if wsuri.secure:
             context = ssl_context or ssl.create_default_context()
             stream = trio.SSLStream(stream, context, server_hostname=wsuri.host)
@@ -213,7 +225,7 @@ def without_credentials(headers: HeadersLike | None) -> Headers:
     return kept
 
 
-async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream], host: str, port: int) -> None:
+async def _tls_handshake(stream: trio.SSLStream[trio.abc.Stream], host: str, port: int) -> None:
     """Run the TLS handshake now, so that a failure says what failed instead of surfacing
     as a bare `BrokenResourceError` from the first write."""
     try:

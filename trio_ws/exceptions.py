@@ -102,6 +102,11 @@ class InvalidRedirect(InvalidHandshake):
         self.chain = chain
 
 
+class ProxyError(InvalidHandshake):
+    """A proxy refused or failed to open the tunnel; the message names the proxy (its
+    password redacted), and `status` and `headers` are its HTTP answer when it gave one."""
+
+
 class InvalidURI(WebSocketError, ValueError):
     """A URI that is not a valid ws:// or wss:// URI."""
 
