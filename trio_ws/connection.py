@@ -23,13 +23,13 @@ import trio
 
 from .exceptions import CloseCode, ConnectionClosed, ConnectionClosedOK
 from .http import Headers, Request, Response
-from .protocol import Data, Pong, Protocol, Role, State
+from .protocol import Data, Fragment, Pong, Protocol, Role, State
 from .tasks import open_nursery_unwrapped
 
 if TYPE_CHECKING:
     from .broadcast import FrameCache
 
-__all__ = ["WebSocket", "Message"]
+__all__ = ["WebSocket", "Message", "MessageStream"]
 
 #: What `recv()` returns: `str` for a text message, `bytes` for a binary one.
 Message = str | bytes
@@ -102,7 +102,9 @@ class WebSocket:
             {"websocket": str(self.id)[:8], "remote_address": self.remote_address},
         )
 
-        self._messages: deque[Message] = deque()
+        self._messages: deque[Message | Fragment] = deque()
+        self._assembly: list[Fragment] | None = None  # recv() joining a streamed message
+        self._half_streamed = False  # recv_streaming() gave part of a message, not its end
         self._message_lot = trio.lowlevel.ParkingLot()  # recv() waiting for a message
         self._read_lot = trio.lowlevel.ParkingLot()  # reader waiting for room in the inbox
         self._write_lot = trio.lowlevel.ParkingLot()  # writer waiting for output
@@ -178,6 +180,10 @@ class WebSocket:
         others waiting for long.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._half_streamed:
+            raise RuntimeError("recv() in the middle of a message: read the rest with recv_streaming()")
+        if self._assembly is not None:
+            return await self._assemble()
         messages = self._messages
         if not messages:
             while not messages:
@@ -189,8 +195,56 @@ class WebSocket:
         self._queued_bytes -= len(message)
         if len(messages) <= self._queue_low and self._queued_bytes <= self._queue_low_bytes:
             self._read_lot.unpark_all()
+        if type(message) is Fragment:  # it arrived while a recv_streaming() was active
+            self._assembly = [message]
+            return await self._assemble()
         await self._maybe_yield()
-        return message
+        return message  # type: ignore[return-value]
+
+    def recv_streaming(self) -> MessageStream:
+        """The next message as it arrives, fragment by fragment:
+        `async for fragment in ws.recv_streaming():` (each `str` for text, `bytes` for binary).
+
+        A large message need not be held whole: each fragment is bounded by `max_size` on
+        its own, and the message is not. Safe to cancel: a cancelled step takes no fragment,
+        and a new `recv_streaming()` goes on where the last one stopped. A message that
+        arrived in one frame, or before streaming began, comes as one fragment.
+        """
+        return MessageStream(self)
+
+    async def _take(self) -> Message | Fragment:
+        """The next item of the inbox, once there is one; raises once closed and empty."""
+        messages = self._messages
+        while not messages:
+            if self._proto.state is State.CLOSED:
+                raise self._closed_exception()
+            await self._message_lot.park()
+        item = messages.popleft()
+        self._queued_bytes -= len(item)
+        if len(messages) <= self._queue_low and self._queued_bytes <= self._queue_low_bytes:
+            self._read_lot.unpark_all()
+        return item
+
+    async def _assemble(self) -> Message:
+        """Join the fragments of a streamed message for recv(), bounded by `max_size`.
+        The parts taken so far are kept across a cancelled recv()."""
+        parts = self._assembly
+        assert parts is not None
+        limit = self._proto.max_size
+        size = sum(len(part) for part in parts)
+        while not parts[-1].fin:
+            part = await self._take()
+            assert type(part) is Fragment  # the protocol streams a message to its end
+            parts.append(part)
+            size += len(part)
+            if limit is not None and size > limit:
+                self._assembly = None
+                self._proto.fail(CloseCode.MESSAGE_TOO_BIG, f"message over the size limit of {limit} bytes")
+                self._after_protocol()
+                raise self._closed_exception()
+        self._assembly = None
+        data = [part.data for part in parts]
+        return "".join(data) if isinstance(data[0], str) else b"".join(data)  # type: ignore[arg-type]
 
     async def _maybe_yield(self) -> None:
         """Yield to the scheduler once every `_YIELD_EVERY` calls that did not wait."""
@@ -506,7 +560,7 @@ class WebSocket:
             if event is None:
                 break
             kind = type(event)
-            if kind is str or kind is bytes:
+            if kind is str or kind is bytes or kind is Fragment:
                 if proto.state is State.CLOSING and len(messages) >= self._queue_high:
                     self._discarded += 1
                     continue
@@ -652,6 +706,38 @@ class WebSocket:
                 self._proto.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                 self._after_protocol()
                 return
+
+
+class MessageStream:
+    """What `ws.recv_streaming()` returns: the fragments of one message, as they arrive."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self._done = False
+        ws._proto.streaming = True  # frames that arrive from now on are not assembled
+
+    def __aiter__(self) -> MessageStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._done:
+            raise StopAsyncIteration
+        ws = self._ws
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if ws._assembly is not None:
+            raise RuntimeError("recv_streaming() while a recv() is joining a message")
+        item = await ws._take()
+        if type(item) is Fragment:
+            ws._half_streamed = not item.fin
+            if item.fin:
+                self._finish()
+            return item.data
+        self._finish()
+        return item  # type: ignore[return-value]
+
+    def _finish(self) -> None:
+        self._done = True
+        self._ws._proto.streaming = False
 
 
 def queue_marks(max_queue: int | tuple[int, int | None] | None) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from .exceptions import CloseCode, ProtocolError
 from .extensions.permessage_deflate import PerMessageDeflate
 from .frames import BytesLike, Frame, FrameParser, Opcode, as_bytes, parse_close, serialize_close, write_frame
 
-__all__ = ["PONG_BACKLOG", "Role", "State", "Ping", "Pong", "Close", "Event", "Protocol"]
+__all__ = ["PONG_BACKLOG", "Role", "State", "Ping", "Pong", "Close", "Fragment", "Event", "Protocol"]
 
 
 class Role(enum.Enum):
@@ -57,7 +57,19 @@ class Close:
     reason: str = ""
 
 
-Event = str | bytes | Ping | Pong | Close
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """A piece of a message, given while fragments are streamed (`Protocol.streaming`):
+    `str` for text (complete code points), `bytes` for binary; `fin` ends the message."""
+
+    data: str | bytes
+    fin: bool
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+Event = str | bytes | Fragment | Ping | Pong | Close
 Data = str | bytes | bytearray | memoryview
 
 _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
@@ -94,6 +106,11 @@ class Protocol:
         self._in_buffer = bytearray()
         self._in_decoder: codecs.IncrementalDecoder | None = None
         self._in_compressed = False
+        self._in_streamed = False  # part of it went out as a Fragment: the rest must too
+        #: Whether a fragmented message is given frame by frame as `Fragment` events, each
+        #: bounded by `max_size`, instead of assembled into one bounded by `max_size`.
+        #: The I/O layer sets it while the application streams (`recv_streaming`).
+        self.streaming = False
         # Outgoing fragmented message: the opcode of its first frame, or None.
         self._out_opcode: Opcode | None = None
         #: The close frame received from the peer, if any.
@@ -202,6 +219,8 @@ class Protocol:
         The parts go into one bytearray, so a flood of tiny or empty fragments costs
         their bytes and nothing per part; `max_size` bounds it through the parser.
         """
+        if self.streaming or self._in_streamed:
+            return self._stream_fragment(frame)
         payload = frame.payload
         buffer = self._in_buffer
         buffer += payload
@@ -226,12 +245,42 @@ class Protocol:
             message = data.decode("utf-8")  # validated fragment by fragment above
         else:
             message = data
+        self._end_message()
+        return message
+
+    def _stream_fragment(self, frame: Frame) -> Fragment:
+        """One frame of a streamed message as a `Fragment`: inflated and decoded on its own,
+        bounded by `max_size` by itself. What was assembled before streaming began goes first."""
+        payload: bytes = frame.payload
+        text = self._in_opcode is Opcode.TEXT
+        if self._in_buffer:
+            payload = bytes(self._in_buffer) + payload
+            self._in_buffer = bytearray()
+            self._in_decoder = None  # it validated the assembled bytes: start over with them
+        if self._in_compressed:
+            assert self.deflate is not None
+            payload = self.deflate.decompress(payload, frame.fin, self.max_size)
+        data: str | bytes = payload
+        if text:
+            if self._in_decoder is None:
+                self._in_decoder = _new_utf8_decoder()
+            try:
+                data = self._in_decoder.decode(payload, frame.fin)
+            except UnicodeDecodeError as exc:
+                raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
+        self._in_streamed = True
+        self._parser.max_payload = self.max_size  # per frame, not per message
+        if frame.fin:
+            self._end_message()
+        return Fragment(data, frame.fin)
+
+    def _end_message(self) -> None:
         self._in_opcode = None
         self._in_buffer = bytearray()
         self._in_decoder = None
         self._in_compressed = False
+        self._in_streamed = False
         self._parser.max_payload = self.max_size
-        return message
 
     # ---- sending ---------------------------------------------------------------------
 
