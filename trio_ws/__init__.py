@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import testing
 from .backends.redis import RedisBackend
 from .broadcast import broadcast
 from .client import connect
@@ -62,4 +63,5 @@ __all__ = [
     "open_server",
     "reconnect",
     "serve",
+    "testing",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import ssl
 import sys
@@ -11,7 +12,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import NoReturn, ParamSpec
+from typing import Any, NoReturn, ParamSpec
 
 import trio
 
@@ -25,7 +26,14 @@ from .protocol import Protocol, Role
 from .proxy import USE_ENVIRONMENT, UseEnvironment, open_tunnel, proxy_for
 from .uri import WebSocketURI, parse_uri
 
-__all__ = ["connect", "Connecting", "DEFAULT_USER_AGENT", "REDIRECT_STATUSES", "CREDENTIAL_HEADERS"]
+__all__ = [
+    "connect",
+    "connect_over",
+    "Connecting",
+    "DEFAULT_USER_AGENT",
+    "REDIRECT_STATUSES",
+    "CREDENTIAL_HEADERS",
+]
 
 P = ParamSpec("P")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -139,19 +147,18 @@ async def connect(
                     chain.append(target)
     except trio.TooSlowError:
         raise TimeoutError(f"opening handshake with {uri} timed out after {open_timeout}s") from None
-    ws = WebSocket(
+    ws = _client_websocket(
         stream,
-        Protocol(Role.CLIENT, max_size=max_size, deflate=handshake.deflate),
-        request=handshake.request,
-        response=response,
-        initial_data=handshake.trailing_data,
+        handshake,
+        response,
+        max_size=max_size,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
         max_queue=max_queue,
         max_queue_bytes=max_queue_bytes,
         write_limit=write_limit,
-        logger=logger or logging.getLogger("trio_ws.client"),
+        logger=logger,
     )
     async with ws._running():
         yield ws
@@ -172,14 +179,91 @@ async def _open(
             context = ssl_context or ssl.create_default_context()
             stream = trio.SSLStream(stream, context, server_hostname=wsuri.host)
             await _tls_handshake(stream, wsuri.host, wsuri.port)
-        await stream.send_all(handshake.request_bytes())
-        while (response := handshake.next_response()) is None:
-            handshake.receive_data(await stream.receive_some())
+        response = await _exchange(stream, handshake)
     except BaseException:
         if stream is not None:
             await trio.aclose_forcefully(stream)
         raise
     return stream, response
+
+
+async def _exchange(stream: trio.abc.Stream, handshake: ClientHandshake) -> Response:
+    """Send the upgrade request and read the answer: the 101, or `InvalidHandshake`."""
+    await stream.send_all(handshake.request_bytes())
+    while (response := handshake.next_response()) is None:
+        handshake.receive_data(await stream.receive_some())
+    return response
+
+
+def _client_websocket(
+    stream: trio.abc.Stream,
+    handshake: ClientHandshake,
+    response: Response,
+    *,
+    max_size: int | None,
+    logger: logging.Logger | None,
+    **connection_options: Any,
+) -> WebSocket:
+    return WebSocket(
+        stream,
+        Protocol(Role.CLIENT, max_size=max_size, deflate=handshake.deflate),
+        request=handshake.request,
+        response=response,
+        initial_data=handshake.trailing_data,
+        logger=logger or logging.getLogger("trio_ws.client"),
+        **connection_options,
+    )
+
+
+#: The keyword options of `connect` that `connect_over` takes (the rest are about reaching
+#: the server: TLS, proxies, redirects).
+STREAM_OPTIONS = frozenset(
+    {
+        "subprotocols", "compression", "extra_headers", "origin", "user_agent_header", "open_timeout",
+        "ping_interval", "ping_timeout", "close_timeout", "max_size", "max_queue", "max_queue_bytes",
+        "write_limit", "logger",
+    }
+)  # fmt: skip
+
+
+@asynccontextmanager
+async def connect_over(stream: trio.abc.Stream, uri: str, **options: Any) -> AsyncIterator[WebSocket]:
+    """`connect()` on a stream already open to the server: the same handshake and
+    protocol, without TCP, TLS, proxies or redirects (`trio_ws.testing` runs it in memory).
+    Takes `connect`'s keyword options that are not about reaching the server."""
+    unknown = sorted(set(options) - STREAM_OPTIONS)
+    if unknown:
+        raise TypeError(f"connect_over() does not take {', '.join(unknown)}")
+    defaults = inspect.signature(connect).parameters
+    o = {name: options.get(name, defaults[name].default) for name in STREAM_OPTIONS}
+    queue_marks(o["max_queue"])
+    handshake = ClientHandshake(
+        parse_uri(uri),
+        subprotocols=o["subprotocols"],
+        extra_headers=o["extra_headers"],
+        origin=o["origin"],
+        user_agent=o["user_agent_header"],
+        compression=config_for(o["compression"]),
+    )
+    timeout = o["open_timeout"]
+    try:
+        with trio.fail_after(float("inf") if timeout is None else timeout):
+            response = await _exchange(stream, handshake)
+    except trio.TooSlowError:
+        raise TimeoutError(f"opening handshake with {uri} timed out after {timeout}s") from None
+    connection = {name: o[name] for name in ("ping_interval", "ping_timeout", "close_timeout", "max_queue")}
+    ws = _client_websocket(
+        stream,
+        handshake,
+        response,
+        max_size=o["max_size"],
+        logger=o["logger"],
+        max_queue_bytes=o["max_queue_bytes"],
+        write_limit=o["write_limit"],
+        **connection,
+    )
+    async with ws._running():
+        yield ws
 
 
 def redirect_target(chain: list[str], answer: InvalidHandshake, max_redirects: int) -> str:

@@ -138,10 +138,14 @@ class WebSocketServer:
                 continue
             except trio.ClosedResourceError:
                 return
-            nursery.start_soon(self._serve_connection, stream)
+            nursery.start_soon(self.serve_stream, stream)
 
-    async def _serve_connection(self, tcp_stream: trio.SocketStream) -> None:
-        """Handshake, then run the handler; nothing that happens here reaches the server."""
+    async def serve_stream(self, tcp_stream: trio.abc.Stream) -> None:
+        """Handshake on an accepted stream, then run the handler, until the connection ends.
+
+        The accept loop calls it for each TCP connection; `trio_ws.testing` calls it with
+        an in-memory stream. Nothing that happens here reaches the caller.
+        """
         stream: trio.abc.Stream = tcp_stream
         try:
             ws = None
@@ -323,35 +327,56 @@ async def serve(
     machine has; port 0 picks a free port (read it back from `server.port`).
     """
     queue_marks(max_queue)  # a bad value fails here, before listening
+    options = {name: value for name, value in locals().items() if name in SERVER_OPTIONS}
     listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
-    server = WebSocketServer(
+    server = build_server(handler, listeners, **options)
+    await server._run(task_status)
+
+
+#: The keyword options of `serve` that shape the server rather than where it listens.
+SERVER_OPTIONS = frozenset(
+    name
+    for name in inspect.signature(serve).parameters
+    if name not in ("handler", "host", "port", "reuse_port", "backlog", "task_status")
+)
+
+
+def build_server(handler: Handler, listeners: list[trio.SocketListener], **options: Any) -> WebSocketServer:
+    """A server with `serve`'s keyword options (the rest at their defaults) over
+    `listeners`, which may be none (then feed it streams with `serve_stream`)."""
+    unknown = sorted(set(options) - SERVER_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown server options: {', '.join(unknown)}")
+    defaults = inspect.signature(serve).parameters
+    o = {name: options.get(name, defaults[name].default) for name in SERVER_OPTIONS}
+    queue_marks(o["max_queue"])
+    return WebSocketServer(
         handler,
         listeners,
-        ssl_context=ssl_context,
+        ssl_context=o["ssl_context"],
         handshake_options={
-            "subprotocols": subprotocols,
-            "select_subprotocol": select_subprotocol,
-            "origins": origins,
-            "server_header": server_header,
-            "extra_headers": extra_headers,
-            "compression": config_for(compression),
+            "subprotocols": o["subprotocols"],
+            "select_subprotocol": o["select_subprotocol"],
+            "origins": o["origins"],
+            "server_header": o["server_header"],
+            "extra_headers": o["extra_headers"],
+            "compression": config_for(o["compression"]),
         },
-        process_request=process_request,
-        process_response=process_response,
-        open_timeout=open_timeout,
+        process_request=o["process_request"],
+        process_response=o["process_response"],
+        open_timeout=o["open_timeout"],
         connection_options={
-            "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout,
-            "close_timeout": close_timeout,
-            "max_queue": max_queue,
-            "max_queue_bytes": max_queue_bytes,
-            "write_limit": write_limit,
+            "ping_interval": o["ping_interval"],
+            "ping_timeout": o["ping_timeout"],
+            "close_timeout": o["close_timeout"],
+            "max_queue": o["max_queue"],
+            "max_queue_bytes": o["max_queue_bytes"],
+            "write_limit": o["write_limit"],
         },
-        max_size=max_size,
-        max_connections=max_connections,
-        logger=logger or logging.getLogger("trio_ws.server"),
+        max_size=o["max_size"],
+        max_connections=o["max_connections"],
+        logger=o["logger"] or logging.getLogger("trio_ws.server"),
     )
-    await server._run(task_status)
 
 
 @asynccontextmanager
