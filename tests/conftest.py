@@ -266,20 +266,25 @@ def free_port() -> int:
         return port
 
 
-def redis_server_binary() -> str:
-    """Find redis-server, installing Debian's package when running as root without it."""
+def debian_binary(name: str, package: str | None = None) -> str:
+    """The path of `name`, installing its Debian package (as root) when it is missing."""
     import shutil
 
-    path = shutil.which("redis-server")
+    path = shutil.which(name)
     if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        install = ["apt-get", "install", "-y", "-q", "redis-server"]
+        install = ["apt-get", "install", "-y", "-q", package or name]
         if subprocess.run(install, capture_output=True).returncode != 0:
             subprocess.run(["apt-get", "update", "-q"], capture_output=True)
             subprocess.run(install, capture_output=True)
-        path = shutil.which("redis-server")
+        path = shutil.which(name)
     if path is None:
-        pytest.fail("redis-server is needed: apt-get install redis-server (the Redis tests must run)")
+        pytest.fail(f"{name} is needed: apt-get install {package or name} (its tests must run)")
     return path
+
+
+def redis_server_binary() -> str:
+    """redis-server, installed from Debian's package when running as root without it."""
+    return debian_binary("redis-server")
 
 
 class RedisServer:

@@ -3,28 +3,12 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from .conftest import free_port
-
-
-def debian_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None and shutil.which("apt-get"):
-        install = ["apt-get", "install", "-y", "-q", name]
-        if subprocess.run(install, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-            subprocess.run(install, capture_output=True)
-        path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is needed: apt-get install {name} (the proxy tests must run)")
-    return path
+from .conftest import debian_binary, free_port
 
 
 class ProxyProcess:
