@@ -89,3 +89,104 @@ def test_chat_module_imports_as_a_cli_target() -> None:
     code = "from trio_ws.cli import load_target; print(load_target('examples.chat:router'))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "Router" in proc.stdout
+
+
+async def run_client(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    import os
+
+    result = await trio.run_process(
+        [sys.executable, "-m", "trio_ws", *args],
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_batch_mode_sends_lines_prints_replies_and_exits_0() -> None:
+    async with trio_ws.open_server(echo, "127.0.0.1", 0) as server:
+        with trio.fail_after(30):
+            code, out, err = await run_client(ws_url(server), "--batch", stdin=b"one\ntwo\nthree\n")
+    assert (code, out) == (0, "one\ntwo\nthree\n"), err
+
+
+async def test_batch_mode_exit_codes_say_how_it_ended() -> None:
+    async def refuse(ws: trio_ws.WebSocket) -> None:
+        await ws.recv()
+        await ws.close(4000, "go away")
+
+    async with trio_ws.open_server(refuse, "127.0.0.1", 0) as server:
+        with trio.fail_after(30):
+            code, _, err = await run_client(ws_url(server), "--batch", stdin=b"hello\n")
+    assert code == 3 and "4000" in err
+    code, _, err = await run_client("ws://127.0.0.1:1/", "--batch")
+    assert code == 1 and err.startswith("error: ")
+
+
+async def test_headers_subprotocols_and_proxy_from_the_command_line() -> None:
+    from .proxies import microsocks
+
+    async def describe(ws: trio_ws.WebSocket) -> None:
+        await ws.send(f"{ws.request_headers.get('X-Token')} {ws.subprotocol} {ws.remote_address[1]}")
+        await ws.wait_closed()
+
+    proxy = microsocks()
+    try:
+        async with trio_ws.open_server(describe, "127.0.0.1", 0, subprotocols=["v2"]) as server:
+            args = [
+                ws_url(server),
+                "--batch",
+                "--header",
+                "X-Token: abc",
+                "--subprotocol",
+                "v1",
+                "--subprotocol",
+                "v2",
+            ]
+            with trio.fail_after(30):
+                code, out, err = await run_client(*args, "--proxy", proxy.url)
+            assert code == 0, err
+            assert out.split()[:2] == ["abc", "v2"]
+            with trio.fail_after(30):
+                code, out, err = await run_client(*args, "--proxy", "none")
+            assert code == 0, err
+            code, _, err = await run_client(ws_url(server), "--header", "no colon")
+            assert code == 2 and "Name: value" in err
+    finally:
+        proxy.stop()
+
+
+async def test_interactive_ping_and_close_commands() -> None:
+    closes = []
+
+    async def record(ws: trio_ws.WebSocket) -> None:
+        await ws.wait_closed()
+        closes.append((ws.close_code, ws.close_reason))
+
+    async with trio_ws.open_server(record, "127.0.0.1", 0) as server:
+        with trio.fail_after(30):
+            code, out, _ = await run_client(ws_url(server), stdin=b"/ping\n/close 4001 see you\n")
+            while not closes:
+                await trio.sleep(0.01)
+    assert out.startswith("pong in ") and " ms" in out.splitlines()[0]
+    assert closes == [(4001, "see you")] and code == 3
+
+
+async def test_insecure_skips_certificate_checks_with_a_warning() -> None:
+    import ssl
+
+    import trustme
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    async with trio_ws.open_server(echo, "127.0.0.1", 0, ssl_context=context) as server:
+        uri = f"wss://127.0.0.1:{server.port}/"
+        with trio.fail_after(30):
+            code, _, err = await run_client(uri, "--batch", stdin=b"x\n")
+            assert code == 1 and "failed to verify" in err
+            code, out, err = await run_client(uri, "--batch", "--insecure", stdin=b"x\n")
+    assert (code, out) == (0, "x\n") and "not checked" in err

@@ -1,7 +1,15 @@
-"""`python -m trio_ws`: an interactive client, and a multi-process server runner.
+"""`python -m trio_ws`: a client (interactive or not), and a multi-process server runner.
 
-python -m trio_ws ws://host:port/path
+python -m trio_ws ws://host:port/path [--batch] [--header "Name: value"]... [--subprotocol P]...
+                  [--proxy URL|none] [--insecure]
 python -m trio_ws serve pkg.module:handler [--host H] [--port P] [--workers N] [--redis URL]
+
+The client sends each line typed and prints what arrives ("< message"); `/ping` prints the
+round-trip time, `/close [code] [reason]` closes, end of input closes with 1000. With
+--batch, lines are sent as they are and messages printed as they are; after end of input
+it closes once a second passed without a message (or when the server closes), and the exit code
+says how the connection ended: 0 for 1000 or 1001, 3 for any other close, 1 if it could not
+connect.
 
 The Redis URL may come from the environment instead (TRIO_WS_REDIS_URL), which keeps a
 password off the command line, where `ps` shows it to every user of the machine.
@@ -10,12 +18,12 @@ password off the command line, where `ps` shows it to every user of the machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import importlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from typing import Any
@@ -24,7 +32,8 @@ import trio
 
 from .backends.redis import RedisBackend
 from .client import connect
-from .exceptions import ConnectionClosed
+from .connection import WebSocket
+from .exceptions import ConnectionClosed, WebSocketError
 from .hub import open_hub
 from .server import serve
 
@@ -97,22 +106,101 @@ def run_workers(args: argparse.Namespace) -> int:
     return max(worker.wait() for worker in workers)
 
 
-async def interactive(uri: str) -> None:
-    """Print what the server sends; send each line typed. Ctrl-D (end of input) closes."""
-    async with connect(uri) as ws, trio.open_nursery() as nursery:
+EXIT_NORMAL, EXIT_NO_CONNECTION, EXIT_USAGE, EXIT_ABNORMAL = 0, 1, 2, 3
+QUIET_BEFORE_CLOSING = 1.0  # --batch: after end of input, close once nothing arrived this long
+
+
+async def client(uri: str, options: dict[str, Any], batch: bool) -> int:
+    """Send each line of stdin; print each message; return the exit code for how it ended."""
+    quiet = trio.CancelScope()  # --batch, after end of input: a second without a message ends it
+    async with connect(uri, **options) as ws, trio.open_nursery() as nursery:
 
         async def show() -> None:
             try:
                 async for message in ws:
-                    print(f"< {message!r}" if isinstance(message, bytes) else f"< {message}", flush=True)
+                    quiet.deadline = trio.current_time() + QUIET_BEFORE_CLOSING
+                    if batch:
+                        text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                        print(text, flush=True)
+                    else:
+                        print(f"< {message!r}" if isinstance(message, bytes) else f"< {message}", flush=True)
             except ConnectionClosed as exc:
-                print(f"connection closed: {exc}", flush=True)
+                print(f"connection closed: {exc}", file=sys.stderr if batch else sys.stdout, flush=True)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(show)
         while line := await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
-            await ws.send(line.rstrip("\n"))
-        await ws.close()  # end of input: replies already on their way are still shown
+            line = line.rstrip("\n")
+            if not batch and line.startswith("/"):
+                await command(ws, line)
+            else:
+                await ws.send(line)
+        if batch:  # end of input: the replies to the last lines may still be on their way
+            quiet.deadline = trio.current_time() + QUIET_BEFORE_CLOSING  # each message extends it
+            with quiet:
+                await trio.sleep_forever()
+        await ws.close()  # replies already on their way are still shown
+    return EXIT_NORMAL if ws.close_code in (1000, 1001) else EXIT_ABNORMAL
+
+
+async def command(ws: WebSocket, line: str) -> None:
+    """/ping, /close [code] [reason]; anything else starting with / is sent as it is."""
+    name, _, rest = line.partition(" ")
+    if name == "/ping":
+        print(f"pong in {await ws.ping() * 1000:.1f} ms", flush=True)
+    elif name == "/close":
+        code_text, _, reason = rest.strip().partition(" ")
+        await ws.close(int(code_text) if code_text.isdigit() else 1000, reason)
+    else:
+        await ws.send(line)
+
+
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """connect() options from the client's command line."""
+    options: dict[str, Any] = {}
+    if args.header:
+        headers = []
+        for header in args.header:
+            name, sep, value = header.partition(":")
+            if not sep or not name.strip():
+                raise ValueError(f"--header takes 'Name: value', not {header!r}")
+            headers.append((name.strip(), value.strip()))
+        options["extra_headers"] = headers
+    if args.subprotocol:
+        options["subprotocols"] = args.subprotocol
+    if args.proxy is not None:
+        options["proxy"] = None if args.proxy == "none" else args.proxy
+    if args.insecure:
+        print("warning: --insecure: the server's certificate is not checked", file=sys.stderr)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        options["ssl_context"] = context
+    return options
+
+
+def run_client(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trio_ws", description="a WebSocket client")
+    parser.add_argument("uri", help="ws:// or wss://")
+    parser.add_argument("--batch", action="store_true", help="not interactive: lines in, messages out")
+    parser.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="an extra request header")
+    parser.add_argument("--subprotocol", action="append", help="a subprotocol to offer")
+    parser.add_argument("--proxy", metavar="URL", help="http://, socks5://... or none (default: environment)")
+    parser.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    args = parser.parse_args(argv)
+    try:
+        options = client_options(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.insecure and not args.uri.startswith("wss://"):
+        del options["ssl_context"]
+    try:
+        return trio.run(client, args.uri, options, args.batch)
+    except KeyboardInterrupt:
+        return EXIT_NORMAL
+    except (OSError, WebSocketError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NO_CONNECTION
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,9 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
-    if len(argv) == 1 and argv[0].startswith(("ws://", "wss://")):
-        with contextlib.suppress(KeyboardInterrupt):
-            trio.run(interactive, argv[0])
-        return 0
+    if argv and argv[0].startswith(("ws://", "wss://")):
+        return run_client(argv)
     print(__doc__, file=sys.stderr)
-    return 2
+    return EXIT_USAGE
