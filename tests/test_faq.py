@@ -499,3 +499,59 @@ async def test_pings_are_answered_automatically() -> None:
     async with trio_ws.open_server(silent, "127.0.0.1", 0) as server:
         rtts = await faq.measure(ws_url(server))
     assert len(rtts) == 3 and all(0 < rtt < 1 for rtt in rtts)
+
+
+async def test_client_close() -> None:
+    faq = load("client_close")
+    closes = []
+
+    async def record(ws: trio_ws.WebSocket) -> None:
+        try:
+            async for message in ws:
+                await ws.send(message)
+        finally:
+            closes.append((ws.close_code, ws.close_reason))
+
+    async with trio_ws.open_server(record, "127.0.0.1", 0) as server:
+        assert await faq.say_hello(ws_url(server)) == (1000, 4000)
+        with trio.fail_after(5):
+            while len(closes) < 2:
+                await trio.sleep(0.01)
+    assert closes == [(1000, ""), (4000, "done for today")]
+
+
+async def test_client_reconnect() -> None:
+    faq = load("client_reconnect")
+
+    async def two_then_drop(ws: trio_ws.WebSocket) -> None:
+        for n in range(2):
+            await ws.send(f"m{n}")
+        await ws.close(1011, "crash")  # the server goes wrong after two messages
+
+    messages: list[str] = []
+    async with trio_ws.open_server(two_then_drop, "127.0.0.1", 0) as server:
+        with trio.fail_after(20):
+            opened = await faq.follow(ws_url(server), messages, until=5)
+    assert messages == ["m0", "m1", "m0", "m1", "m0"] and opened == 3
+
+
+async def test_client_tls(tmp_path: Any) -> None:
+    import ssl
+
+    import trustme
+
+    faq = load("client_tls")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+
+    async def echo_once(ws: trio_ws.WebSocket) -> None:
+        await ws.send(await ws.recv())
+
+    async with trio_ws.open_server(echo_once, "127.0.0.1", 0, ssl_context=server_context) as server:
+        uri = f"wss://127.0.0.1:{server.port}/"
+        assert await faq.fetch_one(uri, faq.trusting(str(tmp_path / "ca.pem"))) == "hello over TLS"
+        assert await faq.fetch_one(uri, faq.unverified()) == "hello over TLS"
+        with pytest.raises(ssl.SSLCertVerificationError):  # the default: verified, and it is unknown
+            await faq.fetch_one(uri, ssl.create_default_context())
