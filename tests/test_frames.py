@@ -88,7 +88,7 @@ def corrupted_frames_yield_frames_or_protocol_error(
 def test_corrupted_frames_yield_frames_or_protocol_error() -> None:
     corrupted_frames_yield_frames_or_protocol_error()
     CORRUPTED.require(
-        "corrupted frames", frame=0.25, **{"protocol error": 0.1, "too big": 0.03, "clean": 0.1}
+        "corrupted frames", frame=0.25, **{"protocol error": 0.1, "too big": 0.01, "clean": 0.1}
     )
 
 
