@@ -15,6 +15,7 @@ import pytest
 import trio
 
 import trio_ws
+from trio_ws.testing import connect_in_memory, open_in_memory_server
 
 from .conftest import ROOT, RawClient, readline_within, ws_url
 from .test_handshake import http_exchange
@@ -40,10 +41,7 @@ def test_every_example_is_tested_and_answered_in_the_faq() -> None:
 
 async def test_premature_close() -> None:
     faq = load("premature_close")
-    async with (
-        trio_ws.open_server(faq.handler, "127.0.0.1", 0) as server,
-        trio_ws.connect(ws_url(server)) as ws,
-    ):
+    async with connect_in_memory(faq.handler) as ws:  # the real handshake and protocol, no socket
         assert [await ws.recv() for _ in range(3)] == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
         with pytest.raises(trio_ws.ConnectionClosedOK):
             await ws.recv()
@@ -51,17 +49,15 @@ async def test_premature_close() -> None:
 
 async def test_loop_over_messages() -> None:
     faq = load("loop_over_messages")
-    async with trio_ws.open_server(faq.handler_one_message, "127.0.0.1", 0) as server:
-        async with trio_ws.connect(ws_url(server)) as ws:
-            await ws.send("one")
-            assert await ws.recv() == "one"
-            with pytest.raises(trio_ws.ConnectionClosedOK):
-                await ws.recv()  # the handler returned: closed after one message
-    async with trio_ws.open_server(faq.handler, "127.0.0.1", 0) as server:
-        async with trio_ws.connect(ws_url(server)) as ws:
-            for n in range(5):
-                await ws.send(f"m{n}")
-                assert await ws.recv() == f"m{n}"
+    async with connect_in_memory(faq.handler_one_message) as ws:
+        await ws.send("one")
+        assert await ws.recv() == "one"
+        with pytest.raises(trio_ws.ConnectionClosedOK):
+            await ws.recv()  # the handler returned: closed after one message
+    async with connect_in_memory(faq.handler) as ws:
+        for n in range(5):
+            await ws.send(f"m{n}")
+            assert await ws.recv() == f"m{n}"
 
 
 async def test_blocking_calls_in_threads_serve_clients_concurrently() -> None:
@@ -212,27 +208,25 @@ async def test_handler_arguments() -> None:
 
 async def test_routing_by_path() -> None:
     faq = load("routing")
-    async with trio_ws.open_server(faq.router, "127.0.0.1", 0) as server:
-        async with trio_ws.connect(ws_url(server, "/?lang=en")) as ws:
+    async with open_in_memory_server(faq.router) as app:
+        async with app.connect("/?lang=en") as ws:
             assert await ws.recv() == "home, path /?lang=en, query {'lang': ['en']}"
-        async with trio_ws.connect(ws_url(server, "/rooms/kitchen")) as ws:
+        async with app.connect("/rooms/kitchen") as ws:
             assert await ws.recv() == "welcome to kitchen"
         with pytest.raises(trio_ws.InvalidHandshake) as info:
-            async with trio_ws.connect(ws_url(server, "/elsewhere")):
+            async with app.connect("/elsewhere"):
                 pass
         assert info.value.status == 404
 
 
 async def test_headers_cookies_and_authorization() -> None:
     faq = load("headers")
-    async with trio_ws.open_server(
-        faq.handler, "127.0.0.1", 0, process_request=faq.process_request
-    ) as server:
+    async with open_in_memory_server(faq.handler, process_request=faq.process_request) as app:
         headers = {"Authorization": "Bearer abc", "Cookie": "theme=dark; session=s123"}
-        async with trio_ws.connect(ws_url(server), extra_headers=headers) as ws:
+        async with app.connect("/", extra_headers=headers) as ws:
             assert await ws.recv() == "authorization=Bearer abc session=s123"
         with pytest.raises(trio_ws.InvalidHandshake) as info:
-            async with trio_ws.connect(ws_url(server)):
+            async with app.connect("/"):
                 pass
         assert info.value.status == 401
 
