@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import logging
 import ssl
 import sys
@@ -22,6 +21,7 @@ from .exceptions import InvalidHandshake, InvalidRedirect, InvalidURI
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import ClientHandshake
 from .http import Headers, HeadersLike, Response
+from .options import completed
 from .protocol import Protocol, Role
 from .proxy import USE_ENVIRONMENT, UseEnvironment, open_tunnel, proxy_for
 from .uri import WebSocketURI, parse_uri
@@ -231,11 +231,7 @@ async def connect_over(stream: trio.abc.Stream, uri: str, **options: Any) -> Asy
     """`connect()` on a stream already open to the server: the same handshake and
     protocol, without TCP, TLS, proxies or redirects (`trio_ws.testing` runs it in memory).
     Takes `connect`'s keyword options that are not about reaching the server."""
-    unknown = sorted(set(options) - STREAM_OPTIONS)
-    if unknown:
-        raise TypeError(f"connect_over() does not take {', '.join(unknown)}")
-    defaults = inspect.signature(connect).parameters
-    o = {name: options.get(name, defaults[name].default) for name in STREAM_OPTIONS}
+    o = completed(connect, STREAM_OPTIONS, options, "connect_over()")
     queue_marks(o["max_queue"])
     handshake = ClientHandshake(
         parse_uri(uri),

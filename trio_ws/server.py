@@ -20,6 +20,7 @@ from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import RejectHandshake, SelectSubprotocol, ServerHandshake
 from .http import HeadersLike, Request, Response
 from .listeners import open_listeners
+from .options import completed
 from .protocol import Protocol, Role
 from .tasks import open_nursery_unwrapped
 
@@ -344,11 +345,7 @@ SERVER_OPTIONS = frozenset(
 def build_server(handler: Handler, listeners: list[trio.SocketListener], **options: Any) -> WebSocketServer:
     """A server with `serve`'s keyword options (the rest at their defaults) over
     `listeners`, which may be none (then feed it streams with `serve_stream`)."""
-    unknown = sorted(set(options) - SERVER_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown server options: {', '.join(unknown)}")
-    defaults = inspect.signature(serve).parameters
-    o = {name: options.get(name, defaults[name].default) for name in SERVER_OPTIONS}
+    o = completed(serve, SERVER_OPTIONS, options, "server")
     queue_marks(o["max_queue"])
     return WebSocketServer(
         handler,
