@@ -330,6 +330,11 @@ async def test_health_check() -> None:
     async with trio_ws.open_server(faq.handler, "127.0.0.1", 0, process_request=faq.health_check) as server:
         status, _, body = await http_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (status, body) == (200, b"OK\n")
+        # A load balancer's probe with a query string is still the health check.
+        status, _, body = await http_exchange(
+            server.port, b"GET /healthz?from=lb HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert (status, body) == (200, b"OK\n")
         async with trio_ws.connect(ws_url(server)) as ws:
             await ws.send("still a websocket")
             assert await ws.recv() == "still a websocket"

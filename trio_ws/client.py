@@ -269,8 +269,7 @@ def redirect_target(chain: list[str], answer: InvalidHandshake, max_redirects: i
     ws(s)://. A loop, more than `max_redirects`, a downgrade from wss:// to ws:// and a
     missing or non-WebSocket Location are refused.
     """
-    headers = answer.headers if isinstance(answer.headers, Headers) else Headers()
-    location = headers.get("Location")
+    location = answer.headers.get("Location")
     done = tuple(chain)
     if not location:
         raise InvalidRedirect(f"HTTP {answer.status} without a Location", done, status=answer.status)

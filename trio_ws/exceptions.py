@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from .http import Headers
+
 
 class CloseCode(enum.IntEnum):
     """Close codes registered with IANA (RFC 6455 section 7.4.1 and the registry)."""
@@ -75,19 +77,20 @@ class ConnectionClosedError(ConnectionClosed):
 
 
 class InvalidHandshake(WebSocketError):
-    """The opening handshake failed; `status`, `headers`, `body` are the HTTP answer."""
+    """The opening handshake failed; `status`, `headers`, `body` are the HTTP answer
+    (`status` None and no headers when there was no answer)."""
 
     def __init__(
         self,
         message: str,
         *,
         status: int | None = None,
-        headers: object = None,
+        headers: Headers | None = None,
         body: bytes = b"",
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.headers = headers
+        self.headers: Headers = Headers() if headers is None else headers
         self.body = body
 
 
@@ -96,7 +99,12 @@ class InvalidRedirect(InvalidHandshake):
     usable Location. `chain` lists the URIs requested, in order, the refused one last."""
 
     def __init__(
-        self, message: str, chain: tuple[str, ...], *, status: int | None = None, headers: object = None
+        self,
+        message: str,
+        chain: tuple[str, ...],
+        *,
+        status: int | None = None,
+        headers: Headers | None = None,
     ) -> None:
         super().__init__(f"{message}: {' -> '.join(chain)}", status=status, headers=headers)
         self.chain = chain

@@ -337,8 +337,10 @@ class ClientHandshake:
                 self._body += event.data[: self._max_body - len(self._body)]
             elif self._rejection is not None:  # EndOfMessage or ConnectionClosed
                 status, headers = self._rejection
+                explanation = bytes(self._body).decode("utf-8", "replace").strip().partition("\n")[0][:200]
                 raise InvalidHandshake(
-                    f"server rejected the WebSocket connection: HTTP {status}",
+                    f"server rejected the WebSocket connection: HTTP {status}"
+                    + (f": {explanation}" if explanation else ""),
                     status=status,
                     headers=headers,
                     body=bytes(self._body),

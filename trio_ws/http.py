@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +108,17 @@ class Request:
     method: str = "GET"
     #: "1.1" for every upgrade the server accepts (HTTP/1.0 gets 505).
     http_version: str = "1.1"
+
+    @property
+    def path_only(self) -> str:
+        """The path without the query string: compare this, not `path`, with "/healthz"."""
+        return self.path.partition("?")[0]
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The query string, parsed: each name with all its values, in order
+        (`/chat?room=1&tag=a&tag=b` gives `{"room": ["1"], "tag": ["a", "b"]}`)."""
+        return urllib.parse.parse_qs(self.path.partition("?")[2], keep_blank_values=True)
 
 
 @dataclass(init=False)

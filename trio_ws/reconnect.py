@@ -26,7 +26,6 @@ from .backoff import Backoff
 from .client import connect
 from .connection import WebSocket
 from .exceptions import InvalidHandshake, InvalidRedirect
-from .http import Headers
 from .tasks import open_nursery_unwrapped
 from .uri import parse_uri, redacted
 
@@ -57,8 +56,7 @@ def default_process_exception(exc: Exception) -> Exception | None:
 
 def retry_after(exc: Exception) -> float | None:
     """The seconds a 429 or 503 answer's `Retry-After` asks for (a number or an HTTP date)."""
-    headers = exc.headers if isinstance(exc, InvalidHandshake) else None
-    value = headers.get("Retry-After", "").strip() if isinstance(headers, Headers) else ""
+    value = exc.headers.get("Retry-After", "").strip() if isinstance(exc, InvalidHandshake) else ""
     if not value:
         return None
     if value.isascii() and value.isdigit():

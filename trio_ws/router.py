@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ class Router:
         """Register `handler` for `pattern` (see the class docstring)."""
         if not pattern.startswith("/"):
             raise ValueError(f"route {pattern!r} must start with /")
+        check_signature(pattern, handler, _PARAMETER.findall(pattern))
         regex, position = "", 0
         for match in _PARAMETER.finditer(pattern):
             regex += re.escape(pattern[position : match.start()]) + f"(?P<{match.group(1)}>[^/]+)"
@@ -76,6 +78,25 @@ class Router:
 
     def __repr__(self) -> str:
         return f"<Router {[regex.pattern for regex, _ in self._routes]}>"
+
+
+def check_signature(pattern: str, handler: RouteHandler, parameters: list[str]) -> None:
+    """A TypeError now, naming the route and its parameters, if `handler` cannot be called
+    as `handler(ws, **parameters)`: not at the first connection, as a 1011."""
+    if not callable(handler):
+        raise TypeError(f"route {pattern!r}: {handler!r} is not a handler (not callable)")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # a callable Python cannot introspect: trusted as it is
+    try:
+        signature.bind(None, **dict.fromkeys(parameters, ""))
+    except TypeError as exc:
+        name = getattr(handler, "__qualname__", repr(handler))
+        wanted = ", ".join(["ws", *parameters])
+        raise TypeError(
+            f"route {pattern!r} calls its handler as {name}({wanted}), but it is {name}{signature}: {exc}"
+        ) from None
 
 
 def _path_of(target: str) -> str:

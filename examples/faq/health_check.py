@@ -12,7 +12,7 @@ import trio_ws
 
 
 def health_check(request: trio_ws.Request) -> trio_ws.Response | None:
-    if request.path == "/healthz":
+    if request.path_only == "/healthz":  # path_only: without the query string
         return trio_ws.Response(200, {"Content-Type": "text/plain"}, "OK\n")
     return None
 

@@ -21,7 +21,7 @@ ws.onmessage = (event) => { document.getElementById("out").textContent = event.d
 def serve_http(request: trio_ws.Request) -> trio_ws.Response | None:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return None  # a WebSocket handshake: let it through
-    if request.path == "/":
+    if request.path_only == "/":
         return trio_ws.Response(200, {"Content-Type": "text/html; charset=utf-8"}, PAGE)
     return trio_ws.Response(404, body="not found\n")
 
