@@ -11,7 +11,7 @@ import trio.lowlevel
 
 import trio_ws
 
-from .conftest import ROOT, ExampleProcess, echo, ws_url
+from .conftest import ROOT, ExampleProcess, echo, readline_within, ws_url
 
 
 async def test_interactive_client_sends_lines_and_prints_replies() -> None:
@@ -45,7 +45,72 @@ async def test_interactive_client_sends_lines_and_prints_replies() -> None:
 async def test_cli_usage_is_printed_for_bad_arguments() -> None:
     proc = await trio.run_process([sys.executable, "-m", "trio_ws"], capture_stderr=True, check=False)
     assert proc.returncode == 2
-    assert b"python -m trio_ws serve" in proc.stderr
+    assert b"{connect,serve,demo}" in proc.stderr
+
+
+async def test_help_goes_to_stdout_lists_every_command_and_exits_0() -> None:
+    code, out, err = await run_client("--help")
+    assert code == 0 and err == ""
+    for command in ("connect", "serve", "demo"):
+        assert f"    {command} " in out, out
+    for sub in ("connect", "serve", "demo"):
+        code, out, _ = await run_client(sub, "--help")
+        assert code == 0 and out.startswith(f"usage: python -m trio_ws {sub}")
+
+
+async def test_client_errors_are_one_line_with_a_non_zero_exit() -> None:
+    def refuse(request: trio_ws.Request) -> trio_ws.Response:
+        return trio_ws.Response(401, {}, "a token is needed\n")
+
+    async with trio_ws.open_server(echo, "127.0.0.1", 0, process_request=refuse) as server:
+        refused = await run_client(ws_url(server), "--batch")
+    unreachable = await run_client("ws://127.0.0.1:1/", "--batch")
+    bad_uri = await run_client("connect", "ws://[::1/", "--batch")
+    for (code, _, err), expected in [
+        (refused, "HTTP 401: a token is needed"),
+        (unreachable, "127.0.0.1:1"),
+        (bad_uri, "not a valid URI"),
+    ]:
+        assert code == 1, err
+        assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+
+
+async def test_serve_refuses_a_target_that_cannot_run() -> None:
+    for target, found in [("trio_ws.backends.redis:logger", "Logger"), ("json:dumps", "function")]:
+        code, _, err = await run_client("serve", target, "--port", "0")
+        assert code == 1 and f"error: {target} is {found}" in err and "not a handler" in err, err
+        assert "Traceback" not in err
+    code, _, err = await run_client("serve", "no_such_module:app", "--port", "0")
+    assert code == 1 and "cannot load no_such_module:app" in err
+
+
+async def test_workers_without_redis_warn_that_hub_topics_stay_per_process() -> None:
+    from .conftest import free_port
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trio_ws",
+            "serve",
+            "examples.chat:router",
+            "--port",
+            str(free_port()),
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = readline_within(proc.stderr, 30)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert "--workers 2 without --redis" in line and "only the clients of the process" in line
 
 
 async def test_workers_need_a_fixed_port() -> None:

@@ -1,8 +1,10 @@
 """`python -m trio_ws`: a client (interactive or not), and a multi-process server runner.
 
-python -m trio_ws ws://host:port/path [--batch] [--header "Name: value"]... [--subprotocol P]...
-                  [--proxy URL|none] [--insecure]
+python -m trio_ws [connect] ws://host:port/path [--batch] [--header "Name: value"]...
+                  [--subprotocol P]... [--proxy URL|none] [--insecure]
 python -m trio_ws serve pkg.module:handler [--host H] [--port P] [--workers N] [--redis URL]
+python -m trio_ws demo [--workers N] [--redis URL]
+python -m trio_ws --help
 
 The client sends each line typed and prints what arrives ("< message"); `/ping` prints the
 round-trip time, `/close [code] [reason]` closes, end of input closes with 1000. With
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -49,9 +52,29 @@ def load_target(target: str) -> Any:
         raise SystemExit(f"expected pkg.module:handler, got {target!r}")
     sys.path.insert(0, os.getcwd())
     try:
-        return getattr(importlib.import_module(module_name), name)
+        found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"cannot load {target}: {exc}") from exc
+        raise SystemExit(f"error: cannot load {target}: {exc}") from exc
+    if not is_handler(found):
+        raise SystemExit(
+            f"error: {target} is {type(found).__name__} {_short(found)}, not a handler: "
+            "expected an `async def handler(ws)` or a trio_ws.Router"
+        )
+    return found
+
+
+def is_handler(candidate: object) -> bool:
+    """An async function (or an object whose __call__ is one, such as a Router)."""
+    if isinstance(candidate, functools.partial):
+        candidate = candidate.func
+    return inspect.iscoroutinefunction(candidate) or inspect.iscoroutinefunction(
+        getattr(candidate, "__call__", None)  # noqa: B004 -- the method itself is what is checked
+    )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 async def run_worker(target: str, host: str, port: int, redis: str | None, reuse_port: bool) -> None:
@@ -179,15 +202,45 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def run_client(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trio_ws", description="a WebSocket client")
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("uri", help="ws:// or wss://")
     parser.add_argument("--batch", action="store_true", help="not interactive: lines in, messages out")
     parser.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="an extra request header")
     parser.add_argument("--subprotocol", action="append", help="a subprotocol to offer")
     parser.add_argument("--proxy", metavar="URL", help="http://, socks5://... or none (default: environment)")
     parser.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
-    args = parser.parse_args(argv)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="pkg.module:handler (a handler or a Router)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get(REDIS_URL_VARIABLE),
+        help=f"carry hub publishes between processes (default: ${REDIS_URL_VARIABLE})",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+
+def parser_for() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_ws",
+        description="trio_ws: a WebSocket client, a server runner and the chat demo.",
+        epilog="A URI alone (python -m trio_ws ws://host/path) means `connect` to it.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{connect,serve,demo}")
+    connecting = commands.add_parser("connect", help="connect to a WebSocket server (interactive or --batch)")
+    add_client_arguments(connecting)
+    serving = commands.add_parser("serve", help="run pkg.module:handler in one or more processes")
+    add_serve_arguments(serving)
+    commands.add_parser("demo", help="the chat demo (see python -m trio_ws demo --help)", add_help=False)
+    return parser
+
+
+def run_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         options = client_options(args)
     except ValueError as exc:
@@ -203,36 +256,38 @@ def run_client(argv: list[str]) -> int:
         return EXIT_NO_CONNECTION
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    load_target(args.target)  # a target that cannot run is refused here, before any worker starts
+    if args.workers > 1 and not args.redis:
+        logging.getLogger("trio_ws.cli").warning(
+            "--workers %d without --redis: each process has a hub of its own, so a publish reaches "
+            "only the clients of the process that made it",
+            args.workers,
+        )
+    if args.workers > 1:
+        return run_workers(args)
+    try:
+        trio.run(run_worker, args.target, args.host, args.port, args.redis, args.reuse_port)
+    except ConnectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if argv and argv[0] == "demo":
+    if argv and argv[0].startswith(("ws://", "wss://")):
+        argv = ["connect", *argv]
+    if argv and argv[0] == "demo":  # its own parser, --help included
         from .demo import main as demo_main
 
         return demo_main(argv[1:])
-    if argv and argv[0] == "serve":
-        parser = argparse.ArgumentParser(prog="python -m trio_ws serve")
-        parser.add_argument("target", help="pkg.module:handler (a handler or a Router)")
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8765)
-        parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
-        parser.add_argument(
-            "--redis",
-            metavar="URL",
-            default=os.environ.get(REDIS_URL_VARIABLE),
-            help=f"carry hub publishes between processes (default: ${REDIS_URL_VARIABLE})",
-        )
-        parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-        args = parser.parse_args(argv[1:])
-        if args.workers > 1:
-            return run_workers(args)
-        try:
-            trio.run(run_worker, args.target, args.host, args.port, args.redis, args.reuse_port)
-        except ConnectionError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if argv and argv[0].startswith(("ws://", "wss://")):
-        return run_client(argv)
-    print(__doc__, file=sys.stderr)
-    return EXIT_USAGE
+    parser = parser_for()
+    if not argv:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return run_serve(args)
+    return run_client(parser, args)
