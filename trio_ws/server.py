@@ -9,7 +9,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import trio
 
@@ -24,11 +24,39 @@ from .options import completed
 from .protocol import Protocol, Role
 from .tasks import open_nursery_unwrapped
 
-__all__ = ["serve", "open_server", "WebSocketServer", "Handler", "DEFAULT_SERVER_HEADER"]
+__all__ = ["serve", "open_server", "ServeOptions", "WebSocketServer", "Handler", "DEFAULT_SERVER_HEADER"]
 
 Handler = Callable[[WebSocket], Awaitable[None]]
 ProcessRequest = Callable[[Request], Response | Awaitable[Response | None] | None]
 ProcessResponse = Callable[[Request, Response], Response | Awaitable[Response | None] | None]
+
+
+class ServeOptions(TypedDict, total=False):
+    """`serve`'s keyword options, for `open_server(handler, host, port, **options)`: typed,
+    so that mypy rejects a misspelt or mistyped option there too."""
+
+    ssl_context: ssl.SSLContext | None
+    subprotocols: Sequence[str] | None
+    select_subprotocol: SelectSubprotocol | None
+    compression: str | DeflateConfig | None
+    origins: Sequence[str | None] | None
+    process_request: ProcessRequest | None
+    process_response: ProcessResponse | None
+    server_header: str | None
+    extra_headers: HeadersLike | None
+    open_timeout: float | None
+    ping_interval: float | None
+    ping_timeout: float | None
+    close_timeout: float
+    max_size: int | None
+    max_queue: int | tuple[int, int | None] | None
+    max_queue_bytes: int | None
+    write_limit: int
+    max_connections: int | None
+    reuse_port: bool
+    backlog: int | None
+    logger: logging.Logger | None
+
 
 DEFAULT_SERVER_HEADER = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
 
@@ -378,7 +406,7 @@ def build_server(handler: Handler, listeners: list[trio.SocketListener], **optio
 
 @asynccontextmanager
 async def open_server(
-    handler: Handler, host: str | None, port: int, **options: Any
+    handler: Handler, host: str | None, port: int, **options: Unpack[ServeOptions]
 ) -> AsyncIterator[WebSocketServer]:
     """`serve` as an async context manager; leaving the block calls `server.aclose()`.
 
