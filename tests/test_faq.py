@@ -395,6 +395,15 @@ async def test_read_and_write_in_parallel() -> None:
     async with trio_ws.open_server(chatty, "127.0.0.1", 0) as server:
         received = await faq.talk(ws_url(server), 5)
     assert [m for m in received if str(m).startswith("echo")] == [f"echo tick {n}" for n in range(5)]
+
+    async def fails_midway(ws: trio_ws.WebSocket) -> None:
+        await ws.recv()
+        await ws.close(1011, "server bug")
+
+    async with trio_ws.open_server(fails_midway, "127.0.0.1", 0) as server:
+        with pytest.raises(trio_ws.ConnectionClosedError) as info:  # itself, not an ExceptionGroup
+            await faq.talk_or_raise(ws_url(server), 50)
+    assert (info.value.code, info.value.reason) == (1011, "server bug")
     assert {m for m in received if str(m).startswith("news")} == {"news 0", "news 1", "news 2"}
 
 
