@@ -105,12 +105,15 @@ async def test_workers_without_redis_warn_that_hub_topics_stay_per_process() -> 
         text=True,
     )
     try:
-        assert proc.stderr is not None
+        assert proc.stderr is not None and proc.stdout is not None
         line = readline_within(proc.stderr, 30)
+        for _ in range(2):  # and both workers start all the same
+            assert "listening on" in readline_within(proc.stdout, 30)
     finally:
         proc.terminate()
-        proc.communicate(timeout=20)
+        _, rest = proc.communicate(timeout=30)
     assert "--workers 2 without --redis" in line and "only the clients of the process" in line
+    assert proc.returncode == 0, rest
 
 
 async def test_workers_need_a_fixed_port() -> None:
@@ -255,3 +258,25 @@ async def test_insecure_skips_certificate_checks_with_a_warning() -> None:
             assert code == 1 and "failed to verify" in err
             code, out, err = await run_client(uri, "--batch", "--insecure", stdin=b"x\n")
     assert (code, out) == (0, "x\n") and "not checked" in err
+
+
+def test_sigterm_right_after_start_leaves_no_worker_behind() -> None:
+    """A SIGTERM while the runner is starting its workers (right after its warning line)
+    stops them all: none is left running, orphaned, holding the port and the pipes
+    (communicate() returns once every process that shares the pipes has exited)."""
+    from .conftest import free_port
+
+    for attempt in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_ws", "serve", "examples.chat:router", "--port", str(free_port()),
+             "--workers", "2"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        assert "without --redis" in readline_within(proc.stderr, 30)  # logged just before starting them
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"a worker outlived the runner (attempt {attempt})") from None

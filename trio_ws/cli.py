@@ -112,8 +112,7 @@ def run_workers(args: argparse.Namespace) -> int:
     environment = dict(os.environ)
     if args.redis:  # through the environment: the workers' command lines show no password
         environment[REDIS_URL_VARIABLE] = args.redis
-    workers = [subprocess.Popen([*command, "--reuse-port"], env=environment) for _ in range(args.workers)]
-
+    workers: list[subprocess.Popen[bytes]] = []
     signals_received = 0
 
     def stop(signum: int, frame: object) -> None:
@@ -124,8 +123,14 @@ def run_workers(args: argparse.Namespace) -> int:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM if signals_received == 1 else signal.SIGKILL)
 
+    # Before the first worker starts: a signal that came any later would kill this process
+    # alone and leave the workers running, orphaned.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for _ in range(args.workers):
+        workers.append(subprocess.Popen([*command, "--reuse-port"], env=environment))
+        if signals_received:  # stopping already: this one too
+            workers[-1].send_signal(signal.SIGTERM)
     return max(worker.wait() for worker in workers)
 
 
