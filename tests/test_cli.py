@@ -84,21 +84,16 @@ async def test_serve_refuses_a_target_that_cannot_run() -> None:
     assert code == 1 and "cannot load no_such_module:app" in err
 
 
+def serve_chat(port: str, *extra: str) -> list[str]:
+    """`python -m trio_ws serve examples.chat:router --port PORT ...`."""
+    return [sys.executable, "-m", "trio_ws", "serve", "examples.chat:router", "--port", port, *extra]
+
+
 async def test_workers_without_redis_warn_that_hub_topics_stay_per_process() -> None:
     from .conftest import free_port
 
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trio_ws",
-            "serve",
-            "examples.chat:router",
-            "--port",
-            str(free_port()),
-            "--workers",
-            "2",
-        ],
+        serve_chat(str(free_port()), "--workers", "2"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -117,17 +112,7 @@ async def test_workers_without_redis_warn_that_hub_topics_stay_per_process() -> 
 
 
 async def test_workers_need_a_fixed_port() -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "trio_ws",
-        "serve",
-        "examples.chat:router",
-        "--port",
-        "0",
-        "--workers",
-        "2",
-    ]
+    command = serve_chat("0", "--workers", "2")
     proc = await trio.run_process(command, cwd=ROOT, capture_stderr=True, check=False)
     assert proc.returncode != 0 and b"fixed --port" in proc.stderr
 
@@ -268,8 +253,7 @@ def test_sigterm_right_after_start_leaves_no_worker_behind() -> None:
 
     for attempt in range(5):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_ws", "serve", "examples.chat:router", "--port", str(free_port()),
-             "--workers", "2"],
+            serve_chat(str(free_port()), "--workers", "2"),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stderr is not None
