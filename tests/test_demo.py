@@ -36,9 +36,9 @@ async def next_event(ws: trio_ws.WebSocket, kind: str) -> dict[str, Any]:
 
 
 async def test_demo_protocol_and_its_errors() -> None:
-    from trio_ws.demo import app
+    from trio_ws.demo import config
 
-    async with trio_ws.open_hub(), trio_ws.open_server(app, "127.0.0.1", 0, max_size=2**16) as server:
+    async with trio_ws.open_hub(), trio_ws.open_server(config, "127.0.0.1", 0) as server:
         status, headers, page = await http_exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status == 200 and headers["content-type"].startswith("text/html")
         assert b"new WebSocket" in page and b"http" not in page.split(b"<script>")[1].replace(b"https:", b"")
@@ -73,6 +73,40 @@ async def test_demo_protocol_and_its_errors() -> None:
             assert "first message" in json.loads(await rude.recv())["error"]
             with pytest.raises(trio_ws.ConnectionClosedError):
                 await rude.recv()
+
+
+async def test_demo_workers_run_the_demos_configuration() -> None:
+    """`demo --workers 2` serves trio_ws.demo:config, so every worker closes a message past
+    the demo's 64 KiB with 1009 (it once served the bare app, at the 1 MiB default)."""
+    import trio
+
+    port = free_port()
+    command = [sys.executable, "-m", "trio_ws", "demo", "--workers", "2", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [readline_within(proc.stdout, 30) for _ in range(3)]  # the page's line, each worker's
+        assert sum("listening on" in line for line in lines) == 2, lines
+        closed_by: set[int] = set()
+        with trio.fail_after(60):
+            for _ in range(200):
+                async with trio_ws.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                    await ws.send(json.dumps({"type": "join", "room": "r", "name": "n"}))
+                    worker = json.loads(await ws.recv())["worker"]
+                    if worker in closed_by:
+                        continue
+                    await ws.send(b"x" * (2**16 + 1))
+                    with pytest.raises(trio_ws.ConnectionClosedError) as info:
+                        while True:
+                            await ws.recv()
+                    assert info.value.code == 1009
+                    closed_by.add(worker)
+                if len(closed_by) == 2:
+                    break
+        assert len(closed_by) == 2
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
 
 
 # ---- the page, in headless Chromium ------------------------------------------------------

@@ -4,15 +4,17 @@ touch (InvalidHandshake.headers, recv_streaming, reconnect) type-checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import sys
+import typing
 
 import pytest
 import trio
 
 import trio_ws
-from trio_ws.server import ServeOptions
+from trio_ws.config import ServeOptions
 
 from .conftest import ROOT
 
@@ -34,11 +36,22 @@ async def test_mypy_flags_exactly_the_marked_lines() -> None:
     assert marked and flagged == marked, report
 
 
-def test_serve_options_match_serve() -> None:
-    """The TypedDict that types open_server's options lists exactly serve's keyword options."""
-    keywords = {
-        name
-        for name, parameter in inspect.signature(trio_ws.serve).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "task_status"
-    }
-    assert set(ServeOptions.__annotations__) == keywords
+def test_serve_options_are_the_fields_of_server_config() -> None:
+    """The TypedDict typing serve's and open_server's options lists exactly ServerConfig's
+    fields but the handler, each with the same type."""
+    fields = typing.get_type_hints(trio_ws.ServerConfig)
+    del fields["handler"]
+    assert typing.get_type_hints(ServeOptions) == fields
+
+
+def test_options_shared_with_connect_have_the_same_type_and_default() -> None:
+    """An option of both connect() and ServerConfig means the same on both sides."""
+    opener = inspect.unwrap(trio_ws.connect)
+    connect, connect_types = inspect.signature(opener).parameters, typing.get_type_hints(opener)
+    fields = {field.name: field for field in dataclasses.fields(trio_ws.ServerConfig)}
+    field_types = typing.get_type_hints(trio_ws.ServerConfig)
+    shared = sorted(set(connect) & set(fields))
+    assert len(shared) >= 10, shared
+    for name in shared:
+        assert connect_types[name] == field_types[name], name
+        assert connect[name].default == fields[name].default, name

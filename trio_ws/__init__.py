@@ -8,6 +8,7 @@ from . import testing
 from .backends.redis import RedisBackend
 from .broadcast import broadcast
 from .client import connect
+from .config import ServerConfig
 from .connection import Message, WebSocket
 from .exceptions import (
     CloseCode,
@@ -50,6 +51,7 @@ __all__ = [
     "Request",
     "Response",
     "Router",
+    "ServerConfig",
     "State",
     "Subscription",
     "WebSocket",

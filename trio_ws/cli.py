@@ -2,7 +2,8 @@
 
 python -m trio_ws [connect] ws://host:port/path [--batch] [--header "Name: value"]...
                   [--subprotocol P]... [--proxy URL|none] [--insecure]
-python -m trio_ws serve pkg.module:handler [--host H] [--port P] [--workers N] [--redis URL]
+python -m trio_ws serve pkg.module:name [--host H] [--port P] [--workers N] [--redis URL]
+                  [--max-connections N] [--max-size BYTES] [--certfile PEM]... (see serve --help)
 python -m trio_ws demo [--workers N] [--redis URL]
 python -m trio_ws --help
 
@@ -20,21 +21,23 @@ password off the command line, where `ps` shows it to every user of the machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib
-import inspect
 import logging
 import os
 import signal
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from .backends.redis import RedisBackend
 from .client import connect
+from .config import EXPECTED_HANDLER, ServeOptions, ServerConfig, describe, is_handler
 from .connection import WebSocket
 from .exceptions import ConnectionClosed, WebSocketError
 from .hub import open_hub
@@ -45,49 +48,110 @@ __all__ = ["main", "REDIS_URL_VARIABLE"]
 REDIS_URL_VARIABLE = "TRIO_WS_REDIS_URL"
 
 
-def load_target(target: str) -> Any:
-    """Import "pkg.module:name" and return the named object."""
+def load_target(target: str) -> ServerConfig:
+    """Import "pkg.module:name": a `ServerConfig` as it is, a handler or Router wrapped in
+    one; anything else is refused, saying what it is."""
     module_name, _, name = target.partition(":")
     if not module_name or not name:
-        raise SystemExit(f"expected pkg.module:handler, got {target!r}")
+        raise SystemExit(f"error: expected pkg.module:name, got {target!r}")
     sys.path.insert(0, os.getcwd())
     try:
         found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
         raise SystemExit(f"error: cannot load {target}: {exc}") from exc
+    if isinstance(found, ServerConfig):
+        return found
     if not is_handler(found):
-        raise SystemExit(
-            f"error: {target} is {type(found).__name__} {_short(found)}, not a handler: "
-            "expected an `async def handler(ws)` or a trio_ws.Router"
-        )
-    return found
+        raise SystemExit(f"error: {target} is {describe(found)}, not a handler: {EXPECTED_HANDLER}")
+    return ServerConfig(handler=found)
 
 
-def is_handler(candidate: object) -> bool:
-    """An async function (or an object whose __call__ is one, such as a Router)."""
-    if isinstance(candidate, functools.partial):
-        candidate = candidate.func
-    return inspect.iscoroutinefunction(candidate) or inspect.iscoroutinefunction(
-        getattr(candidate, "__call__", None)  # noqa: B004 -- the method itself is what is checked
-    )
+@dataclasses.dataclass(frozen=True)
+class ServeFlag:
+    """A command-line flag for one `ServerConfig` option; given, it replaces the target's."""
+
+    option: str
+    parse: Callable[[str], object]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.option.replace("_", "-")
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _or_none(parse: Callable[[str], float]) -> Callable[[str], float | None]:
+    def parse_or_none(text: str) -> float | None:
+        return None if text.lower() == "none" else parse(text)
+
+    return parse_or_none
 
 
-async def run_worker(target: str, host: str, port: int, redis: str | None, reuse_port: bool) -> None:
+def _compression(text: str) -> str | None:
+    if text not in ("deflate", "none"):
+        raise ValueError(f"expected deflate or none, not {text!r}")
+    return None if text == "none" else text
+
+
+#: The options a deployment most often sets, as flags of `serve`.
+SERVE_FLAGS = (
+    ServeFlag("max_connections", _or_none(int), "upgraded connections at once, then 503 (none: no limit)"),
+    ServeFlag("max_size", _or_none(int), "largest incoming message in bytes, then 1009 (none: no limit)"),
+    ServeFlag("open_timeout", _or_none(float), "seconds for TLS and the upgrade (none: no limit)"),
+    ServeFlag("ping_interval", _or_none(float), "seconds between keepalive pings (none: no pings)"),
+    ServeFlag("ping_timeout", _or_none(float), "seconds to wait for a pong, then 1011 (none: forever)"),
+    ServeFlag("close_timeout", float, "seconds to wait for the peer while closing"),
+    ServeFlag("compression", _compression, "deflate (permessage-deflate) or none"),
+)
+
+
+def flag_options(args: argparse.Namespace) -> ServeOptions:
+    """The options given as flags (origins and TLS included), to replace the target's; a
+    ValueError names a flag whose value does not parse."""
+    options: dict[str, object] = {}
+    for flag in SERVE_FLAGS:
+        text = getattr(args, flag.option)
+        if text is not None:
+            try:
+                options[flag.option] = flag.parse(text)
+            except ValueError:
+                raise ValueError(f"{flag.flag}: {text!r} is not a valid value ({flag.help})") from None
+    if args.origin:
+        options["origins"] = [None if origin == "none" else origin for origin in args.origin]
+    if args.certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.certfile, args.keyfile)
+        options["ssl_context"] = context
+    return options  # type: ignore[return-value]  # each value parsed to its option's type above
+
+
+def worker_command(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker: the runner's, but one process and a shared port.
+    The Redis URL goes through the environment, so that no command line shows a password."""
+    command = [sys.executable, "-m", "trio_ws", "serve", args.target, "--host", args.host]
+    command += ["--port", str(args.port), "--reuse-port"]
+    for flag in SERVE_FLAGS:
+        if getattr(args, flag.option) is not None:
+            command += [flag.flag, getattr(args, flag.option)]
+    for origin in args.origin or ():
+        command += ["--origin", origin]
+    if args.certfile:
+        command += ["--certfile", args.certfile] + (["--keyfile", args.keyfile] if args.keyfile else [])
+    return command
+
+
+async def run_worker(args: argparse.Namespace) -> None:
     """One process: a hub (with Redis if asked), the server, a graceful exit on SIGTERM/SIGINT."""
-    handler = load_target(target)
-    backend = RedisBackend(redis) if redis else None
+    config = load_target(args.target).replace(**flag_options(args))
+    if args.reuse_port:
+        config = config.replace(reuse_port=True)
+    backend = RedisBackend(args.redis) if args.redis else None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_hub(backend=backend), trio.open_nursery() as nursery:
-            start = functools.partial(serve, handler, host, port, reuse_port=reuse_port)
-            server = await nursery.start(start)
+            server = await nursery.start(functools.partial(serve, config, args.host, args.port))
+            scheme = "ws" if config.ssl_context is None else "wss"
             # One write, newline included: workers share stdout, and an unbuffered print()
             # writes the line and its newline separately, interleaving with the others.
-            sys.stdout.write(f"worker {os.getpid()} listening on ws://{host}:{server.port}/\n")
+            sys.stdout.write(f"worker {os.getpid()} listening on {scheme}://{args.host}:{server.port}/\n")
             sys.stdout.flush()
             async for _ in signals:
                 await server.aclose()
@@ -98,17 +162,7 @@ def run_workers(args: argparse.Namespace) -> int:
     """Start N worker processes sharing the port; forward SIGTERM/SIGINT; wait for them."""
     if args.port == 0:
         raise SystemExit("--workers needs a fixed --port: each worker would pick another one")
-    command = [
-        sys.executable,
-        "-m",
-        "trio_ws",
-        "serve",
-        args.target,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    command = worker_command(args)
     environment = dict(os.environ)
     if args.redis:  # through the environment: the workers' command lines show no password
         environment[REDIS_URL_VARIABLE] = args.redis
@@ -128,7 +182,7 @@ def run_workers(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for _ in range(args.workers):
-        workers.append(subprocess.Popen([*command, "--reuse-port"], env=environment))
+        workers.append(subprocess.Popen(command, env=environment))
         if signals_received:  # stopping already: this one too
             workers[-1].send_signal(signal.SIGTERM)
     return max(worker.wait() for worker in workers)
@@ -217,10 +271,23 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", help="pkg.module:handler (a handler or a Router)")
+    parser.add_argument("target", help="pkg.module:name: a handler, a Router or a trio_ws.ServerConfig")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    options = parser.add_argument_group("server options (each replaces the target's own)")
+    for flag in SERVE_FLAGS:
+        options.add_argument(flag.flag, dest=flag.option, metavar=flag.option.upper(), help=flag.help)
+    options.add_argument(
+        "--origin",
+        action="append",
+        metavar="ORIGIN",
+        help="an allowed Origin; none allows requests without one",
+    )
+    options.add_argument("--certfile", metavar="PEM", help="serve wss:// with this certificate chain")
+    options.add_argument(
+        "--keyfile", metavar="PEM", help="the certificate's private key, if not in --certfile"
+    )
     parser.add_argument(
         "--redis",
         metavar="URL",
@@ -261,8 +328,17 @@ def run_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         return EXIT_NO_CONNECTION
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    load_target(args.target)  # a target that cannot run is refused here, before any worker starts
+def run_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
+    try:
+        options = flag_options(args)
+    except (ValueError, OSError) as exc:  # OSError: a certificate file that cannot be read
+        parser.error(str(exc))
+    try:  # a target or an option that cannot run is refused here, before any worker starts
+        load_target(args.target).replace(**options)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {args.target}: {exc}") from None
     if args.workers > 1 and not args.redis:
         logging.getLogger("trio_ws.cli").warning(
             "--workers %d without --redis: each process has a hub of its own, so a publish reaches "
@@ -272,7 +348,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return run_workers(args)
     try:
-        trio.run(run_worker, args.target, args.host, args.port, args.redis, args.reuse_port)
+        trio.run(run_worker, args)
     except ConnectionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -294,5 +370,5 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return run_serve(args)
+        return run_serve(parser, args)
     return run_client(parser, args)

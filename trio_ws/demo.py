@@ -17,12 +17,13 @@ from typing import Any
 
 import trio
 
+from .config import ServerConfig
 from .connection import WebSocket
 from .http import Request, Response
 from .hub import current_hub, open_hub
 from .server import open_server
 
-__all__ = ["DemoApp", "app", "main"]
+__all__ = ["DemoApp", "app", "config", "main"]
 
 MAX_TEXT = 1000  # characters in one chat message
 MAX_NAME = 40  # characters in a nickname or a room name
@@ -106,10 +107,12 @@ class DemoApp:
 
 
 app = DemoApp()
+#: What `python -m trio_ws demo` serves, in one process or in several.
+config = ServerConfig(handler=app, max_size=MAX_FRAME)
 
 
 async def run(host: str, port: int) -> None:
-    async with open_hub(), open_server(app, host, port, max_size=MAX_FRAME) as server:
+    async with open_hub(), open_server(config, host, port) as server:
         print(f"chat demo on http://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
         await trio.sleep_forever()
 
@@ -124,7 +127,7 @@ def main(argv: list[str]) -> int:
     if args.workers > 1 or args.redis:
         from .cli import main as cli_main
 
-        command = ["serve", "trio_ws.demo:app", "--host", args.host, "--port", str(args.port)]
+        command = ["serve", "trio_ws.demo:config", "--host", args.host, "--port", str(args.port)]
         command += ["--workers", str(args.workers)] + (["--redis", args.redis] if args.redis else [])
         print(f"chat demo on http://{args.host}:{args.port}/", flush=True)
         return cli_main(command)

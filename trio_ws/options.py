@@ -1,5 +1,5 @@
-"""Keyword options completed with a function's defaults, for the seams that take another
-function's options: `build_server` takes `serve`'s, `connect_over` takes `connect`'s."""
+"""Keyword options completed with a function's defaults, for a seam that takes another
+function's options: `connect_over` takes `connect`'s."""
 
 from __future__ import annotations
 

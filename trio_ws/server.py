@@ -6,59 +6,40 @@ import errno
 import inspect
 import logging
 import ssl
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 import trio
 
-from . import __version__
-from .connection import WebSocket, _address, _socket_of, queue_marks
+from .config import (
+    DEFAULT_SERVER_HEADER,
+    Handler,
+    ProcessRequest,
+    ProcessResponse,
+    ServeOptions,
+    ServerConfig,
+    configured,
+)
+from .connection import WebSocket, _address, _socket_of
 from .exceptions import CloseCode, ConnectionClosed
-from .extensions.permessage_deflate import DeflateConfig, config_for
-from .handshake import RejectHandshake, SelectSubprotocol, ServerHandshake
-from .http import HeadersLike, Request, Response
+from .extensions.permessage_deflate import config_for
+from .handshake import RejectHandshake, ServerHandshake
+from .http import Request, Response
 from .listeners import open_listeners
-from .options import completed
 from .protocol import Protocol, Role
 from .tasks import open_nursery_unwrapped
 
-__all__ = ["serve", "open_server", "ServeOptions", "WebSocketServer", "Handler", "DEFAULT_SERVER_HEADER"]
-
-Handler = Callable[[WebSocket], Awaitable[None]]
-ProcessRequest = Callable[[Request], Response | Awaitable[Response | None] | None]
-ProcessResponse = Callable[[Request, Response], Response | Awaitable[Response | None] | None]
-
-
-class ServeOptions(TypedDict, total=False):
-    """`serve`'s keyword options, for `open_server(handler, host, port, **options)`: typed,
-    so that mypy rejects a misspelt or mistyped option there too."""
-
-    ssl_context: ssl.SSLContext | None
-    subprotocols: Sequence[str] | None
-    select_subprotocol: SelectSubprotocol | None
-    compression: str | DeflateConfig | None
-    origins: Sequence[str | None] | None
-    process_request: ProcessRequest | None
-    process_response: ProcessResponse | None
-    server_header: str | None
-    extra_headers: HeadersLike | None
-    open_timeout: float | None
-    ping_interval: float | None
-    ping_timeout: float | None
-    close_timeout: float
-    max_size: int | None
-    max_queue: int | tuple[int, int | None] | None
-    max_queue_bytes: int | None
-    write_limit: int
-    max_connections: int | None
-    reuse_port: bool
-    backlog: int | None
-    logger: logging.Logger | None
-
-
-DEFAULT_SERVER_HEADER = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
+__all__ = [
+    "serve",
+    "open_server",
+    "build_server",
+    "ServerConfig",
+    "ServeOptions",
+    "WebSocketServer",
+    "Handler",
+    "DEFAULT_SERVER_HEADER",
+]
 
 _RETRY_AFTER = 5  # seconds, in the 503 answer past max_connections
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -322,99 +303,71 @@ async def _maybe_await(value: Any) -> Any:
 
 
 async def serve(
-    handler: Handler,
+    handler: Handler | ServerConfig,
     host: str | None,
     port: int,
     *,
-    ssl_context: ssl.SSLContext | None = None,
-    subprotocols: Sequence[str] | None = None,
-    select_subprotocol: SelectSubprotocol | None = None,
-    compression: str | DeflateConfig | None = "deflate",
-    origins: Sequence[str | None] | None = None,
-    process_request: ProcessRequest | None = None,
-    process_response: ProcessResponse | None = None,
-    server_header: str | None = DEFAULT_SERVER_HEADER,
-    extra_headers: HeadersLike | None = None,
-    open_timeout: float | None = 10,
-    ping_interval: float | None = 20,
-    ping_timeout: float | None = 20,
-    close_timeout: float = 10,
-    max_size: int | None = 2**20,
-    max_queue: int | tuple[int, int | None] | None = 16,
-    max_queue_bytes: int | None = 2**22,
-    write_limit: int = 2**16,
-    max_connections: int | None = None,
-    reuse_port: bool = False,
-    backlog: int | None = None,
-    logger: logging.Logger | None = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    **options: Unpack[ServeOptions],
 ) -> None:
     """Serve WebSocket connections with `handler` until cancelled or `aclose()`d.
 
-    Use it with `nursery.start(serve, handler, host, port)`, which returns the
-    `WebSocketServer` once it listens. `host=None` listens on every address family the
-    machine has; port 0 picks a free port (read it back from `server.port`).
+    `handler` is an `async def handler(ws)`, a `Router`, or a `ServerConfig` carrying one
+    with its options; `options` are `ServerConfig`'s fields, with its defaults (given with
+    a configuration, they replace its values). Use it with `nursery.start(serve, handler,
+    host, port)`, which returns the `WebSocketServer` once it listens. `host=None` listens
+    on every address family the machine has; port 0 picks a free port (read it back from
+    `server.port`).
     """
-    queue_marks(max_queue)  # a bad value fails here, before listening
-    options = {name: value for name, value in locals().items() if name in SERVER_OPTIONS}
-    listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
-    server = build_server(handler, listeners, **options)
-    await server._run(task_status)
+    config = configured(handler, options)  # a bad option fails here, before listening
+    listeners = await open_listeners(host, port, backlog=config.backlog, reuse_port=config.reuse_port)
+    await build_server(config, listeners)._run(task_status)
 
 
-#: The keyword options of `serve` that shape the server rather than where it listens.
-SERVER_OPTIONS = frozenset(
-    name
-    for name in inspect.signature(serve).parameters
-    if name not in ("handler", "host", "port", "reuse_port", "backlog", "task_status")
-)
-
-
-def build_server(handler: Handler, listeners: list[trio.SocketListener], **options: Any) -> WebSocketServer:
-    """A server with `serve`'s keyword options (the rest at their defaults) over
-    `listeners`, which may be none (then feed it streams with `serve_stream`)."""
-    o = completed(serve, SERVER_OPTIONS, options, "server")
-    queue_marks(o["max_queue"])
+def build_server(config: ServerConfig, listeners: list[trio.SocketListener]) -> WebSocketServer:
+    """The server `config` describes, over `listeners`, which may be none (then feed it
+    streams with `serve_stream`)."""
     return WebSocketServer(
-        handler,
+        config.handler,
         listeners,
-        ssl_context=o["ssl_context"],
+        ssl_context=config.ssl_context,
         handshake_options={
-            "subprotocols": o["subprotocols"],
-            "select_subprotocol": o["select_subprotocol"],
-            "origins": o["origins"],
-            "server_header": o["server_header"],
-            "extra_headers": o["extra_headers"],
-            "compression": config_for(o["compression"]),
+            "subprotocols": config.subprotocols,
+            "select_subprotocol": config.select_subprotocol,
+            "origins": config.origins,
+            "server_header": config.server_header,
+            "extra_headers": config.extra_headers,
+            "compression": config_for(config.compression),
         },
-        process_request=o["process_request"],
-        process_response=o["process_response"],
-        open_timeout=o["open_timeout"],
+        process_request=config.process_request,
+        process_response=config.process_response,
+        open_timeout=config.open_timeout,
         connection_options={
-            "ping_interval": o["ping_interval"],
-            "ping_timeout": o["ping_timeout"],
-            "close_timeout": o["close_timeout"],
-            "max_queue": o["max_queue"],
-            "max_queue_bytes": o["max_queue_bytes"],
-            "write_limit": o["write_limit"],
+            "ping_interval": config.ping_interval,
+            "ping_timeout": config.ping_timeout,
+            "close_timeout": config.close_timeout,
+            "max_queue": config.max_queue,
+            "max_queue_bytes": config.max_queue_bytes,
+            "write_limit": config.write_limit,
         },
-        max_size=o["max_size"],
-        max_connections=o["max_connections"],
-        logger=o["logger"] or logging.getLogger("trio_ws.server"),
+        max_size=config.max_size,
+        max_connections=config.max_connections,
+        logger=config.logger or logging.getLogger("trio_ws.server"),
     )
 
 
 @asynccontextmanager
 async def open_server(
-    handler: Handler, host: str | None, port: int, **options: Unpack[ServeOptions]
+    handler: Handler | ServerConfig, host: str | None, port: int, **options: Unpack[ServeOptions]
 ) -> AsyncIterator[WebSocketServer]:
     """`serve` as an async context manager; leaving the block calls `server.aclose()`.
 
-    Takes the same keyword options as `serve`.
+    Takes the same handler or `ServerConfig` and the same keyword options as `serve`.
     """
+    config = configured(handler, options)
     async with open_nursery_unwrapped() as nursery:
         server: WebSocketServer = await nursery.start(
-            lambda task_status: serve(handler, host, port, task_status=task_status, **options)
+            lambda task_status: serve(config, host, port, task_status=task_status)
         )
         yield server  # an exception here cancels the nursery: connections are dropped
         await server.aclose()

@@ -12,16 +12,17 @@ handshake raises `InvalidHandshake` with the status, as over TCP.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Unpack
 
 import trio
 import trio.testing
 
 from .client import connect_over
+from .config import Handler, ServeOptions, ServerConfig, configured
 from .connection import WebSocket
-from .server import Handler, WebSocketServer, build_server
+from .server import WebSocketServer, build_server
 from .tasks import open_nursery_unwrapped
 
 __all__ = ["InMemoryServer", "open_in_memory_server", "connect_in_memory"]
@@ -47,20 +48,22 @@ class InMemoryServer:
 
 
 @asynccontextmanager
-async def open_in_memory_server(handler: Handler, **serve_options: Any) -> AsyncIterator[InMemoryServer]:
-    """A server for `handler` with `serve`'s keyword options, in memory; leaving the
-    block waits for its handlers (cancel the block to stop them)."""
-    server = build_server(handler, [], **serve_options)
+async def open_in_memory_server(
+    handler: Handler | ServerConfig, **serve_options: Unpack[ServeOptions]
+) -> AsyncIterator[InMemoryServer]:
+    """A server for `handler` (or a `ServerConfig`) with `serve`'s keyword options, in
+    memory; leaving the block waits for its handlers (cancel the block to stop them)."""
+    server = build_server(configured(handler, serve_options), [])
     async with open_nursery_unwrapped() as nursery:
         yield InMemoryServer(server, nursery)
 
 
 @asynccontextmanager
 async def connect_in_memory(
-    handler: Handler,
+    handler: Handler | ServerConfig,
     path: str = "/",
     *,
-    server_options: Mapping[str, Any] | None = None,
+    server_options: ServeOptions | None = None,
     **connect_options: Any,
 ) -> AsyncIterator[WebSocket]:
     """One client connection to `handler` at `path`, in memory. `server_options` are

@@ -25,6 +25,17 @@ async def misspelt_and_mistyped_options() -> None:
         pass
 
 
+async def one_configuration() -> None:
+    config = trio_ws.ServerConfig(handler=handler, max_connections=3, ping_interval=None)
+    trio_ws.ServerConfig(handler=handler, max_conections=3)  # error
+    trio_ws.ServerConfig(handler=handler, max_size="1 MiB")  # error
+    config.replace(max_conections=3)  # error
+    config.max_connections = 4  # error
+    await trio_ws.serve(config, "127.0.0.1", 0, max_connections=10)
+    async with trio_ws.open_server(config.replace(max_size=2**16), "127.0.0.1", 0):
+        pass
+
+
 async def refused() -> str | None:
     try:
         async with trio_ws.connect("ws://127.0.0.1/"):
