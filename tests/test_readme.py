@@ -84,3 +84,35 @@ def test_test_command_installs_and_runs_from_a_fresh_clone(fresh_clone: Path) ->
     assert proc.returncode == 0, output
     assert " passed" in output
     assert sys.executable not in output  # it used its own virtual environment
+
+
+def docs_command() -> str:
+    """The one command of the README's "Docs" section."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("```sh", lines.index("## Docs")) + 1
+    (command,) = lines[start : lines.index("```", start)]
+    return command
+
+
+async def test_docs_command_serves_the_reference_from_a_fresh_clone(fresh_clone: Path) -> None:
+    from .conftest import free_port
+
+    port = free_port()
+    assert docs_command().endswith("mkdocs serve")
+    proc = run_in_shell(f"{docs_command()} -a 127.0.0.1:{port}", fresh_clone)
+    try:
+        assert proc.stdout is not None
+        seen = []
+        with trio.fail_after(300):  # the install comes first
+            while "Serving on http://" not in (line := await trio.to_thread.run_sync(proc.stdout.readline)):
+                assert line, f"mkdocs serve exited: {''.join(seen)}"
+                seen.append(line)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"GET /reference/ HTTP/1.0\r\nHost: x\r\n\r\n")
+            page = b""
+            while chunk := await stream.receive_some():
+                page += chunk
+        assert page.startswith(b"HTTP/1.0 200") and b'id="trio_ws.ServerConfig"' in page, page[:300]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import testing
 from .backends.redis import RedisBackend
 from .broadcast import broadcast
@@ -30,6 +28,7 @@ from .protocol import State
 from .reconnect import Connections, reconnect
 from .router import Router
 from .server import WebSocketServer, open_server, serve
+from .version import __version__
 
 __all__ = [
     "CloseCode",

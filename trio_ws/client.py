@@ -15,7 +15,6 @@ from typing import Any, NoReturn, ParamSpec
 
 import trio
 
-from . import __version__
 from .connection import WebSocket, queue_marks
 from .exceptions import InvalidHandshake, InvalidRedirect, InvalidURI
 from .extensions.permessage_deflate import DeflateConfig, config_for
@@ -25,6 +24,7 @@ from .options import completed
 from .protocol import Protocol, Role
 from .proxy import USE_ENVIRONMENT, UseEnvironment, open_tunnel, proxy_for
 from .uri import WebSocketURI, parse_uri
+from .version import __version__
 
 __all__ = [
     "connect",

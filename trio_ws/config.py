@@ -19,11 +19,11 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypedDict, Unpack
 
-from . import __version__
 from .connection import WebSocket, queue_marks
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import SelectSubprotocol
 from .http import HeadersLike, Request, Response
+from .version import __version__
 
 __all__ = [
     "ServerConfig",
@@ -53,54 +53,53 @@ class ServerConfig:
     Pass it where a handler goes (`serve(config, host, port)`, `open_server`,
     `trio_ws.testing.open_in_memory_server`, or `python -m trio_ws serve module:config`);
     keyword options given there as well replace the configuration's (`config.replace()`).
-    The guide's option table says what each field does.
     """
 
-    #: An `async def handler(ws)`, or a `Router`.
     handler: Handler
-    #: Serve `wss://` with this context.
+    """An `async def handler(ws)`, or a `Router`."""
     ssl_context: ssl.SSLContext | None = None
-    #: Supported subprotocols, preferred first.
+    """Serve `wss://` with this context."""
     subprotocols: Sequence[str] | None = None
-    #: `f(offered) -> str | None`, replacing the preference order of `subprotocols`.
+    """Supported subprotocols, preferred first."""
     select_subprotocol: SelectSubprotocol | None = None
-    #: `"deflate"`, a `DeflateConfig`, or None to decline permessage-deflate.
+    """`f(offered) -> str | None`, replacing the preference order of `subprotocols`."""
     compression: str | DeflateConfig | None = "deflate"
-    #: Allowed `Origin` values (None in it allows requests without one); others get 403.
+    """`"deflate"`, a `DeflateConfig`, or None to decline permessage-deflate."""
     origins: Sequence[str | None] | None = None
-    #: `f(request) -> Response | None`, plain or async: runs first, before the handler's own
-    #: `process_request` (a Router's 404) and before `max_connections`.
+    """Allowed `Origin` values (None in it allows requests without one); others get 403."""
     process_request: ProcessRequest | None = None
-    #: `f(request, response) -> Response | None`: edits or replaces any answer.
+    """`f(request) -> Response | None`, plain or async: runs first, before the handler's own
+    `process_request` (a Router's 404) and before `max_connections`."""
     process_response: ProcessResponse | None = None
-    #: The `Server` header; None leaves it out.
+    """`f(request, response) -> Response | None`: edits or replaces any answer."""
     server_header: str | None = DEFAULT_SERVER_HEADER
-    #: Headers added to the 101 response.
+    """The `Server` header; None leaves it out."""
     extra_headers: HeadersLike | None = None
-    #: Seconds for TLS plus the HTTP upgrade.
+    """Headers added to the 101 response."""
     open_timeout: float | None = 10
-    #: Seconds between keepalive pings; None disables them.
+    """Seconds for TLS plus the HTTP upgrade."""
     ping_interval: float | None = 20
-    #: Seconds to wait for a pong before closing with 1011.
+    """Seconds between keepalive pings; None disables them."""
     ping_timeout: float | None = 20
-    #: Seconds to wait for the peer in the closing handshake and the TCP close.
+    """Seconds to wait for a pong before closing with 1011."""
     close_timeout: float = 10
-    #: Largest incoming message in bytes (1009 past it); None for no limit.
+    """Seconds to wait for the peer in the closing handshake and the TCP close."""
     max_size: int | None = 2**20
-    #: Received messages waiting for `recv()` before reading pauses: high, or (high, low).
+    """Largest incoming message in bytes (1009 past it); None for no limit."""
     max_queue: int | tuple[int, int | None] | None = 16
-    #: The same bound in bytes.
+    """Received messages waiting for `recv()` before reading pauses: high, or (high, low)."""
     max_queue_bytes: int | None = 2**22
-    #: Bytes waiting for the network before `send()` waits.
+    """The same bound in bytes."""
     write_limit: int = 2**16
-    #: Upgraded connections at once; past it an upgrade gets 503. None for no limit.
+    """Bytes waiting for the network before `send()` waits."""
     max_connections: int | None = None
-    #: Set `SO_REUSEPORT`, to share the port between processes.
+    """Upgraded connections at once; past it an upgrade gets 503. None for no limit."""
     reuse_port: bool = False
-    #: The listen backlog; None for the system's maximum.
+    """Set `SO_REUSEPORT`, to share the port between processes."""
     backlog: int | None = None
-    #: Where connection events go; None for the `trio_ws.server` logger.
+    """The listen backlog; None for the system's maximum."""
     logger: logging.Logger | None = None
+    """Where connection events go; None for the `trio_ws.server` logger."""
 
     def __post_init__(self) -> None:
         if not callable(self.handler):  # a sync function returning an awaitable is a handler too

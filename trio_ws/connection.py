@@ -33,6 +33,7 @@ __all__ = ["WebSocket", "Message", "MessageStream"]
 
 #: What `recv()` returns: `str` for a text message, `bytes` for a binary one.
 Message = str | bytes
+"""A whole message: `str` for a text message, `bytes` for a binary one."""
 
 _RECEIVE_SIZE = 2**16
 _YIELD_EVERY = 16  # recv()/send() calls that may run without yielding to other tasks

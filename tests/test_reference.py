@@ -1,0 +1,112 @@
+"""The API reference (mkdocs + mkdocstrings, `mkdocs.yml`): it builds in strict mode, every
+name of `trio_ws.__all__` is in it with each of its parameters, every public name has a
+docstring, and strict mode does fail on a broken reference or link."""
+
+from __future__ import annotations
+
+import enum
+import html
+import inspect
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_ws
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def build(config: Path, site: Path) -> tuple[int, str]:
+    result = await trio.run_process(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+        cwd=config.parent,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    return result.returncode, result.stdout.decode() + result.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The reference page's text, built once for the module in strict mode."""
+    site = tmp_path_factory.mktemp("site")
+    code, output = trio.run(build, ROOT / "mkdocs.yml", site)
+    assert code == 0 and "WARNING" not in output, output
+    return (site / "reference" / "index.html").read_text()
+
+
+def section(page: str, name: str) -> str:
+    """The text of the reference for `trio_ws.<name>`, up to the next name of `__all__`."""
+    start = page.index(f'id="trio_ws.{name}"')
+    ends = [page.find(f'id="trio_ws.{other}"', start + 1) for other in trio_ws.__all__ if other != name]
+    end = min([end for end in ends if end > start], default=len(page))
+    return html.unescape(re.sub(r"<[^>]+>", " ", page[start:end]))
+
+
+def parameters(obj: object) -> list[str]:
+    if not callable(obj) or inspect.ismodule(obj) or (inspect.isclass(obj) and issubclass(obj, enum.Enum)):
+        return []
+    try:
+        signature = inspect.signature(inspect.unwrap(obj))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    return [name for name in signature.parameters if name not in ("self", "task_status")]
+
+
+@pytest.mark.parametrize("name", trio_ws.__all__)
+def test_every_public_name_is_in_the_reference_with_its_parameters(reference: str, name: str) -> None:
+    assert f'id="trio_ws.{name}"' in reference, f"trio_ws.{name} is missing from docs/reference.md"
+    text = section(reference, name)
+    for parameter in parameters(getattr(trio_ws, name)):
+        assert re.search(rf"\b{parameter}\b", text), f"trio_ws.{name}: parameter {parameter} is not shown"
+
+
+def public_members(cls: type) -> list[tuple[str, Callable[..., object] | property]]:
+    members: list[tuple[str, Callable[..., object] | property]] = []
+    for name, value in vars(cls).items():
+        if isinstance(value, staticmethod | classmethod):
+            value = value.__func__
+        if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, property)):
+            members.append((name, value))
+    return members
+
+
+@pytest.mark.parametrize("name", [name for name in trio_ws.__all__ if name not in ("__version__", "Message")])
+def test_every_public_name_and_method_has_a_docstring(name: str) -> None:
+    obj = getattr(trio_ws, name)
+    assert (obj.__doc__ or "").strip(), f"trio_ws.{name} has no docstring"
+    if inspect.isclass(obj) and not issubclass(obj, enum.Enum):
+        undocumented = [member for member, value in public_members(obj) if not (value.__doc__ or "").strip()]
+        assert not undocumented, f"trio_ws.{name}: no docstring on {', '.join(undocumented)}"
+
+
+def test_values_are_documented_too(reference: str) -> None:
+    assert "The version of trio_ws" in section(reference, "__version__")
+    assert "a text message" in section(reference, "Message")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "complaint"),
+    [
+        ("\n::: trio_ws.no_such_name\n", "no_such_name"),
+        ("\nSee [the guide](no-such-page.md).\n", "no-such-page.md"),
+    ],
+)
+async def test_strict_mode_fails_on_a_broken_reference(tmp_path: Path, breakage: str, complaint: str) -> None:
+    """The guard itself: a copy of the docs with one broken reference does not build."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    (tmp_path / "trio_ws").symlink_to(ROOT / "trio_ws")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    with (tmp_path / "docs" / "reference.md").open("a") as page:
+        page.write(breakage)
+    code, output = await build(tmp_path / "mkdocs.yml", tmp_path / "site")
+    assert code != 0 and complaint in output, output
