@@ -39,7 +39,8 @@ async def test_interactive_client_sends_lines_and_prints_replies() -> None:
                 assert await proc.wait() == 0
         finally:
             proc.kill()
-    assert received.decode().splitlines() == ["< first line", "< second line"]
+    expected = ["< first line", "< second line", "connection closed: code = 1000 (normal closure)"]
+    assert received.decode().splitlines() == expected
 
 
 async def test_cli_usage_is_printed_for_bad_arguments() -> None:
@@ -178,6 +179,28 @@ async def test_batch_mode_exit_codes_say_how_it_ended() -> None:
     assert code == 3 and "4000" in err
     code, _, err = await run_client("ws://127.0.0.1:1/", "--batch")
     assert code == 1 and err.startswith("error: ")
+
+
+async def test_the_client_says_how_the_connection_ended_even_when_it_ended_well() -> None:
+    """A 1001 ends `async for` quietly; the CLI still prints the code and the reason."""
+
+    async def restart(ws: trio_ws.WebSocket) -> None:
+        await ws.recv()
+        await ws.close(1001, "server restarting")
+
+    async with trio_ws.open_server(restart, "127.0.0.1", 0) as server:
+        with trio.fail_after(30):
+            code, out, _ = await run_client(ws_url(server), stdin=b"hello\n")
+            assert code == 0 and "connection closed: code = 1001 (going away): server restarting" in out, out
+            code, out, err = await run_client(ws_url(server), "--batch", stdin=b"hello\n")
+            assert (code, out) == (
+                0,
+                "",
+            ) and err.strip() == "connection closed: code = 1001 (going away): server restarting"
+    async with trio_ws.open_server(echo, "127.0.0.1", 0) as server:
+        with trio.fail_after(30):  # the client closing at end of input says so too
+            code, out, _ = await run_client(ws_url(server), stdin=b"hi\n")
+    assert code == 0 and out.splitlines()[-1] == "connection closed: code = 1000 (normal closure)", out
 
 
 async def test_headers_subprotocols_and_proxy_from_the_command_line() -> None:

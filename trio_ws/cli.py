@@ -8,7 +8,8 @@ python -m trio_ws demo [--workers N] [--redis URL]
 python -m trio_ws --help
 
 The client sends each line typed and prints what arrives ("< message"); `/ping` prints the
-round-trip time, `/close [code] [reason]` closes, end of input closes with 1000. With
+round-trip time, `/close [code] [reason]` closes, end of input closes with 1000; however it
+ends, a last line gives the close code and reason (on stderr with --batch). With
 --batch, lines are sent as they are and messages printed as they are; after end of input
 it closes once a second passed without a message (or when the server closes), and the exit code
 says how the connection ended: 0 for 1000 or 1001, 3 for any other close, 1 if it could not
@@ -21,6 +22,7 @@ password off the command line, where `ps` shows it to every user of the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -198,7 +200,7 @@ async def client(uri: str, options: dict[str, Any], batch: bool) -> int:
     async with connect(uri, **options) as ws, trio.open_nursery() as nursery:
 
         async def show() -> None:
-            try:
+            with contextlib.suppress(ConnectionClosed):  # the line below says how it ended
                 async for message in ws:
                     quiet.deadline = trio.current_time() + QUIET_BEFORE_CLOSING
                     if batch:
@@ -206,8 +208,7 @@ async def client(uri: str, options: dict[str, Any], batch: bool) -> int:
                         print(text, flush=True)
                     else:
                         print(f"< {message!r}" if isinstance(message, bytes) else f"< {message}", flush=True)
-            except ConnectionClosed as exc:
-                print(f"connection closed: {exc}", file=sys.stderr if batch else sys.stdout, flush=True)
+            print(closing_line(ws), file=sys.stderr if batch else sys.stdout, flush=True)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(show)
@@ -223,6 +224,12 @@ async def client(uri: str, options: dict[str, Any], batch: bool) -> int:
                 await trio.sleep_forever()
         await ws.close()  # replies already on their way are still shown
     return EXIT_NORMAL if ws.close_code in (1000, 1001) else EXIT_ABNORMAL
+
+
+def closing_line(ws: WebSocket) -> str:
+    """How the connection ended, whoever closed it: "connection closed: code = 1001 (going
+    away): server restarting"."""
+    return f"connection closed: {ConnectionClosed.for_code(ws.close_code or 1006, ws.close_reason or '')}"
 
 
 async def command(ws: WebSocket, line: str) -> None:
