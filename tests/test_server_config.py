@@ -43,8 +43,10 @@ async def test_options_beside_a_configuration_replace_its_own() -> None:
     async with trio_ws.open_server(cli_app.config, "127.0.0.1", 0, max_connections=None) as server:
         uri = ws_url(server, f"/echo?token={cli_app.TOKEN}")
         with trio.fail_after(10):
-            async with trio_ws.connect(uri), trio_ws.connect(uri), trio_ws.connect(uri):
-                assert len(server.connections) == 3
+            async with trio_ws.connect(uri) as a, trio_ws.connect(uri) as b, trio_ws.connect(uri) as c:
+                for ws in (a, b, c):  # three at once, past the configuration's max_connections=1
+                    await ws.send("here")
+                    assert await ws.recv() == "here"
             assert (await refusal(ws_url(server, "/echo"))).status == 401  # the rest is kept
     assert cli_app.config.max_connections == 1  # replaced in a copy, not in place
 
