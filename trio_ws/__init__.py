@@ -24,6 +24,7 @@ from .exceptions import (
 from .extensions.permessage_deflate import DeflateConfig
 from .http import Headers, Request, Response
 from .hub import Hub, Subscription, current_hub, open_hub
+from .prepared import PreparedMessage
 from .protocol import State
 from .reconnect import Connections, reconnect
 from .router import Router
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidURI",
     "Message",
     "PayloadTooBig",
+    "PreparedMessage",
     "ProtocolError",
     "ProxyError",
     "RedisBackend",

@@ -4,7 +4,7 @@ python -m trio_ws [connect] ws://host:port/path [--batch] [--header "Name: value
                   [--subprotocol P]... [--proxy URL|none] [--insecure]
 python -m trio_ws serve pkg.module:name [--host H] [--port P] [--workers N] [--redis URL]
                   [--max-connections N] [--max-size BYTES] [--certfile PEM]... (see serve --help)
-python -m trio_ws demo [--workers N] [--redis URL]
+python -m trio_ws demo [--host H] [--port P] [--workers N] [--redis URL] [server options of serve]
 python -m trio_ws --help
 
 The client sends each line typed and prints what arrives ("< message"); `/ping` prints the
@@ -48,6 +48,7 @@ from .server import serve
 __all__ = ["main", "REDIS_URL_VARIABLE"]
 
 REDIS_URL_VARIABLE = "TRIO_WS_REDIS_URL"
+DEMO_TARGET = "trio_ws.demo:config"
 
 
 def load_target(target: str) -> ServerConfig:
@@ -277,8 +278,9 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", help="pkg.module:name: a handler, a Router or a trio_ws.ServerConfig")
+def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True) -> None:
+    if target:
+        parser.add_argument("target", help="pkg.module:name: a handler, a Router or a trio_ws.ServerConfig")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
@@ -315,7 +317,13 @@ def parser_for() -> argparse.ArgumentParser:
     add_client_arguments(connecting)
     serving = commands.add_parser("serve", help="run pkg.module:handler in one or more processes")
     add_serve_arguments(serving)
-    commands.add_parser("demo", help="the chat demo (see python -m trio_ws demo --help)", add_help=False)
+    demo = commands.add_parser(
+        "demo",
+        help="the chat demo: a page at / and the chat at /ws",
+        description="The chat demo (trio_ws.demo:config): open http://HOST:PORT/ in a browser.",
+    )
+    add_serve_arguments(demo, target=False)
+    demo.set_defaults(target=DEMO_TARGET)
     return parser
 
 
@@ -335,13 +343,18 @@ def run_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         return EXIT_NO_CONNECTION
 
 
-def run_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def options_or_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ServeOptions:
+    """`flag_options`, or a usage error (exit 2) naming the flag that is wrong."""
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
     try:
-        options = flag_options(args)
+        return flag_options(args)
     except (ValueError, OSError) as exc:  # OSError: a certificate file that cannot be read
         parser.error(str(exc))
+
+
+def run_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    options = options_or_usage(parser, args)
     try:  # a target or an option that cannot run is refused here, before any worker starts
         load_target(args.target).replace(**options)
     except (TypeError, ValueError) as exc:
@@ -362,15 +375,30 @@ def run_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`serve trio_ws.demo:config`, announcing the page; in this process unless --workers
+    or --redis ask for worker processes."""
+    if args.workers > 1 or args.redis:
+        print(f"chat demo on http://{args.host}:{args.port}/", flush=True)
+        return run_serve(parser, args)
+    from . import demo  # the demo's page and handler, loaded only when asked for
+
+    options = options_or_usage(parser, args)
+    try:
+        trio.run(demo.run, args.host, args.port, demo.config.replace(**options))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if argv and argv[0].startswith(("ws://", "wss://")):
         argv = ["connect", *argv]
-    if argv and argv[0] == "demo":  # its own parser, --help included
-        from .demo import main as demo_main
-
-        return demo_main(argv[1:])
     parser = parser_for()
     if not argv:
         parser.print_help(sys.stderr)
@@ -378,4 +406,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return run_serve(parser, args)
+    if args.command == "demo":
+        return run_demo(parser, args)
     return run_client(parser, args)

@@ -160,7 +160,7 @@ async def connect(
         write_limit=write_limit,
         logger=logger,
     )
-    async with ws._running():
+    async with ws.running():
         yield ws
 
 
@@ -258,7 +258,7 @@ async def connect_over(stream: trio.abc.Stream, uri: str, **options: Any) -> Asy
         write_limit=o["write_limit"],
         **connection,
     )
-    async with ws._running():
+    async with ws.running():
         yield ws
 
 

@@ -17,17 +17,16 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import trio
 
 from .exceptions import CloseCode, ConnectionClosed, ConnectionClosedOK
 from .http import Headers, Request, Response
+from .prepared import PreparedMessage
 from .protocol import Data, Fragment, Pong, Protocol, Role, State
+from .sockets import address, socket_of
 from .tasks import open_nursery_unwrapped
-
-if TYPE_CHECKING:
-    from .broadcast import FrameCache
 
 __all__ = ["WebSocket", "Message", "MessageStream"]
 
@@ -95,9 +94,9 @@ class WebSocket:
         self._discarded = 0  # messages dropped past max_queue after our close frame
         self._write_limit = write_limit
         self._on_closed = on_closed
-        sock = _socket_of(stream)
-        self.remote_address: Any = _address(sock, "getpeername")
-        self.local_address: Any = _address(sock, "getsockname")
+        sock = socket_of(stream)
+        self.remote_address: Any = address(sock, "getpeername")
+        self.local_address: Any = address(sock, "getsockname")
         self.logger = _ConnectionLogger(
             logger or logging.getLogger("trio_ws"),
             {"websocket": str(self.id)[:8], "remote_address": self.remote_address},
@@ -268,12 +267,13 @@ class WebSocket:
 
     async def send(
         self,
-        message: Data | Iterable[Data] | AsyncIterable[Data],
+        message: Data | PreparedMessage | Iterable[Data] | AsyncIterable[Data],
     ) -> None:
         """Send a message: `str` as text, bytes-like as binary.
 
         An iterable or async iterable of str (or of bytes-like) is sent as one fragmented
-        message, a frame per item. Waits while more than `write_limit` bytes are waiting
+        message, a frame per item. A `PreparedMessage` is sent with the frame it shares
+        with the other connections it goes to. Waits while more than `write_limit` bytes are waiting
         for the network. Safe to cancel: a cancelled send of a single message sends
         nothing; a fragmented send interrupted midway fails the connection with 1011,
         because the message can no longer be completed.
@@ -282,6 +282,9 @@ class WebSocket:
         if not isinstance(message, (str, bytes, bytearray, memoryview)):  # the rare cases first
             if _is_bytes_like(message):
                 message = memoryview(message)  # type: ignore[arg-type]  # array.array, numpy arrays
+            elif type(message) is PreparedMessage:
+                await self._send_prepared(message)
+                return
             elif isinstance(message, Mapping):
                 raise TypeError("cannot send a mapping; serialize it first, e.g. with json.dumps")
             elif isinstance(message, (Iterable, AsyncIterable)):
@@ -340,33 +343,43 @@ class WebSocket:
         self._proto.send(data, fin=fin)
         self._output_ready()
 
-    def _queue_cached(self, frames: FrameCache) -> None:
-        """Queue a whole message, using its shared frame where this connection can."""
-        frame = frames.frame_for(self)
-        if frame is None:
-            self._proto.send(frames.message)
+    def try_send_nowait(self, message: PreparedMessage | Data) -> bool:
+        """Queue a whole message if the connection can take it at once; never waits.
+
+        Returns False, having queued nothing, when the connection is closing, in the middle
+        of a fragmented send, or has more than `write_limit` bytes waiting for the network:
+        `broadcast` and the hub use it so that a slow client never slows the others.
+        """
+        if not (
+            self._proto.can_send_frame
+            and not self._fragmenting
+            and self._proto.bytes_to_send + self._in_flight <= self._write_limit
+        ):
+            return False
+        self._queue_whole(message)
+        return True
+
+    def _queue_whole(self, message: PreparedMessage | Data) -> None:
+        """Queue a whole message, with its shared frame where this connection has one."""
+        if type(message) is PreparedMessage:
+            frame = message.frame_for(self._proto)
+            if frame is None:
+                self._proto.send(message.message)
+            else:
+                self._proto.send_serialized(frame)
         else:
-            self._proto.send_serialized(frame)
+            self._proto.send(message)  # type: ignore[arg-type]  # Data: checked by the caller
         self._output_ready()
 
-    async def _send_cached(self, frames: FrameCache) -> None:
-        """`send()` of a whole message from a `FrameCache` (the hub's forwarders)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+    async def _send_prepared(self, prepared: PreparedMessage) -> None:
+        """`send()` of a `PreparedMessage`."""
         while self._fragmenting:
             await self._fragment_lot.park()
         await self._wait_for_buffer_room()
         if self._proto.state is not State.OPEN:
             raise self._closed_exception()
-        self._queue_cached(frames)
+        self._queue_whole(prepared)
         await self._maybe_yield()
-
-    def _ready_for_broadcast(self) -> bool:
-        """Open, not inside a fragmented send, and under `write_limit`."""
-        return (
-            self._proto.can_send_frame
-            and not self._fragmenting
-            and self._proto.bytes_to_send + self._in_flight <= self._write_limit
-        )
 
     async def ping(self, data: bytes | str | None = None) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds.
@@ -443,8 +456,9 @@ class WebSocket:
     # ---- background tasks -------------------------------------------------------------
 
     @asynccontextmanager
-    async def _running(self) -> AsyncIterator[None]:
-        """Run the background tasks around the body; close the connection on the way out.
+    async def running(self) -> AsyncIterator[None]:
+        """Run the connection's background tasks around the body, and close it on the way
+        out: `serve` and `connect` do, around the handler or the `async with` block.
 
         A normal exit closes with 1000, an exception with 1011, and a cancellation (or
         KeyboardInterrupt) drops the TCP connection at once.
@@ -770,20 +784,3 @@ async def _aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[D
     else:
         for item in items:
             yield item
-
-
-def _socket_of(stream: trio.abc.Stream) -> Any:
-    """The socket under a SocketStream, an SSLStream over one, or None."""
-    while not hasattr(stream, "socket"):
-        inner = getattr(stream, "transport_stream", None)
-        if inner is None:
-            return None
-        stream = inner
-    return getattr(stream, "socket", None)
-
-
-def _address(sock: Any, method: str) -> Any:
-    try:
-        return getattr(sock, method)()
-    except (AttributeError, OSError):
-        return None

@@ -7,11 +7,9 @@ over-long texts get an error message back to that client only.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import sys
 from importlib.resources import files
 from typing import Any
 
@@ -23,7 +21,7 @@ from .http import Request, Response
 from .hub import current_hub, open_hub
 from .server import open_server
 
-__all__ = ["DemoApp", "app", "config", "main"]
+__all__ = ["DemoApp", "app", "config", "run"]
 
 MAX_TEXT = 1000  # characters in one chat message
 MAX_NAME = 40  # characters in a nickname or a room name
@@ -111,31 +109,9 @@ app = DemoApp()
 config = ServerConfig(handler=app, max_size=MAX_FRAME)
 
 
-async def run(host: str, port: int) -> None:
-    async with open_hub(), open_server(config, host, port) as server:
+async def run(host: str, port: int, demo: ServerConfig = config) -> None:
+    """The demo (`config`, or a variant of it) in this process, until cancelled: what
+    `python -m trio_ws demo` runs, unless --workers or --redis ask for worker processes."""
+    async with open_hub(), open_server(demo, host, port) as server:
         print(f"chat demo on http://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
         await trio.sleep_forever()
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trio_ws demo", description="the chat demo")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--redis", metavar="URL", help="share the rooms between processes through Redis")
-    args = parser.parse_args(argv)
-    if args.workers > 1 or args.redis:
-        from .cli import main as cli_main
-
-        command = ["serve", "trio_ws.demo:config", "--host", args.host, "--port", str(args.port)]
-        command += ["--workers", str(args.workers)] + (["--redis", args.redis] if args.redis else [])
-        print(f"chat demo on http://{args.host}:{args.port}/", flush=True)
-        return cli_main(command)
-    try:
-        trio.run(run, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0

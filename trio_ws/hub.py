@@ -17,9 +17,9 @@ from typing import Literal, Protocol
 
 import trio
 
-from .broadcast import FrameCache
 from .connection import WebSocket
 from .exceptions import CloseCode, ConnectionClosed
+from .prepared import PreparedMessage
 from .protocol import Data
 from .tasks import open_nursery_unwrapped
 
@@ -60,19 +60,18 @@ class Subscription:
         self.on_overflow = on_overflow
         #: Messages dropped for this subscriber by the drop_oldest policy.
         self.dropped = 0
-        self._send, self._receive = trio.open_memory_channel[FrameCache](queue_size)
+        self._send, self._receive = trio.open_memory_channel[PreparedMessage](queue_size)
         self._forwarder = trio.CancelScope()
         self._forwarding = False  # the forwarder holds a message it has not queued yet
         self._queued = 0  # messages waiting in the channel
 
-    def _offer(self, frames: FrameCache) -> bool:
+    def _offer(self, frames: PreparedMessage) -> bool:
         """Queue without waiting; False if the queue is full under "disconnect".
 
         While nothing older is waiting and the connection has room, the message goes
         straight to the connection: the forwarder task only runs for a backed-up client.
         """
-        if not self._forwarding and not self._queued and self.ws._ready_for_broadcast():
-            self.ws._queue_cached(frames)
+        if not self._forwarding and not self._queued and self.ws.try_send_nowait(frames):
             return True
         try:
             self._send.send_nowait(frames)
@@ -93,7 +92,7 @@ class Subscription:
                 self._queued -= 1
                 self._forwarding = True
                 try:
-                    await self.ws._send_cached(frames)
+                    await self.ws.send(frames)
                 except ConnectionClosed:
                     return
                 finally:
@@ -171,7 +170,7 @@ class Hub:
     async def publish(self, topic: str, message: Data) -> int:
         """Send `message` to every subscriber of `topic`, here and (with a backend) in
         every other process; return how many local subscribers it was queued for."""
-        frames = FrameCache(message)  # captures the message now, before any await
+        frames = PreparedMessage(message)  # captures the message now, before any await
         reached = self._deliver(topic, frames)
         if self._backend is not None:
             await self._backend.publish(topic, frames.message)
@@ -181,9 +180,9 @@ class Hub:
 
     def deliver_locally(self, topic: str, message: Data) -> int:
         """Queue a message for the local subscribers only (for backends)."""
-        return self._deliver(topic, FrameCache(message))
+        return self._deliver(topic, PreparedMessage(message))
 
-    def _deliver(self, topic: str, frames: FrameCache) -> int:
+    def _deliver(self, topic: str, frames: PreparedMessage) -> int:
         reached = 0
         for subscription in list(self._topics.get(topic, ())):
             if subscription._offer(frames):

@@ -319,8 +319,31 @@ class Protocol:
         """Whether a whole message may be queued now (open, not inside a fragmented one)."""
         return self.state is State.OPEN and self._out_opcode is None
 
+    @property
+    def framing_key(self) -> object | None:
+        """Protocols with equal keys frame a whole message to the same bytes, so fan-out
+        frames it once for them all; None when this one must frame its own (a client masks
+        each frame with a fresh key; compression with context takeover has a history)."""
+        if self._mask:
+            return None
+        if self.deflate is None:
+            return "plain"
+        key = self.deflate.shared_frame_key
+        return None if key is None else ("deflate", key)
+
+    def shared_frame(self, opcode: Opcode, payload: bytes) -> bytes:
+        """A whole message as one frame, as every protocol with this `framing_key` sends it."""
+        if self.framing_key is None:
+            raise RuntimeError("this connection frames its own messages")
+        out = bytearray()
+        if self.deflate is None:
+            write_frame(out, opcode, payload)
+        else:
+            write_frame(out, opcode, self.deflate.compress_message(payload), rsv1=True)
+        return bytes(out)
+
     def send_serialized(self, frame: bytes) -> None:
-        """Queue a message already serialized as one frame (for `broadcast`)."""
+        """Queue a message already serialized as one frame (a `shared_frame`)."""
         if not self.can_send_frame:
             raise RuntimeError("cannot queue a whole message now")
         self._out += frame

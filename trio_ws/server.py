@@ -21,13 +21,14 @@ from .config import (
     ServerConfig,
     configured,
 )
-from .connection import WebSocket, _address, _socket_of
+from .connection import WebSocket
 from .exceptions import CloseCode, ConnectionClosed
 from .extensions.permessage_deflate import config_for
 from .handshake import RejectHandshake, ServerHandshake
 from .http import Request, Response
 from .listeners import open_listeners
 from .protocol import Protocol, Role
+from .sockets import peer_address
 from .tasks import open_nursery_unwrapped
 
 __all__ = [
@@ -171,26 +172,26 @@ class WebSocketServer:
                     self._handshakes.discard(handshake_scope)
             if handshake_scope.cancelled_caught:
                 if self._closing:
-                    self.logger.debug("dropped a handshake from %s: stopping", _peer(tcp_stream))
+                    self.logger.debug("dropped a handshake from %s: stopping", peer_address(tcp_stream))
                 else:
                     self.logger.info(
                         "opening handshake from %s timed out after %ss",
-                        _peer(tcp_stream),
+                        peer_address(tcp_stream),
                         self._open_timeout,
                     )
             if ws is not None:
                 await self._run_handler(ws)
         except _CONNECTION_ERRORS as exc:
-            self.logger.debug("connection from %s failed: %r", _peer(tcp_stream), exc)
+            self.logger.debug("connection from %s failed: %r", peer_address(tcp_stream), exc)
         except Exception:
-            self.logger.exception("unexpected error on a connection from %s", _peer(tcp_stream))
+            self.logger.exception("unexpected error on a connection from %s", peer_address(tcp_stream))
         finally:
             await trio.aclose_forcefully(stream)
 
     async def _handshake(self, stream: trio.abc.Stream) -> WebSocket | None:
         """Read the request and answer it; the upgraded `WebSocket`, or None."""
         handshake = ServerHandshake(**self._handshake_options)
-        remote = _peer(stream)
+        remote = peer_address(stream)
         request = None
         try:
             while request is None:
@@ -260,7 +261,7 @@ class WebSocketServer:
         self.connections.add(ws)
         ws.logger.info("connection open: %s", ws.path)
         try:
-            async with ws._running():
+            async with ws.running():
                 try:
                     if self._close_frame is not None:
                         # It upgraded while aclose() was cancelling the handshakes.
@@ -290,10 +291,6 @@ def _only_connection_closed(exc: BaseException) -> bool:
         _matched, rest = exc.split(ConnectionClosed)
         return rest is None
     return isinstance(exc, ConnectionClosed)
-
-
-def _peer(stream: trio.abc.Stream) -> Any:
-    return _address(_socket_of(stream), "getpeername")
 
 
 async def _maybe_await(value: Any) -> Any:
