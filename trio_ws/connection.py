@@ -23,6 +23,7 @@ import trio
 
 from .exceptions import CloseCode, ConnectionClosed, ConnectionClosedOK
 from .http import Headers, Request, Response
+from .keepalive import KeepaliveTimers, TimerEntry
 from .prepared import PreparedMessage
 from .protocol import Data, Fragment, Pong, Protocol, Role, State
 from .sockets import address, socket_of
@@ -54,6 +55,59 @@ class WebSocket:
 
     Made by `serve` (passed to the handler) and by `connect`; not built by users.
     """
+
+    # Slots, not a __dict__: an idle connection's attributes cost a third of the memory.
+    __slots__ = (
+        "__weakref__",
+        "_abort",
+        "_assembly",
+        "_close_deadline",
+        "_close_timeout",
+        "_closed",
+        "_discarded",
+        "_drain_lot",
+        "_eager_reads",
+        "_eof",
+        "_fast_calls",
+        "_fd",
+        "_fragment_lot",
+        "_fragmenting",
+        "_half_streamed",
+        "_in_flight",
+        "_initial_data",
+        "_keepalive_ping",
+        "_message_lot",
+        "_messages",
+        "_on_closed",
+        "_own_timers",
+        "_ping_interval",
+        "_ping_timeout",
+        "_pings",
+        "_proto",
+        "_protocol_closed",
+        "_queue_high",
+        "_queue_high_bytes",
+        "_queue_low",
+        "_queue_low_bytes",
+        "_queued_bytes",
+        "_read_lot",
+        "_reading",
+        "_stream",
+        "_timer",
+        "_timers",
+        "_write_failed",
+        "_write_limit",
+        "_write_lot",
+        "_writer_stop",
+        "id",
+        "latency",
+        "local_address",
+        "logger",
+        "remote_address",
+        "request",
+        "response",
+        "subprotocol",
+    )
 
     def __init__(
         self,
@@ -119,13 +173,17 @@ class WebSocket:
         self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._write_failed = False
         self._writer_stop = False
-        self._pings: dict[bytes, list[Any]] = {}  # payload -> [sent at, Event, rtt]
-        self._protocol_closed = trio.Event()
-        self._reader_done = trio.Event()
+        self._pings: dict[bytes, _Ping] = {}  # by payload, in the order sent
+        self._keepalive_ping: _Ping | None = None  # the keepalive's last ping
+        self._own_timers: trio.CancelScope | None = None  # keepalive timers run for this one alone
+        self._timers: KeepaliveTimers | None = None  # where its keepalive is timed
+        self._timer: TimerEntry | None = None
+        self._protocol_closed = False  # the protocol reached CLOSED, and waiters were woken
+        self._reading = trio.CancelScope()  # the reader's, until the protocol is closed
+        self._eof = False  # the reader saw the end of the stream
         self._closed = trio.Event()
         self._abort = False
         self._close_deadline = float("inf")  # set by close(): the whole close fits in close_timeout
-        self._keepalive_scope = trio.CancelScope()
 
     # ---- attributes -------------------------------------------------------------------
 
@@ -389,9 +447,7 @@ class WebSocket:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         if data is None:
-            payload = os.urandom(4)
-            while payload in self._pings:
-                payload = os.urandom(4)
+            payload = self._new_ping_payload()
         else:
             payload = data.encode() if isinstance(data, str) else bytes(data)
             if payload in self._pings:
@@ -400,16 +456,21 @@ class WebSocket:
             raise self._closed_exception()
         self._proto.send_ping(payload)
         self._output_ready()
-        waiter: list[Any] = [trio.current_time(), trio.Event(), None]
-        self._pings[payload] = waiter
+        waiter = self._pings[payload] = _Ping(payload, trio.current_time(), trio.Event())
+        assert waiter.answered is not None
         try:
-            await waiter[1].wait()
+            await waiter.answered.wait()
         finally:
             self._pings.pop(payload, None)
-        if waiter[2] is None:
+        if waiter.rtt is None:
             raise self._closed_exception()
-        rtt: float = waiter[2]
-        return rtt
+        return waiter.rtt
+
+    def _new_ping_payload(self) -> bytes:
+        payload = os.urandom(4)
+        while payload in self._pings:
+            payload = os.urandom(4)
+        return payload
 
     async def pong(self, data: bytes | str = b"") -> None:
         """Send an unsolicited pong (a one-way heartbeat); pings are answered for you."""
@@ -435,12 +496,10 @@ class WebSocket:
             self._after_protocol()
             self._read_lot.unpark_all()  # the reader must see the peer's close frame
             with trio.move_on_at(self._close_deadline):
-                await self._protocol_closed.wait()
-            if not self._protocol_closed.is_set():
+                await self._closed.wait()
+            if not self._protocol_closed:
                 self.logger.info("no close frame from the peer within %ss", self._close_timeout)
-                self._abort = True
-                self._proto.receive_eof()
-                self._after_protocol()
+                self._abort_now()
         await self._closed.wait()
 
     async def wait_closed(self) -> None:
@@ -456,9 +515,11 @@ class WebSocket:
     # ---- background tasks -------------------------------------------------------------
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
+    async def running(self, keepalive: KeepaliveTimers | None = None) -> AsyncIterator[None]:
         """Run the connection's background tasks around the body, and close it on the way
-        out: `serve` and `connect` do, around the handler or the `async with` block.
+        out: `serve` and `connect` do, around the handler or the `async with` block. Its
+        keepalive pings join `keepalive` (a server's timers, shared by its connections), or
+        timers of its own.
 
         A normal exit closes with 1000, an exception with 1011, and a cancellation (or
         KeyboardInterrupt) drops the TCP connection at once.
@@ -467,8 +528,13 @@ class WebSocket:
             async with open_nursery_unwrapped() as nursery:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._writer)
-                nursery.start_soon(self._closer)
-                nursery.start_soon(self._keepalive)
+                if self._ping_interval is not None:
+                    if keepalive is None:  # timers of its own, in a task that ends with it
+                        keepalive = KeepaliveTimers()
+                        self._own_timers = trio.CancelScope()
+                        nursery.start_soon(self._run_own_timers, keepalive, self._own_timers)
+                    self._timers = keepalive
+                    self._timer = keepalive.add(self, trio.current_time() + self._ping_interval)
                 try:
                     yield
                 except ConnectionClosed:
@@ -486,33 +552,77 @@ class WebSocket:
                 await trio.aclose_forcefully(self._stream)
                 self._set_closed()
 
+    async def _run_own_timers(self, timers: KeepaliveTimers, scope: trio.CancelScope) -> None:
+        with scope:
+            await timers.run()
+
     def _abort_now(self) -> None:
         self._abort = True
         self._proto.receive_eof()
         self._after_protocol()
 
     async def _reader(self) -> None:
+        """Read and parse until the protocol is closed, then close the TCP connection."""
         proto = self._proto
         try:
             proto.feed_data(self._initial_data)
-            while True:
-                self._parse()
-                if self._parsing_paused():
-                    await self._read_lot.park()
-                    continue
-                try:
-                    data = await self._read()
-                except _CLOSED_STREAM_ERRORS:
-                    break
-                if not data:
-                    break
-                proto.feed_data(data)
+            with self._reading:  # cancelled when the protocol closes while this waits
+                while True:
+                    self._parse()
+                    if proto.state is State.CLOSED:
+                        break
+                    if self._parsing_paused():
+                        await self._read_lot.park()
+                        continue
+                    try:
+                        data = await self._read()
+                    except _CLOSED_STREAM_ERRORS:
+                        break
+                    if not data:
+                        self._eof = True
+                        break
+                    proto.feed_data(data)
         finally:
             if proto.state is not State.CLOSED:
                 self.logger.debug("TCP connection lost without a close frame")
                 proto.receive_eof()
-            self._reader_done.set()
-            self._after_protocol()
+                self._after_protocol()
+        await self._close_transport()
+
+    async def _close_transport(self) -> None:
+        """Once the protocol is closed: flush, close TCP the polite way, then mark closed."""
+        stream = self._stream
+        self._fd = None  # from here on only the writer and this task touch the stream
+        if self._close_deadline == float("inf"):
+            self._close_deadline = trio.current_time() + self._close_timeout
+        if not self._abort:
+            with trio.move_on_at(self._close_deadline):
+                await self._wait_flushed()
+                # The server closes TCP first (RFC 6455 7.1.1), and so does a side that
+                # failed the connection. Half-closing, then reading to EOF, avoids a RST
+                # that could destroy the close frame before the peer reads it. A stream
+                # that cannot half-close (TLS) is closed at once.
+                closes_first = self._proto.role is Role.SERVER or self._proto.failure is not None
+                if not closes_first:
+                    await self._drain_to_eof()
+                elif isinstance(stream, trio.abc.HalfCloseableStream):
+                    with contextlib.suppress(*_CLOSED_STREAM_ERRORS, trio.BusyResourceError, OSError):
+                        await stream.send_eof()
+                    await self._drain_to_eof()
+        self._writer_stop = True
+        self._write_lot.unpark_all()
+        if self._abort:
+            await trio.aclose_forcefully(stream)
+        else:
+            with trio.move_on_at(self._close_deadline):
+                await stream.aclose()  # a cancelled aclose still closes, forcefully
+        self._set_closed()
+
+    async def _drain_to_eof(self) -> None:
+        """Read and drop what the peer still sends, until it closes its side."""
+        with contextlib.suppress(*_CLOSED_STREAM_ERRORS, OSError):
+            while not self._eof and await self._stream.receive_some(_RECEIVE_SIZE):
+                pass
 
     async def _read(self) -> bytes | bytearray:
         """The next bytes from the peer; b"" at end of stream.
@@ -594,8 +704,9 @@ class WebSocket:
             return
         now = trio.current_time()
         for key, waiter in list(self._pings.items()):
-            waiter[2] = now - waiter[0]
-            waiter[1].set()
+            waiter.rtt = now - waiter.sent_at
+            if waiter.answered is not None:
+                waiter.answered.set()
             del self._pings[key]
             if key == payload:
                 break
@@ -604,13 +715,15 @@ class WebSocket:
         """Wake whoever a protocol call may concern: the writer, and all on a close."""
         if self._proto.bytes_to_send:
             self._output_ready()
-        if self._proto.state is State.CLOSED and not self._protocol_closed.is_set():
-            self._protocol_closed.set()
+        if self._proto.state is State.CLOSED and not self._protocol_closed:
+            self._protocol_closed = True
+            self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection
             self._message_lot.unpark_all()
             self._drain_lot.unpark_all()
             self._read_lot.unpark_all()
             for waiter in self._pings.values():
-                waiter[1].set()
+                if waiter.answered is not None:
+                    waiter.answered.set()
 
     def _output_ready(self) -> None:
         """Bytes were queued: write them at once if the writer is idle, else wake it.
@@ -659,36 +772,6 @@ class WebSocket:
         while (self._proto.bytes_to_send or self._in_flight) and not self._write_failed:
             await self._drain_lot.park()
 
-    async def _closer(self) -> None:
-        """Once the protocol is closed: flush, close TCP the polite way, then mark closed."""
-        await self._protocol_closed.wait()
-        stream = self._stream
-        self._fd = None  # from here on only the writer and the closer touch the stream
-        if self._close_deadline == float("inf"):
-            self._close_deadline = trio.current_time() + self._close_timeout
-        if not self._abort:
-            with trio.move_on_at(self._close_deadline):
-                await self._wait_flushed()
-                # The server closes TCP first (RFC 6455 7.1.1), and so does a side that
-                # failed the connection. Half-closing, then reading to EOF, avoids a RST
-                # that could destroy the close frame before the peer reads it. A stream
-                # that cannot half-close (TLS) is closed at once.
-                closes_first = self._proto.role is Role.SERVER or self._proto.failure is not None
-                if not closes_first:
-                    await self._reader_done.wait()
-                elif isinstance(stream, trio.abc.HalfCloseableStream):
-                    with contextlib.suppress(*_CLOSED_STREAM_ERRORS, trio.BusyResourceError, OSError):
-                        await stream.send_eof()
-                    await self._reader_done.wait()
-        self._writer_stop = True
-        self._write_lot.unpark_all()
-        if self._abort:
-            await trio.aclose_forcefully(stream)
-        else:
-            with trio.move_on_at(self._close_deadline):
-                await stream.aclose()  # a cancelled aclose still closes, forcefully
-        self._set_closed()
-
     def _set_closed(self) -> None:
         if self._closed.is_set():
             return
@@ -697,30 +780,57 @@ class WebSocket:
             self.logger.debug("dropped %d messages that arrived after our close frame", self._discarded)
         if self._on_closed is not None:
             self._on_closed(self)
-        self._keepalive_scope.cancel()
+        if self._own_timers is not None:
+            self._own_timers.cancel()
+        if self._timers is not None and self._timer is not None:
+            self._timers.discard(self._timer)
         self._message_lot.unpark_all()
         self._drain_lot.unpark_all()
         self._read_lot.unpark_all()
         self._write_lot.unpark_all()
         self.logger.debug("connection closed: %s", self._closed_exception())
 
-    async def _keepalive(self) -> None:
-        if self._ping_interval is None:
-            return
-        timeout = float("inf") if self._ping_timeout is None else self._ping_timeout
-        with self._keepalive_scope:
-            while True:
-                await trio.sleep(self._ping_interval)
-                with trio.move_on_after(timeout):
-                    try:
-                        self.latency = await self.ping()
-                    except ConnectionClosed:
-                        return
-                    continue
+    def keepalive(self, now: float) -> float | None:
+        """The keepalive work due at `now`, for the `KeepaliveTimers` that run it: a ping
+        every `ping_interval`, and failing the connection (1011) when a pong is more than
+        `ping_timeout` late. Returns when it is next due, or None once the connection is
+        closing. `latency` is the round trip of the last keepalive ping answered.
+        """
+        interval, timeout = self._ping_interval, self._ping_timeout
+        if interval is None or self._proto.state is not State.OPEN:
+            return None
+        pending = self._keepalive_ping
+        if pending is not None:
+            if pending.rtt is not None:
+                self.latency = pending.rtt
+                if now < pending.sent_at + interval:
+                    return pending.sent_at + interval
+            elif timeout is not None:
+                if now < pending.sent_at + timeout:
+                    return pending.sent_at + timeout
                 self.logger.info("no pong within %ss; closing the connection", timeout)
                 self._proto.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                 self._after_protocol()
-                return
+                return None
+            self._pings.pop(pending.payload, None)  # answered, or unanswered with no timeout
+        pending = self._keepalive_ping = _Ping(self._new_ping_payload(), now)
+        self._pings[pending.payload] = pending
+        self._proto.send_ping(pending.payload)
+        self._output_ready()
+        return now + (interval if timeout is None else min(interval, timeout))
+
+
+class _Ping:
+    """A ping waiting for its pong: when it left, its round trip once answered, and the
+    event a `ping()` call waits on (none for the keepalive's own pings)."""
+
+    __slots__ = ("answered", "payload", "rtt", "sent_at")
+
+    def __init__(self, payload: bytes, sent_at: float, answered: trio.Event | None = None) -> None:
+        self.payload = payload
+        self.sent_at = sent_at
+        self.rtt: float | None = None
+        self.answered = answered
 
 
 class MessageStream:

@@ -82,6 +82,27 @@ PONG_BACKLOG = 2**16
 class Protocol:
     """One WebSocket connection's protocol state, for either role."""
 
+    __slots__ = (
+        "_in_buffer",
+        "_in_compressed",
+        "_in_decoder",
+        "_in_opcode",
+        "_in_streamed",
+        "_mask",
+        "_out",
+        "_out_opcode",
+        "_parser",
+        "_pong",
+        "close_rcvd",
+        "close_sent",
+        "deflate",
+        "failure",
+        "max_size",
+        "role",
+        "state",
+        "streaming",
+    )
+
     def __init__(
         self,
         role: Role,

@@ -26,6 +26,7 @@ from .exceptions import CloseCode, ConnectionClosed
 from .extensions.permessage_deflate import config_for
 from .handshake import RejectHandshake, ServerHandshake
 from .http import Request, Response
+from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
 from .protocol import Protocol, Role
 from .sockets import peer_address
@@ -86,6 +87,8 @@ class WebSocketServer:
         self._closing = False
         self._close_frame: tuple[int, str] | None = None  # what aclose() closes with, if it does
         self._finished = trio.Event()
+        #: The keepalive pings of every connection, from one task (started by `serve`).
+        self.keepalive = KeepaliveTimers()
 
     @property
     def addresses(self) -> list[Any]:
@@ -126,12 +129,15 @@ class WebSocketServer:
 
     async def _run(self, task_status: trio.TaskStatus[WebSocketServer]) -> None:
         try:
-            async with trio.open_nursery() as connections:
-                with self._accepting:
-                    async with trio.open_nursery() as accepting:
-                        for listener in self._listeners:
-                            accepting.start_soon(self._accept_loop, listener, connections)
-                        task_status.started(self)
+            async with trio.open_nursery() as timers:
+                timers.start_soon(self.keepalive.run)
+                async with trio.open_nursery() as connections:
+                    with self._accepting:
+                        async with trio.open_nursery() as accepting:
+                            for listener in self._listeners:
+                                accepting.start_soon(self._accept_loop, listener, connections)
+                            task_status.started(self)
+                timers.cancel_scope.cancel()  # every connection has ended
         finally:
             for listener in self._listeners:
                 listener.socket.close()
@@ -261,7 +267,7 @@ class WebSocketServer:
         self.connections.add(ws)
         ws.logger.info("connection open: %s", ws.path)
         try:
-            async with ws.running():
+            async with ws.running(self.keepalive):
                 try:
                     if self._close_frame is not None:
                         # It upgraded while aclose() was cancelling the handshakes.

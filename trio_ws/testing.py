@@ -54,8 +54,11 @@ async def open_in_memory_server(
     """A server for `handler` (or a `ServerConfig`) with `serve`'s keyword options, in
     memory; leaving the block waits for its handlers (cancel the block to stop them)."""
     server = build_server(configured(handler, serve_options), [])
-    async with open_nursery_unwrapped() as nursery:
-        yield InMemoryServer(server, nursery)
+    async with open_nursery_unwrapped() as timers:
+        timers.start_soon(server.keepalive.run)
+        async with open_nursery_unwrapped() as connections:
+            yield InMemoryServer(server, connections)
+        timers.cancel_scope.cancel()  # every handler has ended
 
 
 @asynccontextmanager

@@ -1,0 +1,75 @@
+"""How many Trio tasks an idle connection costs, counted by walking the task tree with 100
+idle connections open: on the server (raw TCP peers, which run no task here) and on the
+client side of `connect`."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import trio
+import trio.lowlevel
+
+import trio_ws
+
+from .conftest import RawClient, ws_url
+
+CONNECTIONS = 100
+#: The most tasks an idle server connection may run, its handler's included.
+SERVER_TASKS_PER_CONNECTION = 5
+#: The most an idle client connection may run beside the code inside `async with connect()`.
+CLIENT_TASKS_PER_CONNECTION = 4
+
+
+def task_count() -> int:
+    """Every task of this run, found from the root through each task's child nurseries."""
+    count, pending = 0, [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count
+
+
+async def idle(ws: trio_ws.WebSocket) -> None:
+    await ws.wait_closed()
+
+
+async def settle() -> None:
+    """Let every task started so far reach its first wait."""
+    for _ in range(20):
+        await trio.lowlevel.checkpoint()
+
+
+async def test_tasks_per_idle_server_connection() -> None:
+    async with trio_ws.open_server(idle, "127.0.0.1", 0) as server:
+        await settle()
+        before = task_count()
+        peers = [await RawClient.connect(server.port) for _ in range(CONNECTIONS)]
+        with trio.fail_after(10):
+            while len(server.connections) < CONNECTIONS:
+                await trio.sleep(0.01)
+        await settle()
+        per_connection = (task_count() - before) / CONNECTIONS
+        print(f"server: {per_connection} tasks per idle connection")
+        assert per_connection.is_integer() and 1 <= per_connection <= SERVER_TASKS_PER_CONNECTION
+        for peer in peers:
+            await peer.stream.aclose()
+
+
+async def test_tasks_per_idle_client_connection() -> None:
+    async with trio_ws.open_server(idle, "127.0.0.1", 0, max_connections=None) as server:
+        await settle()
+        before = task_count()
+        with trio.fail_after(30):
+            async with AsyncExitStack() as stack:
+                for _ in range(CONNECTIONS):
+                    await stack.enter_async_context(trio_ws.connect(ws_url(server)))
+                while len(server.connections) < CONNECTIONS:
+                    await trio.sleep(0.01)
+                await settle()
+                both = (task_count() - before) / CONNECTIONS
+                server_side = len({task for ws in server.connections for task in [ws]})  # one per ws
+                assert server_side == CONNECTIONS
+                print(f"client and server together: {both} tasks per connection")
+                assert both.is_integer() and both <= SERVER_TASKS_PER_CONNECTION + CLIENT_TASKS_PER_CONNECTION
