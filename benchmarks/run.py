@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LIBRARIES = ["trio_ws", "websockets_trio", "websockets_asyncio", "trio_websocket", "raw_trio"]
+LIBRARIES = ["trio_ws", "websockets_trio", "websockets_asyncio", "trio_websocket", "raw_trio", "trio_floor"]
 WORKLOADS = {
     "rtt1": "round trips/s",
     "echo64": "messages/s",
@@ -32,6 +32,7 @@ WORKLOADS = {
     "idle_mem": "KiB/connection",
 }
 RAW_WORKLOADS = {"rtt1", "echo64", "big"}  # a TCP echo has no handshake and no broadcast
+FLOOR_WORKLOADS = {"handshake", "idle_mem"}  # the floor server only upgrades and closes
 COMPRESSED = [("echo64", "trio_ws"), ("echo64", "websockets_asyncio"), ("echo64", "websockets_trio")]
 
 
@@ -108,6 +109,8 @@ def main() -> None:
         for _ in range(args.repeat):
             for library in libraries:
                 if library == "raw_trio" and workload not in RAW_WORKLOADS:
+                    continue
+                if library == "trio_floor" and workload not in FLOOR_WORKLOADS:
                     continue
                 result = run_workload(library, workload, once)
                 merged = results.setdefault((workload, library), {k: [] for k in result})
@@ -189,6 +192,19 @@ def main() -> None:
             result = results.get((workload, library))
             row.append(
                 f"{percent(result['server_cpu'])} / {percent(result['client_cpu'])}" if result else "n/a"
+            )
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "## Server CPU per operation (µs: server CPU share / rate; lower is better)", ""]
+    lines += ["| workload | " + " | ".join(libraries) + " |", "|---|" + "---|" * len(libraries)]
+    for workload, unit in WORKLOADS.items():
+        if workload == "idle_mem":
+            continue
+        row = [f"{workload} (per {unit.split('/')[0].rstrip('s') if unit != 'MB/s' else 'MB'})"]
+        for library in libraries:
+            result = results.get((workload, library))
+            rate = statistics.median(result["values"]) if result else 0
+            row.append(
+                f"{statistics.median(result['server_cpu']) / rate * 1e6:,.2f}" if result and rate else "n/a"
             )
         lines.append("| " + " | ".join(row) + " |")
     Path(args.output).write_text("\n".join(lines) + "\n")

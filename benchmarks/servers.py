@@ -5,7 +5,10 @@
 Every WebSocket server echoes each message on any path, except /fanout: there a text
 message "go N" makes the server broadcast N binary messages of 64 bytes to every /fanout
 connection, with the library's own broadcast where it has one. `raw_trio` is a plain Trio
-TCP echo (no WebSocket framing): the ceiling for anything on Trio.
+TCP echo (no WebSocket framing): the ceiling for anything on Trio. `trio_floor` is the
+least a WebSocket server on Trio can do for the handshake and idle rows: one task per
+connection, the 101 written by hand (no h11, no WebSocket object), the close frame answered,
+then the TCP close.
 """
 
 from __future__ import annotations
@@ -161,12 +164,51 @@ async def serve_raw_trio(port: int, compression: bool) -> None:
         print("ready", flush=True)
 
 
+async def serve_trio_floor(port: int, compression: bool) -> None:
+    import base64
+    import hashlib
+
+    import trio
+
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    async def upgrade_then_close(stream: trio.SocketStream) -> None:
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                head += chunk
+            key = head.split(b"Sec-WebSocket-Key: ", 1)[1].split(b"\r\n", 1)[0]
+            accept = base64.b64encode(hashlib.sha1(key + guid).digest())
+            await stream.send_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            while not rest or rest[0] & 0x0F != 0x8:  # wait for the client's close frame
+                rest = await stream.receive_some(4096)
+                if not rest:
+                    return
+            await stream.send_all(b"\x88\x02\x03\xe8")
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_tcp, upgrade_then_close, port)
+        print("ready", flush=True)
+
+
 SERVERS = {
     "trio_ws": ("trio", serve_trio_ws),
     "websockets_trio": ("trio", serve_websockets_trio),
     "websockets_asyncio": ("asyncio", serve_websockets_asyncio),
     "trio_websocket": ("trio", serve_trio_websocket),
     "raw_trio": ("trio", serve_raw_trio),
+    "trio_floor": ("trio", serve_trio_floor),
 }
 
 if __name__ == "__main__":
