@@ -51,7 +51,7 @@ async def test_a_discarded_entry_is_never_called_and_the_heap_stays_bounded(
             recorder = Recorder(1.0, 100)
             gone.append(recorder)
             timers.discard(timers.add(recorder, trio.current_time() + 10))
-            assert len(timers._heap) <= 2 * len(timers) + 1  # noqa: SLF001 -- the bound itself
+            assert len(timers._heap) <= 2 * len(timers) + 1
         await trio.sleep(15.5)  # past the 15th call: not a tie with it
         nursery.cancel_scope.cancel()
     assert all(not recorder.calls for recorder in gone)

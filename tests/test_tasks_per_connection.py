@@ -14,10 +14,13 @@ import trio_ws
 from .conftest import RawClient, ws_url
 
 CONNECTIONS = 100
-#: The most tasks an idle server connection may run, its handler's included.
-SERVER_TASKS_PER_CONNECTION = 5
-#: The most an idle client connection may run beside the code inside `async with connect()`.
-CLIENT_TASKS_PER_CONNECTION = 4
+#: The most tasks an idle server connection may run, its handler's included: the handler and
+#: the reader (the writer runs only while the kernel's send buffer is full; keepalive pings
+#: come from the server's one timer task).
+SERVER_TASKS_PER_CONNECTION = 2
+#: The most an idle client connection may run beside the code inside `async with connect()`:
+#: the reader and its keepalive timers.
+CLIENT_TASKS_PER_CONNECTION = 2
 
 
 def task_count() -> int:
@@ -69,7 +72,5 @@ async def test_tasks_per_idle_client_connection() -> None:
                     await trio.sleep(0.01)
                 await settle()
                 both = (task_count() - before) / CONNECTIONS
-                server_side = len({task for ws in server.connections for task in [ws]})  # one per ws
-                assert server_side == CONNECTIONS
                 print(f"client and server together: {both} tasks per connection")
                 assert both.is_integer() and both <= SERVER_TASKS_PER_CONNECTION + CLIENT_TASKS_PER_CONNECTION

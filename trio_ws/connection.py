@@ -1,10 +1,30 @@
 """`WebSocket`: one WebSocket connection over one `trio.abc.Stream`.
 
-Four background tasks share the connection's nursery with the code that uses it:
-the reader (parses frames, answers pings, fills the message queue), the writer (flushes
-the protocol's output buffer, batching everything queued into one `send_all`), the
-closer (finishes the closing handshake and closes the TCP connection, bounded by
-`close_timeout`) and the keepalive pinger. None of them ever raises.
+Who touches what, and when (in the spirit of h11's state notes):
+
+- **The protocol** (`Protocol`, sans-I/O) holds the connection's state, its output buffer
+  and its parser. Every call into it is followed by `_after_protocol()`, the one place that
+  reacts to what the call changed: output to write, and, once the protocol is CLOSED,
+  every waiter woken and the reader's wait cancelled.
+- **The inbox** (`_messages`, `_queued_bytes`, the queue marks) is filled by the reader
+  task (`_parse`) and emptied by `recv()` / `recv_streaming()` in the user's task. The
+  reader stops parsing at a high mark and `recv()` wakes it below the low marks.
+- **The outbox** is the protocol's output buffer plus `_in_flight`. Any task that queues
+  output writes it through at once when nothing is in flight (`_output_ready`: one
+  non-blocking `os.write`, no await); what the kernel does not take is flushed by the
+  writer task. `send()` waits while more than `write_limit` is buffered.
+- **The lifecycle**: OPEN, then CLOSING once a close frame went either way, then CLOSED
+  when the protocol is done (close frames exchanged, a failure, or the TCP connection lost),
+  and finally `_closed` once the TCP connection is closed. The reader task owns the last
+  step: once the protocol is CLOSED it flushes, closes TCP the polite way (the server, and
+  a side that failed the connection, close first; bounded by `close_timeout`) and sets
+  `_closed`. `close()` only starts the handshake and waits for `_closed`, aborting at its
+  deadline.
+- **Tasks**: the handler (or the `async with connect()` body) and the reader run in the
+  connection's nursery (`running()`). The writer runs there only while the kernel's send
+  buffer is full (for TLS, which has no socket to write through, for the whole connection).
+  Keepalive pings come from the server's `KeepaliveTimers`, one task for every connection,
+  through `keepalive(now)`; a client connection has timers of its own.
 """
 
 from __future__ import annotations
@@ -78,6 +98,7 @@ class WebSocket:
         "_keepalive_ping",
         "_message_lot",
         "_messages",
+        "_nursery",
         "_on_closed",
         "_own_timers",
         "_ping_interval",
@@ -98,7 +119,9 @@ class WebSocket:
         "_write_failed",
         "_write_limit",
         "_write_lot",
+        "_writer_running",
         "_writer_stop",
+        "_writer_waits",
         "id",
         "latency",
         "local_address",
@@ -149,7 +172,8 @@ class WebSocket:
         self._write_limit = write_limit
         self._on_closed = on_closed
         sock = socket_of(stream)
-        self.remote_address: Any = address(sock, "getpeername")
+        # The server's request already has it: one system call less per connection.
+        self.remote_address: Any = request.remote_address or address(sock, "getpeername")
         self.local_address: Any = address(sock, "getsockname")
         self.logger = _ConnectionLogger(
             logger or logging.getLogger("trio_ws"),
@@ -173,6 +197,9 @@ class WebSocket:
         self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._write_failed = False
         self._writer_stop = False
+        self._writer_waits = self._fd is None  # a writer task for the whole connection
+        self._writer_running = False
+        self._nursery: trio.Nursery | None = None  # the connection's, while running()
         self._pings: dict[bytes, _Ping] = {}  # by payload, in the order sent
         self._keepalive_ping: _Ping | None = None  # the keepalive's last ping
         self._own_timers: trio.CancelScope | None = None  # keepalive timers run for this one alone
@@ -526,8 +553,11 @@ class WebSocket:
         """
         try:
             async with open_nursery_unwrapped() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._reader)
-                nursery.start_soon(self._writer)
+                if self._writer_waits:  # no socket to write through: a writer for its lifetime
+                    self._writer_running = True
+                    nursery.start_soon(self._writer)
                 if self._ping_interval is not None:
                     if keepalive is None:  # timers of its own, in a task that ends with it
                         keepalive = KeepaliveTimers()
@@ -546,6 +576,7 @@ class WebSocket:
                 else:
                     await self.close()
         finally:
+            self._nursery = None  # closed to new tasks now
             if not self._closed.is_set():
                 self._fd = None
                 self._abort_now()
@@ -733,7 +764,7 @@ class WebSocket:
         the writer. Nothing awaits here, so no frame is ever half-written by a cancellation.
         """
         if self._fd is None or self._in_flight or self._write_failed:
-            self._write_lot.unpark_all()
+            self._wake_writer()
             return
         data = self._proto.data_to_send()
         try:
@@ -742,31 +773,46 @@ class WebSocket:
             sent = 0
         if sent < len(data):
             self._proto.unsend(memoryview(data)[sent:])
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """Wake the writer task, or start one: on a plain TCP socket it runs only while
+        the kernel's buffer is full, so an idle connection has none."""
+        if self._writer_running:
             self._write_lot.unpark_all()
+        elif self._nursery is not None and not self._write_failed and self._proto.bytes_to_send:
+            self._writer_running = True
+            self._nursery.start_soon(self._writer)
 
     async def _writer(self) -> None:
+        """Flush the output buffer with `send_all`; then wait for more (TLS and other
+        streams with no socket to write through), or end (a plain TCP socket)."""
         stream = self._stream
         proto = self._proto
-        while True:
-            if proto.bytes_to_send and not self._write_failed:
-                data = proto.data_to_send()
-                self._in_flight = len(data)
-                try:
-                    await stream.send_all(data)
-                except _CLOSED_STREAM_ERRORS:
-                    self._write_failed = True
-                    if proto.state is not State.CLOSED:
-                        self.logger.debug("TCP connection lost while sending")
-                        proto.receive_eof()
-                        self._after_protocol()
-                finally:
-                    self._in_flight = 0
+        try:
+            while True:
+                if proto.bytes_to_send and not self._write_failed:
+                    data = proto.data_to_send()
+                    self._in_flight = len(data)
+                    try:
+                        await stream.send_all(data)
+                    except _CLOSED_STREAM_ERRORS:
+                        self._write_failed = True
+                        if proto.state is not State.CLOSED:
+                            self.logger.debug("TCP connection lost while sending")
+                            proto.receive_eof()
+                            self._after_protocol()
+                    finally:
+                        self._in_flight = 0
+                    self._drain_lot.unpark_all()
+                    continue
+                if self._writer_stop or not self._writer_waits:
+                    return
                 self._drain_lot.unpark_all()
-                continue
-            if self._writer_stop:
-                return
+                await self._write_lot.park()
+        finally:
+            self._writer_running = False
             self._drain_lot.unpark_all()
-            await self._write_lot.park()
 
     async def _wait_flushed(self) -> None:
         while (self._proto.bytes_to_send or self._in_flight) and not self._write_failed:

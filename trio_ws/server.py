@@ -28,7 +28,7 @@ from .handshake import RejectHandshake, ServerHandshake
 from .http import Request, Response
 from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
-from .protocol import Protocol, Role
+from .protocol import Protocol, Role, State
 from .sockets import peer_address
 from .tasks import open_nursery_unwrapped
 
@@ -164,8 +164,8 @@ class WebSocketServer:
         an in-memory stream. Nothing that happens here reaches the caller.
         """
         stream: trio.abc.Stream = tcp_stream
+        ws = None
         try:
-            ws = None
             with trio.move_on_after(self._open_timeout) as handshake_scope:
                 self._handshakes.add(handshake_scope)
                 try:
@@ -192,7 +192,8 @@ class WebSocketServer:
         except Exception:
             self.logger.exception("unexpected error on a connection from %s", peer_address(tcp_stream))
         finally:
-            await trio.aclose_forcefully(stream)
+            if ws is None or ws.state is not State.CLOSED:  # else the connection closed it already
+                await trio.aclose_forcefully(stream)
 
     async def _handshake(self, stream: trio.abc.Stream) -> WebSocket | None:
         """Read the request and answer it; the upgraded `WebSocket`, or None."""
