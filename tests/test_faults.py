@@ -15,19 +15,7 @@ import trio
 import trio_ws
 from trio_ws.frames import Frame, Opcode, serialize_frame
 
-from .conftest import HANDSHAKE, RawClient, echo, healthy_canary, with_canary, ws_url
-
-
-def all_tasks() -> int:
-    """Every task in this trio run, found by walking the task tree from the root."""
-    count = 0
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
+from .conftest import HANDSHAKE, RawClient, all_tasks, echo, healthy_canary, with_canary, ws_url
 
 
 def open_fds() -> int:

@@ -53,16 +53,22 @@ def run_in_shell(command: str, cwd: Path, **kwargs: object) -> subprocess.Popen[
     )  # fmt: skip
 
 
+async def line_with(proc: subprocess.Popen[str], marker: str, what: str) -> str:
+    """The first line of `proc`'s output that holds `marker`; fails if it exits first."""
+    assert proc.stdout is not None
+    seen = []
+    while marker not in (line := await trio.to_thread.run_sync(proc.stdout.readline)):
+        assert line, f"{what} exited: {''.join(seen)}"
+        seen.append(line)
+    return line
+
+
 async def test_demo_command_serves_from_a_fresh_clone(fresh_clone: Path) -> None:
     demo = readme_commands()[0] + " --port 0"
     proc = run_in_shell(demo, fresh_clone)
     try:
-        assert proc.stdout is not None
-        seen = []
         with trio.fail_after(300):  # the install comes first
-            while "chat demo on http://" not in (line := await trio.to_thread.run_sync(proc.stdout.readline)):
-                assert line, f"the demo exited: {''.join(seen)}"
-                seen.append(line)
+            line = await line_with(proc, "chat demo on http://", "the demo")
         address = line.split("http://", 1)[1].split("/", 1)[0]
         async with trio_ws.connect(f"ws://{address}/ws") as ws:
             await ws.send(json.dumps({"type": "join", "room": "readme", "name": "tester"}))
@@ -101,12 +107,8 @@ async def test_docs_command_serves_the_reference_from_a_fresh_clone(fresh_clone:
     assert docs_command().endswith("mkdocs serve")
     proc = run_in_shell(f"{docs_command()} -a 127.0.0.1:{port}", fresh_clone)
     try:
-        assert proc.stdout is not None
-        seen = []
         with trio.fail_after(300):  # the install comes first
-            while "Serving on http://" not in (line := await trio.to_thread.run_sync(proc.stdout.readline)):
-                assert line, f"mkdocs serve exited: {''.join(seen)}"
-                seen.append(line)
+            await line_with(proc, "Serving on http://", "mkdocs serve")
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(b"GET /reference/ HTTP/1.0\r\nHost: x\r\n\r\n")
             page = b""

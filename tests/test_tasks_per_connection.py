@@ -11,7 +11,7 @@ import trio.lowlevel
 
 import trio_ws
 
-from .conftest import RawClient, ws_url
+from .conftest import RawClient, all_tasks, ws_url
 
 CONNECTIONS = 100
 #: The most tasks an idle server connection may run, its handler's included: the handler and
@@ -21,17 +21,6 @@ SERVER_TASKS_PER_CONNECTION = 2
 #: The most an idle client connection may run beside the code inside `async with connect()`:
 #: the reader and its keepalive timers.
 CLIENT_TASKS_PER_CONNECTION = 2
-
-
-def task_count() -> int:
-    """Every task of this run, found from the root through each task's child nurseries."""
-    count, pending = 0, [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return count
 
 
 async def idle(ws: trio_ws.WebSocket) -> None:
@@ -47,13 +36,13 @@ async def settle() -> None:
 async def test_tasks_per_idle_server_connection() -> None:
     async with trio_ws.open_server(idle, "127.0.0.1", 0) as server:
         await settle()
-        before = task_count()
+        before = all_tasks()
         peers = [await RawClient.connect(server.port) for _ in range(CONNECTIONS)]
         with trio.fail_after(10):
             while len(server.connections) < CONNECTIONS:
                 await trio.sleep(0.01)
         await settle()
-        per_connection = (task_count() - before) / CONNECTIONS
+        per_connection = (all_tasks() - before) / CONNECTIONS
         print(f"server: {per_connection} tasks per idle connection")
         assert per_connection.is_integer() and 1 <= per_connection <= SERVER_TASKS_PER_CONNECTION
         for peer in peers:
@@ -63,7 +52,7 @@ async def test_tasks_per_idle_server_connection() -> None:
 async def test_tasks_per_idle_client_connection() -> None:
     async with trio_ws.open_server(idle, "127.0.0.1", 0, max_connections=None) as server:
         await settle()
-        before = task_count()
+        before = all_tasks()
         with trio.fail_after(30):
             async with AsyncExitStack() as stack:
                 for _ in range(CONNECTIONS):
@@ -71,6 +60,6 @@ async def test_tasks_per_idle_client_connection() -> None:
                 while len(server.connections) < CONNECTIONS:
                     await trio.sleep(0.01)
                 await settle()
-                both = (task_count() - before) / CONNECTIONS
+                both = (all_tasks() - before) / CONNECTIONS
                 print(f"client and server together: {both} tasks per connection")
                 assert both.is_integer() and both <= SERVER_TASKS_PER_CONNECTION + CLIENT_TASKS_PER_CONNECTION
