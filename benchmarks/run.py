@@ -32,6 +32,7 @@ WORKLOADS = {
     "idle_mem": "KiB/connection",
 }
 RAW_WORKLOADS = {"rtt1", "echo64", "big"}  # a TCP echo has no handshake and no broadcast
+PER = {"rtt1": "round trip", "echo64": "message", "big": "MB", "fanout": "delivery", "handshake": "handshake"}
 FLOOR_WORKLOADS = {"handshake", "idle_mem"}  # the floor server only upgrades and closes
 COMPRESSED = [("echo64", "trio_ws"), ("echo64", "websockets_asyncio"), ("echo64", "websockets_trio")]
 
@@ -196,10 +197,10 @@ def main() -> None:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Server CPU per operation (µs: server CPU share / rate; lower is better)", ""]
     lines += ["| workload | " + " | ".join(libraries) + " |", "|---|" + "---|" * len(libraries)]
-    for workload, unit in WORKLOADS.items():
+    for workload in WORKLOADS:
         if workload == "idle_mem":
             continue
-        row = [f"{workload} (per {unit.split('/')[0].rstrip('s') if unit != 'MB/s' else 'MB'})"]
+        row = [f"{workload} (per {PER[workload]})"]
         for library in libraries:
             result = results.get((workload, library))
             rate = statistics.median(result["values"]) if result else 0
