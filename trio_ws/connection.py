@@ -364,12 +364,12 @@ class WebSocket:
         because the message can no longer be completed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):  # the rare cases first
+        if (
+            not isinstance(message, (str, bytes, bytearray, memoryview))
+            and type(message) is not PreparedMessage
+        ):
             if _is_bytes_like(message):
                 message = memoryview(message)  # type: ignore[arg-type]  # array.array, numpy arrays
-            elif type(message) is PreparedMessage:
-                await self._send_prepared(message)
-                return
             elif isinstance(message, Mapping):
                 raise TypeError("cannot send a mapping; serialize it first, e.g. with json.dumps")
             elif isinstance(message, (Iterable, AsyncIterable)):
@@ -380,7 +380,9 @@ class WebSocket:
         while self._fragmenting:
             await self._fragment_lot.park()
         await self._wait_for_buffer_room()
-        self._queue(message, True)
+        if self._proto.state is not State.OPEN:
+            raise self._closed_exception()
+        self._queue_whole(message)
         await self._maybe_yield()  # see recv()
 
     async def _send_fragmented(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
@@ -446,25 +448,15 @@ class WebSocket:
 
     def _queue_whole(self, message: PreparedMessage | Data) -> None:
         """Queue a whole message, with its shared frame where this connection has one."""
-        if type(message) is PreparedMessage:
+        if isinstance(message, PreparedMessage):
             frame = message.frame_for(self._proto)
             if frame is None:
                 self._proto.send(message.message)
             else:
                 self._proto.send_serialized(frame)
         else:
-            self._proto.send(message)  # type: ignore[arg-type]  # Data: checked by the caller
+            self._proto.send(message)
         self._output_ready()
-
-    async def _send_prepared(self, prepared: PreparedMessage) -> None:
-        """`send()` of a `PreparedMessage`."""
-        while self._fragmenting:
-            await self._fragment_lot.park()
-        await self._wait_for_buffer_room()
-        if self._proto.state is not State.OPEN:
-            raise self._closed_exception()
-        self._queue_whole(prepared)
-        await self._maybe_yield()
 
     async def ping(self, data: bytes | str | None = None) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds.
