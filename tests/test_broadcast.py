@@ -80,7 +80,7 @@ async def test_slow_reader_is_skipped_and_others_still_get_everything() -> None:
                 assert await fast.recv() == big
             assert counts[0] == 2 and counts[-1] == 1, "the slow reader must end up skipped"
             slow_ws = next(ws for ws in server.connections if ws.remote_address[1] != fast.local_address[1])
-            assert slow_ws._proto.bytes_to_send + slow_ws._in_flight <= 2 * 2**16 + 65536 + 100
+            assert slow_ws.buffered_amount <= 2 * 2**16 + 65536 + 100
         await slow.stream.aclose()
 
 

@@ -107,6 +107,28 @@ def test_eof_without_close_is_1006() -> None:
     assert (proto.state, proto.close_code) == (State.CLOSED, 1006)
 
 
+def test_who_closes_tcp_first() -> None:
+    """The server closes TCP first (RFC 6455 7.1.1); a client only when it failed the
+    connection; otherwise the client waits for the server's FIN."""
+    server, client = Protocol(Role.SERVER), Protocol(Role.CLIENT)
+    assert server.closes_tcp_first and not client.closes_tcp_first
+    client.receive_data(b"\x88\x02\x03\xe8")  # the server's close frame, 1000
+    assert client.state is State.CLOSED and not client.closes_tcp_first, "a clean close: the server closes"
+    failing = Protocol(Role.CLIENT)
+    failing.receive_data(b"\x81\x01\xff")  # a text frame that is not UTF-8
+    assert (failing.state, failing.close_code) == (State.CLOSED, 1007)
+    assert failing.closes_tcp_first, "a side that failed the connection closes first"
+
+
+def test_abort_stops_the_protocol_without_a_handshake() -> None:
+    proto = Protocol(Role.CLIENT)
+    proto.send_close(1000)
+    proto.abort()
+    assert (proto.state, proto.close_code) == (State.CLOSED, 1006)
+    proto.receive_data(b"\x88\x02\x03\xe8")  # the peer's close frame, too late
+    assert proto.close_code == 1006 and proto.close_rcvd is None
+
+
 def test_max_size_fails_from_the_header_before_the_payload() -> None:
     proto = Protocol(Role.SERVER, max_size=1024)
     header_only = client_frame(Opcode.BINARY, b"x" * 2000)[:8]

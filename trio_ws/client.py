@@ -15,11 +15,12 @@ from typing import Any, NoReturn, ParamSpec
 
 import trio
 
-from .connection import WebSocket, queue_marks
+from .connection import WebSocket
 from .exceptions import InvalidHandshake, InvalidRedirect, InvalidURI
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import ClientHandshake
 from .http import Headers, HeadersLike, Response
+from .inbox import queue_marks
 from .options import completed
 from .protocol import Protocol, Role
 from .proxy import USE_ENVIRONMENT, UseEnvironment, open_tunnel, proxy_for

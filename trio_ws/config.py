@@ -19,10 +19,11 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypedDict, Unpack
 
-from .connection import WebSocket, queue_marks
+from .connection import WebSocket
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .handshake import SelectSubprotocol
 from .http import HeadersLike, Request, Response
+from .inbox import queue_marks
 from .version import __version__
 
 __all__ = [

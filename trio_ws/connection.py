@@ -2,27 +2,26 @@
 
 Who touches what, and when (in the spirit of h11's state notes):
 
-- **The protocol** (`Protocol`, sans-I/O) holds the connection's state, its output buffer
-  and its parser. Every call into it is followed by `_after_protocol()`, the one place that
-  reacts to what the call changed: output to write, and, once the protocol is CLOSED,
-  every waiter woken and the reader's wait cancelled.
-- **The inbox** (`_messages`, `_queued_bytes`, the queue marks) is filled by the reader
-  task (`_parse`) and emptied by `recv()` / `recv_streaming()` in the user's task. The
-  reader stops parsing at a high mark and `recv()` wakes it below the low marks.
-- **The outbox** is the protocol's output buffer plus `_in_flight`. Any task that queues
-  output writes it through at once when nothing is in flight (`_output_ready`: one
-  non-blocking `os.write`, no await); what the kernel does not take is flushed by the
-  writer task. `send()` waits while more than `write_limit` is buffered.
-- **The lifecycle**: OPEN, then CLOSING once a close frame went either way, then CLOSED
-  when the protocol is done (close frames exchanged, a failure, or the TCP connection lost),
-  and finally `_closed` once the TCP connection is closed. The reader task owns the last
-  step: once the protocol is CLOSED it flushes, closes TCP the polite way (the server, and
-  a side that failed the connection, close first; bounded by `close_timeout`) and sets
-  `_closed`. `close()` only starts the handshake and waits for `_closed`, aborting at its
-  deadline.
+- **The protocol** (`Protocol`, sans-I/O) holds the connection's state, its output buffer,
+  its parser, and the policy of who closes TCP first. Every call into it is followed by
+  `_sync()`, the one choke point that reacts to what the call changed: output goes to the
+  outbox, and once the protocol is CLOSED the lifecycle moves on and every waiter wakes.
+  A call that needs an open connection gets the protocol from `_open_protocol()`, which
+  raises `ConnectionClosed` otherwise.
+- **The inbox** (`Inbox`) is filled by the reader task (`_parse`) and emptied by `recv()` /
+  `recv_streaming()` in the user's task. The reader stops parsing while it is full and
+  `recv()` wakes it below the low marks.
+- **The outbox** (`Outbox`) takes the protocol's output to the socket: written through at
+  once by whichever task queued it, and flushed by a writer task only while the kernel's
+  send buffer is full. `send()` waits while it holds more than `write_limit`.
+- **The lifecycle** (`Lifecycle`): OPEN while frames may flow (the protocol OPEN or
+  CLOSING); CLOSING once the protocol is CLOSED and TCP is being closed the polite way;
+  ABORTING when it is being dropped at once instead; CLOSED when TCP is closed. The reader
+  task owns the TCP close: once the protocol is CLOSED it flushes, closes TCP first if the
+  protocol says so (bounded by `close_timeout`), or waits for the peer to, and marks the
+  connection CLOSED. `close()` only starts the handshake and waits, aborting at its deadline.
 - **Tasks**: the handler (or the `async with connect()` body) and the reader run in the
-  connection's nursery (`running()`). The writer runs there only while the kernel's send
-  buffer is full (for TLS, which has no socket to write through, for the whole connection).
+  connection's nursery (`running()`). The outbox's writer runs there only on demand.
   Keepalive pings come from the server's `KeepaliveTimers`, one task for every connection,
   through `keepalive(now)`; a client connection has timers of its own.
 """
@@ -30,11 +29,10 @@ Who touches what, and when (in the spirit of h11's state notes):
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
-import sys
 import uuid
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -43,13 +41,16 @@ import trio
 
 from .exceptions import CloseCode, ConnectionClosed, ConnectionClosedOK
 from .http import Headers, Request, Response
+from .inbox import Inbox, Item
 from .keepalive import KeepaliveTimers, TimerEntry
+from .outbox import CLOSED_STREAM_ERRORS, Outbox
+from .pings import PendingPing, Pings
 from .prepared import PreparedMessage
-from .protocol import Data, Fragment, Pong, Protocol, Role, State
+from .protocol import Data, Fragment, Pong, Protocol, State
 from .sockets import address, socket_of
 from .tasks import open_nursery_unwrapped
 
-__all__ = ["WebSocket", "Message", "MessageStream"]
+__all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle"]
 
 #: What `recv()` returns: `str` for a text message, `bytes` for a binary one.
 Message = str | bytes
@@ -58,7 +59,15 @@ Message = str | bytes
 _RECEIVE_SIZE = 2**16
 _YIELD_EVERY = 16  # recv()/send() calls that may run without yielding to other tasks
 _EAGER_READS = 4  # reads in a row that found data waiting before the reader yields (256 KiB)
-_CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Lifecycle(enum.Enum):
+    """Where a connection is in its life, past the protocol's own state."""
+
+    OPEN = "open"  #: frames may flow (the protocol is OPEN or CLOSING)
+    CLOSING = "closing"  #: the protocol is CLOSED; TCP is being closed the polite way
+    ABORTING = "aborting"  #: TCP is being dropped at once
+    CLOSED = "closed"  #: TCP is closed
 
 
 class _ConnectionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -79,53 +88,36 @@ class WebSocket:
     # Slots, not a __dict__: an idle connection's attributes cost a third of the memory.
     __slots__ = (
         "__weakref__",
-        "_abort",
         "_assembly",
+        "_base_logger",
         "_close_deadline",
         "_close_timeout",
-        "_closed",
-        "_discarded",
-        "_drain_lot",
+        "_closed_event",
         "_eager_reads",
         "_eof",
         "_fast_calls",
-        "_fd",
-        "_fragment_lot",
-        "_fragmenting",
         "_half_streamed",
-        "_in_flight",
+        "_id",
+        "_inbox",
         "_initial_data",
         "_keepalive_ping",
-        "_message_lot",
-        "_messages",
-        "_nursery",
+        "_lifecycle",
+        "_logger",
         "_on_closed",
+        "_outbox",
         "_own_timers",
         "_ping_interval",
         "_ping_timeout",
         "_pings",
         "_proto",
-        "_protocol_closed",
-        "_queue_high",
-        "_queue_high_bytes",
-        "_queue_low",
-        "_queue_low_bytes",
-        "_queued_bytes",
-        "_read_lot",
+        "_read_fd",
         "_reading",
+        "_sending_fragments",
         "_stream",
         "_timer",
         "_timers",
-        "_write_failed",
-        "_write_limit",
-        "_write_lot",
-        "_writer_running",
-        "_writer_stop",
-        "_writer_waits",
-        "id",
         "latency",
         "local_address",
-        "logger",
         "remote_address",
         "request",
         "response",
@@ -151,8 +143,6 @@ class WebSocket:
     ) -> None:
         self._stream = stream
         self._proto = protocol
-        #: A unique id, handy in logs.
-        self.id = uuid.uuid4()
         self.request = request
         self.response = response
         self.subprotocol: str | None = response.headers.get("Sec-WebSocket-Protocol")
@@ -162,57 +152,58 @@ class WebSocket:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
-        # The inbox's high- and low-water marks (max_queue, max_queue_bytes): parsing stops
-        # at a high mark and resumes once recv() took the queue below both low marks.
-        self._queue_high, self._queue_low = queue_marks(max_queue)
-        self._queue_high_bytes = sys.maxsize if max_queue_bytes is None else max_queue_bytes
-        self._queue_low_bytes = self._queue_high_bytes // 4
-        self._queued_bytes = 0  # len() of the queued messages: bytes, or characters of text
-        self._discarded = 0  # messages dropped past max_queue after our close frame
-        self._write_limit = write_limit
+        self._close_deadline = float("inf")  # set by close(): the whole close fits in close_timeout
         self._on_closed = on_closed
         sock = socket_of(stream)
         # The server's request already has it: one system call less per connection.
         self.remote_address: Any = request.remote_address or address(sock, "getpeername")
         self.local_address: Any = address(sock, "getsockname")
-        self.logger = _ConnectionLogger(
-            logger or logging.getLogger("trio_ws"),
-            {"websocket": str(self.id)[:8], "remote_address": self.remote_address},
-        )
+        self._base_logger = logger or logging.getLogger("trio_ws")
+        self._id: uuid.UUID | None = None  # made on first use, as is the logger
+        self._logger: _ConnectionLogger | None = None
 
-        self._messages: deque[Message | Fragment] = deque()
+        self._lifecycle = Lifecycle.OPEN
+        self._closed_event: trio.Event | None = None  # made when somebody waits for CLOSED
+        self._inbox = Inbox(max_queue, max_queue_bytes)
+        self._outbox = Outbox(stream, protocol, write_limit, self._write_lost)
+        self._pings = Pings()
         self._assembly: list[Fragment] | None = None  # recv() joining a streamed message
         self._half_streamed = False  # recv_streaming() gave part of a message, not its end
-        self._message_lot = trio.lowlevel.ParkingLot()  # recv() waiting for a message
-        self._read_lot = trio.lowlevel.ParkingLot()  # reader waiting for room in the inbox
-        self._write_lot = trio.lowlevel.ParkingLot()  # writer waiting for output
-        self._drain_lot = trio.lowlevel.ParkingLot()  # send() waiting for buffer room
-        self._fragment_lot = trio.lowlevel.ParkingLot()  # send() waiting for a fragmented send
-        self._fragmenting = False
+        # A fragmented send in progress: the event its followers wait on, else None.
+        self._sending_fragments: trio.Event | None = None
         self._fast_calls = 0  # recv()/send() calls since this connection last yielded
+        # The reader: a plain TCP socket is read directly (None for TLS, and once closing).
+        self._read_fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self._reading = trio.CancelScope()  # cancelled when the protocol closes while it waits
         self._eager_reads = 0  # reads in a row that did not have to wait
-        self._in_flight = 0  # bytes handed to send_all and not yet accepted
-        # A plain TCP stream's non-blocking socket, written directly while the writer is idle
-        # (None for TLS, and from the moment the stream starts closing: its fd may be reused).
-        self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
-        self._write_failed = False
-        self._writer_stop = False
-        self._writer_waits = self._fd is None  # a writer task for the whole connection
-        self._writer_running = False
-        self._nursery: trio.Nursery | None = None  # the connection's, while running()
-        self._pings: dict[bytes, _Ping] = {}  # by payload, in the order sent
-        self._keepalive_ping: _Ping | None = None  # the keepalive's last ping
+        self._eof = False  # the reader saw the end of the stream
+        self._keepalive_ping: PendingPing | None = None  # the keepalive's last ping
         self._own_timers: trio.CancelScope | None = None  # keepalive timers run for this one alone
         self._timers: KeepaliveTimers | None = None  # where its keepalive is timed
         self._timer: TimerEntry | None = None
-        self._protocol_closed = False  # the protocol reached CLOSED, and waiters were woken
-        self._reading = trio.CancelScope()  # the reader's, until the protocol is closed
-        self._eof = False  # the reader saw the end of the stream
-        self._closed = trio.Event()
-        self._abort = False
-        self._close_deadline = float("inf")  # set by close(): the whole close fits in close_timeout
 
     # ---- attributes -------------------------------------------------------------------
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A unique id, handy in logs."""
+        if self._id is None:
+            self._id = uuid.uuid4()
+        return self._id
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        """The connection's logger: the `logger` it was given (`trio_ws` by default), with
+        its id and remote address on every record."""
+        if self._logger is None:
+            extra = {"websocket": str(self.id)[:8], "remote_address": self.remote_address}
+            self._logger = _ConnectionLogger(self._base_logger, extra)
+        return self._logger
+
+    def _debug(self, message: str, *args: object) -> None:
+        """Log at DEBUG, without building the logger when nobody listens."""
+        if self._base_logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(message, *args)
 
     @property
     def path(self) -> str:
@@ -232,7 +223,7 @@ class WebSocket:
     @property
     def state(self) -> State:
         """OPEN, CLOSING while the close handshake or TCP close runs, then CLOSED."""
-        if self._closed.is_set():
+        if self._lifecycle is Lifecycle.CLOSED:
             return State.CLOSED
         state = self._proto.state
         return State.CLOSING if state is State.CLOSED else state
@@ -247,8 +238,43 @@ class WebSocket:
         """The reason that goes with `close_code`."""
         return self._proto.close_reason if self._proto.state is State.CLOSED else None
 
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued to send and not yet taken by the kernel (`bufferedAmount` in a
+        browser); `send()` waits while it is over `write_limit`."""
+        return self._outbox.buffered
+
     def __repr__(self) -> str:
         return f"<WebSocket {self.id} {self.remote_address} {self.state.name}>"
+
+    # ---- the choke point --------------------------------------------------------------
+
+    def _open_protocol(self) -> Protocol:
+        """The protocol, for a call that needs the connection open; else ConnectionClosed."""
+        proto = self._proto
+        if proto.state is not State.OPEN:
+            raise self._closed_exception()
+        return proto
+
+    def _sync(self) -> None:
+        """After every protocol call: hand new output to the outbox, and once the protocol
+        is CLOSED, move the lifecycle on and wake every waiter (recv, send, ping, reader)."""
+        proto = self._proto
+        if proto.bytes_to_send:
+            self._outbox.flush()
+        if proto.state is State.CLOSED and self._lifecycle is Lifecycle.OPEN:
+            self._lifecycle = Lifecycle.CLOSING
+            self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection
+            self._inbox.close()
+            self._outbox.wake_senders()
+            self._pings.wake_all()
+
+    def _write_lost(self) -> None:
+        """The outbox found the connection gone while writing."""
+        if self._proto.state is not State.CLOSED:
+            self._debug("TCP connection lost while sending")
+            self._proto.receive_eof()
+            self._sync()
 
     # ---- receiving --------------------------------------------------------------------
 
@@ -269,17 +295,10 @@ class WebSocket:
             raise RuntimeError("recv() in the middle of a message: read the rest with recv_streaming()")
         if self._assembly is not None:
             return await self._assemble()
-        messages = self._messages
-        if not messages:
-            while not messages:
-                if self._proto.state is State.CLOSED:
-                    raise self._closed_exception()
-                await self._message_lot.park()
+        message = self._inbox.take_nowait()
+        if message is None:
+            message = await self._take()
             self._fast_calls = 0
-        message = messages.popleft()
-        self._queued_bytes -= len(message)
-        if len(messages) <= self._queue_low and self._queued_bytes <= self._queue_low_bytes:
-            self._read_lot.unpark_all()
         if type(message) is Fragment:  # it arrived while a recv_streaming() was active
             self._assembly = [message]
             return await self._assemble()
@@ -297,17 +316,11 @@ class WebSocket:
         """
         return MessageStream(self)
 
-    async def _take(self) -> Message | Fragment:
+    async def _take(self) -> Item:
         """The next item of the inbox, once there is one; raises once closed and empty."""
-        messages = self._messages
-        while not messages:
-            if self._proto.state is State.CLOSED:
-                raise self._closed_exception()
-            await self._message_lot.park()
-        item = messages.popleft()
-        self._queued_bytes -= len(item)
-        if len(messages) <= self._queue_low and self._queued_bytes <= self._queue_low_bytes:
-            self._read_lot.unpark_all()
+        item = await self._inbox.take()
+        if item is None:
+            raise self._closed_exception()
         return item
 
     async def _assemble(self) -> Message:
@@ -325,7 +338,7 @@ class WebSocket:
             if limit is not None and size > limit:
                 self._assembly = None
                 self._proto.fail(CloseCode.MESSAGE_TOO_BIG, f"message over the size limit of {limit} bytes")
-                self._after_protocol()
+                self._sync()
                 raise self._closed_exception()
         self._assembly = None
         data = [part.data for part in parts]
@@ -377,18 +390,26 @@ class WebSocket:
                 return
             else:
                 raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
-        while self._fragmenting:
-            await self._fragment_lot.park()
-        await self._wait_for_buffer_room()
-        if self._proto.state is not State.OPEN:
-            raise self._closed_exception()
-        self._queue_whole(message)
+        await self._wait_turn_and_room()
+        self._queue_whole(self._open_protocol(), message)
         await self._maybe_yield()  # see recv()
 
+    async def _wait_turn_and_room(self) -> None:
+        """Wait until no fragmented send is in progress and the outbox has room, both at
+        once: a fragmented send may start while this waits for room."""
+        while True:
+            if self._sending_fragments is not None:
+                await self._sending_fragments.wait()
+            elif not self._outbox.has_room and self._proto.state is State.OPEN:
+                await self._outbox.wait_for_room()
+                self._fast_calls = 0
+            else:
+                return
+
     async def _send_fragmented(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
-        while self._fragmenting:
-            await self._fragment_lot.park()
-        self._fragmenting = True
+        while self._sending_fragments is not None:
+            await self._sending_fragments.wait()
+        done = self._sending_fragments = trio.Event()
         started = False
         try:
             previous: Data | None = None
@@ -398,37 +419,25 @@ class WebSocket:
                 if not isinstance(fragment, (str, bytes, bytearray, memoryview)):
                     raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
                 if previous is not None:
-                    await self._wait_for_buffer_room()
-                    self._queue(previous, False)
+                    await self._outbox.wait_for_room()
+                    self._open_protocol().send(previous, fin=False)
+                    self._sync()
                     started = True
                 previous = fragment
             if previous is not None:
-                await self._wait_for_buffer_room()
-                self._queue(previous, True)
+                await self._outbox.wait_for_room()
+                self._open_protocol().send(previous, fin=True)
+                self._sync()
         except BaseException:
             if started and self._proto.state is State.OPEN:
                 self.logger.error("fragmented send interrupted; failing the connection")
                 self._proto.fail(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
-                self._after_protocol()
+                self._sync()
             raise
         finally:
-            self._fragmenting = False
-            self._fragment_lot.unpark_all()
+            self._sending_fragments = None
+            done.set()
         await trio.lowlevel.checkpoint()
-
-    async def _wait_for_buffer_room(self) -> None:
-        while (
-            self._proto.bytes_to_send + self._in_flight > self._write_limit
-            and self._proto.state is State.OPEN
-        ):
-            await self._drain_lot.park()
-            self._fast_calls = 0
-
-    def _queue(self, data: Data, fin: bool) -> None:
-        if self._proto.state is not State.OPEN:
-            raise self._closed_exception()
-        self._proto.send(data, fin=fin)
-        self._output_ready()
 
     def try_send_nowait(self, message: PreparedMessage | Data) -> bool:
         """Queue a whole message if the connection can take it at once; never waits.
@@ -437,26 +446,23 @@ class WebSocket:
         of a fragmented send, or has more than `write_limit` bytes waiting for the network:
         `broadcast` and the hub use it so that a slow client never slows the others.
         """
-        if not (
-            self._proto.can_send_frame
-            and not self._fragmenting
-            and self._proto.bytes_to_send + self._in_flight <= self._write_limit
-        ):
+        proto = self._proto
+        if not (proto.can_send_frame and self._sending_fragments is None and self._outbox.has_room):
             return False
-        self._queue_whole(message)
+        self._queue_whole(proto, message)
         return True
 
-    def _queue_whole(self, message: PreparedMessage | Data) -> None:
+    def _queue_whole(self, proto: Protocol, message: PreparedMessage | Data) -> None:
         """Queue a whole message, with its shared frame where this connection has one."""
-        if isinstance(message, PreparedMessage):
-            frame = message.frame_for(self._proto)
+        if type(message) is PreparedMessage:
+            frame = message.frame_for(proto)
             if frame is None:
-                self._proto.send(message.message)
+                proto.send(message.message)
             else:
-                self._proto.send_serialized(frame)
+                proto.send_serialized(frame)
         else:
-            self._proto.send(message)
-        self._output_ready()
+            proto.send(message)  # type: ignore[arg-type]
+        self._sync()
 
     async def ping(self, data: bytes | str | None = None) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds.
@@ -466,38 +472,28 @@ class WebSocket:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         if data is None:
-            payload = self._new_ping_payload()
+            payload = self._pings.new_payload()
         else:
             payload = data.encode() if isinstance(data, str) else bytes(data)
             if payload in self._pings:
                 raise ValueError("already waiting for a pong with this payload")
-        if self._proto.state is not State.OPEN:
-            raise self._closed_exception()
-        self._proto.send_ping(payload)
-        self._output_ready()
-        waiter = self._pings[payload] = _Ping(payload, trio.current_time(), trio.Event())
+        self._open_protocol().send_ping(payload)
+        self._sync()
+        waiter = self._pings.add(payload, trio.current_time(), trio.Event())
         assert waiter.answered is not None
         try:
             await waiter.answered.wait()
         finally:
-            self._pings.pop(payload, None)
+            self._pings.forget(payload)
         if waiter.rtt is None:
             raise self._closed_exception()
         return waiter.rtt
 
-    def _new_ping_payload(self) -> bytes:
-        payload = os.urandom(4)
-        while payload in self._pings:
-            payload = os.urandom(4)
-        return payload
-
     async def pong(self, data: bytes | str = b"") -> None:
         """Send an unsolicited pong (a one-way heartbeat); pings are answered for you."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._proto.state is not State.OPEN:
-            raise self._closed_exception()
-        self._proto.send_pong(data.encode() if isinstance(data, str) else bytes(data))
-        self._output_ready()
+        self._open_protocol().send_pong(data.encode() if isinstance(data, str) else bytes(data))
+        self._sync()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     # ---- closing ----------------------------------------------------------------------
@@ -512,24 +508,56 @@ class WebSocket:
         if self._proto.state is State.OPEN:
             self._close_deadline = trio.current_time() + self._close_timeout
             self._proto.send_close(code, reason)
-            self._after_protocol()
-            self._read_lot.unpark_all()  # the reader must see the peer's close frame
+            self._sync()
+            self._inbox.wake_reader()  # the reader must see the peer's close frame
             with trio.move_on_at(self._close_deadline):
-                await self._closed.wait()
-            if not self._protocol_closed:
+                await self.wait_closed()
+            if self._lifecycle is Lifecycle.OPEN:
                 self.logger.info("no close frame from the peer within %ss", self._close_timeout)
                 self._abort_now()
-        await self._closed.wait()
+        await self.wait_closed()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed, by either side."""
-        await self._closed.wait()
+        if self._lifecycle is Lifecycle.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._closed_event is None:
+            self._closed_event = trio.Event()
+        await self._closed_event.wait()
 
     def _closed_exception(self) -> ConnectionClosed:
         proto = self._proto
         if proto.state is not State.CLOSED and proto.close_sent is not None:
             return ConnectionClosed.for_code(proto.close_sent.code, proto.close_sent.reason)
         return ConnectionClosed.for_code(proto.close_code, proto.close_reason)
+
+    def _abort_now(self) -> None:
+        """Give up on the connection: the protocol stops, and TCP is dropped, not closed."""
+        self._proto.abort()
+        self._sync()
+        if self._lifecycle is Lifecycle.CLOSING:
+            self._lifecycle = Lifecycle.ABORTING
+
+    def _set_closed(self) -> None:
+        """TCP is closed: the last step of the lifecycle, and the last wake-up."""
+        if self._lifecycle is Lifecycle.CLOSED:
+            return
+        self._lifecycle = Lifecycle.CLOSED
+        if self._closed_event is not None:
+            self._closed_event.set()
+        if self._inbox.discarded:
+            self._debug("dropped %d messages that arrived after our close frame", self._inbox.discarded)
+        if self._on_closed is not None:
+            self._on_closed(self)
+        if self._own_timers is not None:
+            self._own_timers.cancel()
+        if self._timers is not None and self._timer is not None:
+            self._timers.discard(self._timer)
+        self._inbox.close()
+        self._outbox.wake_senders()
+        self._outbox.stop()
+        self._debug("connection closed: %s", self._closed_exception())
 
     # ---- background tasks -------------------------------------------------------------
 
@@ -545,11 +573,8 @@ class WebSocket:
         """
         try:
             async with open_nursery_unwrapped() as nursery:
-                self._nursery = nursery
                 nursery.start_soon(self._reader)
-                if self._writer_waits:  # no socket to write through: a writer for its lifetime
-                    self._writer_running = True
-                    nursery.start_soon(self._writer)
+                self._outbox.start(nursery)
                 if self._ping_interval is not None:
                     if keepalive is None:  # timers of its own, in a task that ends with it
                         keepalive = KeepaliveTimers()
@@ -568,9 +593,9 @@ class WebSocket:
                 else:
                     await self.close()
         finally:
-            self._nursery = None  # closed to new tasks now
-            if not self._closed.is_set():
-                self._fd = None
+            self._outbox.detach()  # the nursery is closed to new tasks now
+            if self._lifecycle is not Lifecycle.CLOSED:
+                self._read_fd = None
                 self._abort_now()
                 await trio.aclose_forcefully(self._stream)
                 self._set_closed()
@@ -578,11 +603,6 @@ class WebSocket:
     async def _run_own_timers(self, timers: KeepaliveTimers, scope: trio.CancelScope) -> None:
         with scope:
             await timers.run()
-
-    def _abort_now(self) -> None:
-        self._abort = True
-        self._proto.receive_eof()
-        self._after_protocol()
 
     async def _reader(self) -> None:
         """Read and parse until the protocol is closed, then close the TCP connection."""
@@ -595,11 +615,11 @@ class WebSocket:
                     if proto.state is State.CLOSED:
                         break
                     if self._parsing_paused():
-                        await self._read_lot.park()
+                        await self._inbox.wait_for_room()
                         continue
                     try:
                         data = await self._read()
-                    except _CLOSED_STREAM_ERRORS:
+                    except CLOSED_STREAM_ERRORS:
                         break
                     if not data:
                         self._eof = True
@@ -607,34 +627,32 @@ class WebSocket:
                     proto.feed_data(data)
         finally:
             if proto.state is not State.CLOSED:
-                self.logger.debug("TCP connection lost without a close frame")
+                self._debug("TCP connection lost without a close frame")
                 proto.receive_eof()
-                self._after_protocol()
+                self._sync()
         await self._close_transport()
 
     async def _close_transport(self) -> None:
         """Once the protocol is closed: flush, close TCP the polite way, then mark closed."""
         stream = self._stream
-        self._fd = None  # from here on only the writer and this task touch the stream
+        self._read_fd = None  # from here on only the writer and this task touch the stream
+        self._outbox.stop_writing_through()
         if self._close_deadline == float("inf"):
             self._close_deadline = trio.current_time() + self._close_timeout
-        if not self._abort:
+        if self._lifecycle is not Lifecycle.ABORTING:
             with trio.move_on_at(self._close_deadline):
-                await self._wait_flushed()
-                # The server closes TCP first (RFC 6455 7.1.1), and so does a side that
-                # failed the connection. Half-closing, then reading to EOF, avoids a RST
-                # that could destroy the close frame before the peer reads it. A stream
-                # that cannot half-close (TLS) is closed at once.
-                closes_first = self._proto.role is Role.SERVER or self._proto.failure is not None
-                if not closes_first:
+                await self._outbox.wait_flushed()
+                # Half-closing, then reading to EOF, avoids a RST that could destroy the
+                # close frame before the peer reads it. A stream that cannot half-close
+                # (TLS) is closed at once.
+                if not self._proto.closes_tcp_first:
                     await self._drain_to_eof()
                 elif isinstance(stream, trio.abc.HalfCloseableStream):
-                    with contextlib.suppress(*_CLOSED_STREAM_ERRORS, trio.BusyResourceError, OSError):
+                    with contextlib.suppress(*CLOSED_STREAM_ERRORS, trio.BusyResourceError, OSError):
                         await stream.send_eof()
                     await self._drain_to_eof()
-        self._writer_stop = True
-        self._write_lot.unpark_all()
-        if self._abort:
+        self._outbox.stop()
+        if self._lifecycle is Lifecycle.ABORTING:
             await trio.aclose_forcefully(stream)
         else:
             with trio.move_on_at(self._close_deadline):
@@ -643,7 +661,7 @@ class WebSocket:
 
     async def _drain_to_eof(self) -> None:
         """Read and drop what the peer still sends, until it closes its side."""
-        with contextlib.suppress(*_CLOSED_STREAM_ERRORS, OSError):
+        with contextlib.suppress(*CLOSED_STREAM_ERRORS, OSError):
             while not self._eof and await self._stream.receive_some(_RECEIVE_SIZE):
                 pass
 
@@ -652,13 +670,13 @@ class WebSocket:
 
         On a plain TCP socket, wait for readability and read the non-blocking fd directly:
         one scheduler round per read instead of the two of `receive_some` (and at least one
-        per four reads, see below). `_fd` is checked right before each read (no await in
-        between): once the closer cleared it, reads go through the stream, which raises
-        once it is closed (the fd may be reused by then).
+        per four reads, see below). `_read_fd` is checked right before each read (no await
+        in between): once the TCP close began it is None, and reads go through the stream,
+        which raises once it is closed (the fd may be reused by then).
         """
         waited = False
         while True:
-            fd = self._fd
+            fd = self._read_fd
             if fd is None:  # TLS, or closing: the stream drains the rest
                 return await self._stream.receive_some(_RECEIVE_SIZE)
             try:
@@ -688,9 +706,7 @@ class WebSocket:
         bounded in the protocol (one pending pong, one close frame), and pausing on our
         own sends would starve the pongs and close frame of a slow but live peer.
         """
-        return self._proto.state is State.OPEN and (
-            len(self._messages) >= self._queue_high or self._queued_bytes >= self._queue_high_bytes
-        )
+        return self._proto.state is State.OPEN and self._inbox.full
 
     def _parse(self) -> None:
         """Turn buffered bytes into events, one at a time, until parsing must pause.
@@ -701,7 +717,7 @@ class WebSocket:
         handshake is not stuck behind them.
         """
         proto = self._proto
-        messages = self._messages
+        inbox = self._inbox
         got_message = False
         while not self._parsing_paused():
             event = proto.next_event()
@@ -709,124 +725,13 @@ class WebSocket:
                 break
             kind = type(event)
             if kind is str or kind is bytes or kind is Fragment:
-                if proto.state is State.CLOSING and len(messages) >= self._queue_high:
-                    self._discarded += 1
-                    continue
-                messages.append(event)  # type: ignore[arg-type]
-                self._queued_bytes += len(event)  # type: ignore[arg-type]
+                inbox.put(event, closing=proto.state is State.CLOSING)  # type: ignore[arg-type]
                 got_message = True
             elif kind is Pong:
-                self._pong_received(event.payload)  # type: ignore[union-attr]
+                self._pings.answered(event.payload, trio.current_time())  # type: ignore[union-attr]
         if got_message:
-            self._message_lot.unpark_all()
-        self._after_protocol()
-
-    def _pong_received(self, payload: bytes) -> None:
-        """A pong acknowledges its ping and every ping sent before it (RFC 6455 5.5.3)."""
-        if payload not in self._pings:
-            return
-        now = trio.current_time()
-        for key, waiter in list(self._pings.items()):
-            waiter.rtt = now - waiter.sent_at
-            if waiter.answered is not None:
-                waiter.answered.set()
-            del self._pings[key]
-            if key == payload:
-                break
-
-    def _after_protocol(self) -> None:
-        """Wake whoever a protocol call may concern: the writer, and all on a close."""
-        if self._proto.bytes_to_send:
-            self._output_ready()
-        if self._proto.state is State.CLOSED and not self._protocol_closed:
-            self._protocol_closed = True
-            self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection
-            self._message_lot.unpark_all()
-            self._drain_lot.unpark_all()
-            self._read_lot.unpark_all()
-            for waiter in self._pings.values():
-                if waiter.answered is not None:
-                    waiter.answered.set()
-
-    def _output_ready(self) -> None:
-        """Bytes were queued: write them at once if the writer is idle, else wake it.
-
-        A direct non-blocking write saves the hand-off to the writer task (as asyncio's
-        transport.write does); whatever the kernel does not take goes first in line for
-        the writer. Nothing awaits here, so no frame is ever half-written by a cancellation.
-        """
-        if self._fd is None or self._in_flight or self._write_failed:
-            self._wake_writer()
-            return
-        data = self._proto.data_to_send()
-        try:
-            sent = os.write(self._fd, data)
-        except OSError:  # would block, or the connection is gone: the writer finds out
-            sent = 0
-        if sent < len(data):
-            self._proto.unsend(memoryview(data)[sent:])
-            self._wake_writer()
-
-    def _wake_writer(self) -> None:
-        """Wake the writer task, or start one: on a plain TCP socket it runs only while
-        the kernel's buffer is full, so an idle connection has none."""
-        if self._writer_running:
-            self._write_lot.unpark_all()
-        elif self._nursery is not None and not self._write_failed and self._proto.bytes_to_send:
-            self._writer_running = True
-            self._nursery.start_soon(self._writer)
-
-    async def _writer(self) -> None:
-        """Flush the output buffer with `send_all`; then wait for more (TLS and other
-        streams with no socket to write through), or end (a plain TCP socket)."""
-        stream = self._stream
-        proto = self._proto
-        try:
-            while True:
-                if proto.bytes_to_send and not self._write_failed:
-                    data = proto.data_to_send()
-                    self._in_flight = len(data)
-                    try:
-                        await stream.send_all(data)
-                    except _CLOSED_STREAM_ERRORS:
-                        self._write_failed = True
-                        if proto.state is not State.CLOSED:
-                            self.logger.debug("TCP connection lost while sending")
-                            proto.receive_eof()
-                            self._after_protocol()
-                    finally:
-                        self._in_flight = 0
-                    self._drain_lot.unpark_all()
-                    continue
-                if self._writer_stop or not self._writer_waits:
-                    return
-                self._drain_lot.unpark_all()
-                await self._write_lot.park()
-        finally:
-            self._writer_running = False
-            self._drain_lot.unpark_all()
-
-    async def _wait_flushed(self) -> None:
-        while (self._proto.bytes_to_send or self._in_flight) and not self._write_failed:
-            await self._drain_lot.park()
-
-    def _set_closed(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        if self._discarded:
-            self.logger.debug("dropped %d messages that arrived after our close frame", self._discarded)
-        if self._on_closed is not None:
-            self._on_closed(self)
-        if self._own_timers is not None:
-            self._own_timers.cancel()
-        if self._timers is not None and self._timer is not None:
-            self._timers.discard(self._timer)
-        self._message_lot.unpark_all()
-        self._drain_lot.unpark_all()
-        self._read_lot.unpark_all()
-        self._write_lot.unpark_all()
-        self.logger.debug("connection closed: %s", self._closed_exception())
+            inbox.wake_getters()
+        self._sync()
 
     def keepalive(self, now: float) -> float | None:
         """The keepalive work due at `now`, for the `KeepaliveTimers` that run it: a ping
@@ -848,27 +753,13 @@ class WebSocket:
                     return pending.sent_at + timeout
                 self.logger.info("no pong within %ss; closing the connection", timeout)
                 self._proto.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                self._after_protocol()
+                self._sync()
                 return None
-            self._pings.pop(pending.payload, None)  # answered, or unanswered with no timeout
-        pending = self._keepalive_ping = _Ping(self._new_ping_payload(), now)
-        self._pings[pending.payload] = pending
+            self._pings.forget(pending.payload)  # answered, or unanswered with no timeout
+        pending = self._keepalive_ping = self._pings.add(self._pings.new_payload(), now)
         self._proto.send_ping(pending.payload)
-        self._output_ready()
+        self._sync()
         return now + (interval if timeout is None else min(interval, timeout))
-
-
-class _Ping:
-    """A ping waiting for its pong: when it left, its round trip once answered, and the
-    event a `ping()` call waits on (none for the keepalive's own pings)."""
-
-    __slots__ = ("answered", "payload", "rtt", "sent_at")
-
-    def __init__(self, payload: bytes, sent_at: float, answered: trio.Event | None = None) -> None:
-        self.payload = payload
-        self.sent_at = sent_at
-        self.rtt: float | None = None
-        self.answered = answered
 
 
 class MessageStream:
@@ -901,18 +792,6 @@ class MessageStream:
     def _finish(self) -> None:
         self._done = True
         self._ws._proto.streaming = False
-
-
-def queue_marks(max_queue: int | tuple[int, int | None] | None) -> tuple[int, int]:
-    """The (high, low) water marks for `max_queue`, as `websockets` reads it: an int is
-    the high mark with a quarter of it as the low one; None means no limit."""
-    if max_queue is None:
-        return sys.maxsize, sys.maxsize
-    high, low = (max_queue, None) if isinstance(max_queue, int) else max_queue
-    low = high // 4 if low is None else low
-    if not 0 <= low <= high or high < 1:
-        raise ValueError(f"max_queue needs 1 <= high and 0 <= low <= high, not {max_queue!r}")
-    return high, low
 
 
 def _is_bytes_like(obj: object) -> bool:

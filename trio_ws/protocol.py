@@ -182,6 +182,19 @@ class Protocol:
         self.state = State.CLOSED
         self._discard_input()
 
+    def abort(self) -> None:
+        """This side gives up on the connection at once (a close that timed out, a
+        cancellation, a lost write): no more input, and no closing handshake to wait for.
+        Without a close frame received, `close_code` is then 1006."""
+        self.receive_eof()
+
+    @property
+    def closes_tcp_first(self) -> bool:
+        """Whether this side closes the TCP connection first once the protocol is done:
+        the server does (RFC 6455 7.1.1), and so does a side that failed the connection;
+        the other side waits for the peer to close it."""
+        return self.role is Role.SERVER or self.failure is not None
+
     def _discard_input(self) -> None:
         self._parser.discard()
         self._in_buffer = bytearray()

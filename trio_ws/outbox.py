@@ -1,0 +1,174 @@
+"""`Outbox`: a connection's output on its way to the socket.
+
+The protocol's output buffer holds the frames; the outbox moves them to the network and
+tells senders when there is room. Output is written through at once on a plain TCP socket
+(one non-blocking `os.write`, no await, as asyncio's `transport.write` does); what the
+kernel does not take goes to a writer task, started on demand and ended once the buffer is
+flushed. A stream with no socket to write through (TLS) has a writer for its whole life.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import trio
+
+from .protocol import Protocol, State
+
+__all__ = ["Outbox", "CLOSED_STREAM_ERRORS"]
+
+#: What a stream raises once the connection is gone.
+CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Outbox:
+    """Write-through, the writer task, and flow control (`write_limit`) for one stream."""
+
+    __slots__ = (
+        "_drained",
+        "_fd",
+        "_in_flight",
+        "_lost",
+        "_more",
+        "_nursery",
+        "_proto",
+        "_stopped",
+        "_stream",
+        "_writer_running",
+        "_writer_waits",
+        "failed",
+        "write_limit",
+    )
+
+    def __init__(
+        self, stream: trio.abc.Stream, protocol: Protocol, write_limit: int, lost: Callable[[], None]
+    ) -> None:
+        self._stream = stream
+        self._proto = protocol
+        #: Bytes buffered past which `wait_for_room()` waits and `has_room` is False.
+        self.write_limit = write_limit
+        self._lost = lost  # called once a write finds the connection gone
+        # A plain TCP stream's non-blocking socket, written directly while no write is in
+        # flight (None for TLS, and once the stream starts closing: its fd may be reused).
+        self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self._in_flight = 0  # bytes handed to send_all and not yet accepted
+        #: A write found the connection gone: nothing more will be written.
+        self.failed = False
+        self._stopped = False  # the stream is closing: the writer ends once flushed
+        self._writer_waits = self._fd is None  # a writer task for the whole connection
+        self._writer_running = False
+        self._nursery: trio.Nursery | None = None  # where a writer may start
+        self._more: trio.lowlevel.ParkingLot | None = None  # the writer waiting for output
+        self._drained: trio.lowlevel.ParkingLot | None = None  # senders waiting for room
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued and not yet accepted by the kernel."""
+        return self._proto.bytes_to_send + self._in_flight
+
+    @property
+    def has_room(self) -> bool:
+        """Whether no more than `write_limit` bytes are waiting for the network."""
+        return self._proto.bytes_to_send + self._in_flight <= self.write_limit
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Writers may run in `nursery` from now on; one starts now if it must always run."""
+        self._nursery = nursery
+        if self._writer_waits:
+            self._writer_running = True
+            nursery.start_soon(self._writer)
+
+    def detach(self) -> None:
+        """The nursery is closing: no writer starts any more, and the socket is not written
+        through (the stream is about to be closed)."""
+        self._nursery = None
+        self._fd = None
+
+    def flush(self) -> None:
+        """Output was queued: write it at once if no write is in flight, else leave it to
+        the writer. Nothing awaits here, so no frame is ever half-written by a cancellation.
+        """
+        fd = self._fd
+        if fd is None or self._in_flight or self.failed:
+            self._wake_writer()
+            return
+        data = self._proto.data_to_send()
+        try:
+            sent = os.write(fd, data)
+        except OSError:  # would block, or the connection is gone: the writer finds out
+            sent = 0
+        if sent < len(data):
+            self._proto.unsend(memoryview(data)[sent:])
+            self._wake_writer()
+
+    def stop_writing_through(self) -> None:
+        """From now on only the writer writes, through the stream: the stream is closing."""
+        self._fd = None
+
+    def stop(self) -> None:
+        """The stream is being closed: the writer ends."""
+        self._stopped = True
+        self._wake(self._more)
+
+    def wake_senders(self) -> None:
+        """Wake every `wait_for_room()` and `wait_flushed()`: the connection closed."""
+        self._wake(self._drained)
+
+    async def wait_for_room(self) -> None:
+        """Wait while more than `write_limit` bytes are buffered and the protocol is open."""
+        while not self.has_room and self._proto.state is State.OPEN:
+            await self._park_until_drained()
+
+    async def wait_flushed(self) -> None:
+        """Wait until every queued byte is written, or writing failed."""
+        while self.buffered and not self.failed:
+            await self._park_until_drained()
+
+    async def _park_until_drained(self) -> None:
+        if self._drained is None:
+            self._drained = trio.lowlevel.ParkingLot()
+        await self._drained.park()
+
+    @staticmethod
+    def _wake(lot: trio.lowlevel.ParkingLot | None) -> None:
+        if lot is not None:
+            lot.unpark_all()
+
+    def _wake_writer(self) -> None:
+        """Wake the writer, or start one: on a plain TCP socket it runs only while the
+        kernel's buffer is full, so an idle connection has none."""
+        if self._writer_running:
+            self._wake(self._more)
+        elif self._nursery is not None and not self.failed and self._proto.bytes_to_send:
+            self._writer_running = True
+            self._nursery.start_soon(self._writer)
+
+    async def _writer(self) -> None:
+        """Flush the output buffer with `send_all`; then wait for more (a writer for the
+        whole connection), or end (a plain TCP socket)."""
+        stream = self._stream
+        proto = self._proto
+        try:
+            while True:
+                if proto.bytes_to_send and not self.failed:
+                    data = proto.data_to_send()
+                    self._in_flight = len(data)
+                    try:
+                        await stream.send_all(data)
+                    except CLOSED_STREAM_ERRORS:
+                        self.failed = True
+                        self._lost()
+                    finally:
+                        self._in_flight = 0
+                    self._wake(self._drained)
+                    continue
+                if self._stopped or not self._writer_waits:
+                    return
+                self._wake(self._drained)
+                if self._more is None:
+                    self._more = trio.lowlevel.ParkingLot()
+                await self._more.park()
+        finally:
+            self._writer_running = False
+            self._wake(self._drained)
