@@ -682,11 +682,13 @@ class WebSocket:
             try:
                 data = os.read(fd, _RECEIVE_SIZE)
             except BlockingIOError:
+                data = None  # wait outside the handler: an idle wait holds no exception
+            except OSError as exc:  # reset by the peer, typically
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if data is None:
                 await trio.lowlevel.wait_readable(fd)
                 waited = True
                 continue
-            except OSError as exc:  # reset by the peer, typically
-                raise trio.BrokenResourceError(str(exc)) from exc
             if waited:
                 self._eager_reads = 0
             else:

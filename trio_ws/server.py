@@ -266,7 +266,9 @@ class WebSocketServer:
 
     async def _run_handler(self, ws: WebSocket) -> None:
         self.connections.add(ws)
-        ws.logger.info("connection open: %s", ws.path)
+        logs = self.logger.isEnabledFor(logging.INFO)  # else no per-connection logger is built
+        if logs:
+            ws.logger.info("connection open: %s", ws.path)
         try:
             async with ws.running(self.keepalive):
                 try:
@@ -286,7 +288,8 @@ class WebSocketServer:
         finally:
             self.connections.discard(ws)
             self._upgraded -= 1
-            ws.logger.info("connection closed: code %s", ws.close_code)
+            if logs:
+                ws.logger.info("connection closed: code %s", ws.close_code)
 
 
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
