@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import trio_ws
-from trio_ws.config import ServeOptions
+from trio_ws.config import ConnectOptions, ServeOptions
 
 from .conftest import ROOT
 
@@ -44,14 +44,34 @@ def test_serve_options_are_the_fields_of_server_config() -> None:
     assert typing.get_type_hints(ServeOptions) == fields
 
 
-def test_options_shared_with_connect_have_the_same_type_and_default() -> None:
-    """An option of both connect() and ServerConfig means the same on both sides."""
-    opener = inspect.unwrap(trio_ws.connect)
-    connect, connect_types = inspect.signature(opener).parameters, typing.get_type_hints(opener)
-    fields = {field.name: field for field in dataclasses.fields(trio_ws.ServerConfig)}
-    field_types = typing.get_type_hints(trio_ws.ServerConfig)
-    shared = sorted(set(connect) & set(fields))
-    assert len(shared) >= 10, shared
-    for name in shared:
-        assert connect_types[name] == field_types[name], name
-        assert connect[name].default == fields[name].default, name
+def test_connect_options_are_the_fields_of_client_config() -> None:
+    assert typing.get_type_hints(ConnectOptions) == typing.get_type_hints(trio_ws.ClientConfig)
+
+
+def test_each_option_shared_by_server_and_client_is_defined_once() -> None:
+    """Both configurations take the shared options from ConnectionOptions: the same
+    field, type, default and documentation; neither redefines one."""
+    shared = {field.name: field for field in dataclasses.fields(trio_ws.ConnectionOptions)}
+    assert len(shared) >= 12, sorted(shared)
+    for config in (trio_ws.ServerConfig, trio_ws.ClientConfig):
+        assert issubclass(config, trio_ws.ConnectionOptions)
+        fields = {field.name: field for field in dataclasses.fields(config)}
+        own = set(inspect.get_annotations(config))
+        assert not own & set(shared), f"{config.__name__} redefines {sorted(own & set(shared))}"
+        for name, field in shared.items():
+            assert (fields[name].type, fields[name].default) == (field.type, field.default), name
+    assert trio_ws.ServerConfig(handler=wait).server_header == trio_ws.ClientConfig().user_agent_header
+
+
+async def wait(ws: trio_ws.WebSocket) -> None:
+    await ws.wait_closed()
+
+
+def test_connect_takes_a_config_and_keywords() -> None:
+    """connect(uri, config, **options): the options are ClientConfig's, nothing else."""
+    parameters = inspect.signature(inspect.unwrap(trio_ws.connect)).parameters
+    assert [(p.name, p.kind) for p in parameters.values()] == [
+        ("uri", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("config", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("options", inspect.Parameter.VAR_KEYWORD),
+    ]

@@ -6,7 +6,7 @@ from . import testing
 from .backends.redis import RedisBackend
 from .broadcast import broadcast
 from .client import connect
-from .config import ServerConfig
+from .config import ClientConfig, ServerConfig
 from .connection import Message, WebSocket
 from .exceptions import (
     CloseCode,
@@ -24,6 +24,7 @@ from .exceptions import (
 from .extensions.permessage_deflate import DeflateConfig
 from .http import Headers, Request, Response
 from .hub import Hub, Subscription, current_hub, open_hub
+from .options import ConnectionOptions
 from .prepared import PreparedMessage
 from .protocol import State
 from .reconnect import Connections, reconnect
@@ -32,10 +33,12 @@ from .server import WebSocketServer, open_server, serve
 from .version import __version__
 
 __all__ = [
+    "ClientConfig",
     "CloseCode",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionOptions",
     "Connections",
     "DeflateConfig",
     "Headers",

@@ -33,13 +33,20 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
 from .backends.redis import RedisBackend
 from .client import connect
-from .config import EXPECTED_HANDLER, ServeOptions, ServerConfig, describe, is_handler
+from .config import (
+    EXPECTED_HANDLER,
+    ClientConfig,
+    ConnectOptions,
+    ServeOptions,
+    ServerConfig,
+    describe,
+    is_handler,
+)
 from .connection import WebSocket
 from .exceptions import ConnectionClosed, WebSocketError
 from .hub import open_hub
@@ -195,10 +202,10 @@ EXIT_NORMAL, EXIT_NO_CONNECTION, EXIT_USAGE, EXIT_ABNORMAL = 0, 1, 2, 3
 QUIET_BEFORE_CLOSING = 1.0  # --batch: after end of input, close once nothing arrived this long
 
 
-async def client(uri: str, options: dict[str, Any], batch: bool) -> int:
+async def client(uri: str, config: ClientConfig, batch: bool) -> int:
     """Send each line of stdin; print each message; return the exit code for how it ended."""
     quiet = trio.CancelScope()  # --batch, after end of input: a second without a message ends it
-    async with connect(uri, **options) as ws, trio.open_nursery() as nursery:
+    async with connect(uri, config) as ws, trio.open_nursery() as nursery:
 
         async def show() -> None:
             with contextlib.suppress(ConnectionClosed):  # the line below says how it ended
@@ -245,9 +252,9 @@ async def command(ws: WebSocket, line: str) -> None:
         await ws.send(line)
 
 
-def client_options(args: argparse.Namespace) -> dict[str, Any]:
-    """connect() options from the client's command line."""
-    options: dict[str, Any] = {}
+def client_config(args: argparse.Namespace) -> ClientConfig:
+    """connect()'s configuration from the client's command line; ValueError for a bad flag."""
+    options: ConnectOptions = {}
     if args.header:
         headers = []
         for header in args.header:
@@ -262,11 +269,12 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
         options["proxy"] = None if args.proxy == "none" else args.proxy
     if args.insecure:
         print("warning: --insecure: the server's certificate is not checked", file=sys.stderr)
+    if args.insecure and args.uri.startswith("wss://"):  # ssl_context is for wss:// alone
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         options["ssl_context"] = context
-    return options
+    return ClientConfig(**options)
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -329,13 +337,11 @@ def parser_for() -> argparse.ArgumentParser:
 
 def run_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
-        options = client_options(args)
+        config = client_config(args)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.insecure and not args.uri.startswith("wss://"):
-        del options["ssl_context"]
     try:
-        return trio.run(client, args.uri, options, args.batch)
+        return trio.run(client, args.uri, config, args.batch)
     except KeyboardInterrupt:
         return EXIT_NORMAL
     except (OSError, WebSocketError, TimeoutError) as exc:

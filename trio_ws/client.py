@@ -6,26 +6,30 @@ import dataclasses
 import functools
 import logging
 import ssl
-import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, NoReturn, ParamSpec
+from typing import NoReturn, ParamSpec, Unpack
 
 import trio
 
+from .config import (
+    CLIENT_OPTION_NAMES,
+    DEFAULT_USER_AGENT,
+    ClientConfig,
+    ConnectOptions,
+    check_names,
+    client_configured,
+)
 from .connection import WebSocket
 from .exceptions import InvalidHandshake, InvalidRedirect, InvalidURI
-from .extensions.permessage_deflate import DeflateConfig, config_for
+from .extensions.permessage_deflate import config_for
 from .handshake import ClientHandshake
 from .http import Headers, HeadersLike, Response
-from .inbox import queue_marks
-from .options import completed
 from .protocol import Protocol, Role
-from .proxy import USE_ENVIRONMENT, UseEnvironment, open_tunnel, proxy_for
+from .proxy import open_tunnel, proxy_for
 from .uri import WebSocketURI, parse_uri
-from .version import __version__
 
 __all__ = [
     "connect",
@@ -40,8 +44,6 @@ P = ParamSpec("P")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 _HTTP_TO_WS = {"http": "ws", "https": "wss"}
-
-DEFAULT_USER_AGENT = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
 
 
 class Connecting(AbstractAsyncContextManager[WebSocket]):
@@ -78,27 +80,12 @@ def _connecting(opener: Callable[P, AbstractAsyncContextManager[WebSocket]]) -> 
 @_connecting
 @asynccontextmanager
 async def connect(
-    uri: str,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    subprotocols: Sequence[str] | None = None,
-    compression: str | DeflateConfig | None = "deflate",
-    extra_headers: HeadersLike | None = None,
-    origin: str | None = None,
-    user_agent_header: str | None = DEFAULT_USER_AGENT,
-    open_timeout: float | None = 10,
-    ping_interval: float | None = 20,
-    ping_timeout: float | None = 20,
-    close_timeout: float = 10,
-    max_size: int | None = 2**20,
-    max_queue: int | tuple[int, int | None] | None = 16,
-    max_queue_bytes: int | None = 2**22,
-    write_limit: int = 2**16,
-    max_redirects: int = 10,
-    proxy: str | UseEnvironment | None = USE_ENVIRONMENT,
-    logger: logging.Logger | None = None,
+    uri: str, config: ClientConfig | None = None, **options: Unpack[ConnectOptions]
 ) -> AsyncIterator[WebSocket]:
     """Connect to a ws:// or wss:// URI; the block's end closes the connection (1000).
+
+    The options are `ClientConfig`'s, given as keywords, or as a `ClientConfig` after the
+    URI (keywords given too replace its own). A bad option fails before connecting.
 
     Redirects (301, 302, 303, 307, 308) are followed up to `max_redirects`, never from
     wss:// to ws://; credentials (`Authorization`, `Cookie`, `Proxy-Authorization`, the
@@ -115,54 +102,45 @@ async def connect(
     carrying its status, headers and body.
     """
     first = parse_uri(uri)
-    queue_marks(max_queue)  # a bad value fails here, before connecting
-    if not first.secure and ssl_context is not None:
+    c = client_configured(config, options)  # a bad value fails here, before connecting
+    if not first.secure and c.ssl_context is not None:
         raise ValueError("ssl_context is for wss:// URIs; this one is ws://")
-    if max_redirects < 0:
-        raise ValueError(f"max_redirects must be 0 or more, not {max_redirects}")
-    proxy_for(first, proxy)  # a bad proxy URL fails here, before connecting
+    proxy_for(first, c.proxy)  # a bad proxy URL fails here, before connecting
     chain = [uri]
     credentials = True  # still on the first URI's origin: its credentials may be sent
     try:
-        with trio.fail_after(float("inf") if open_timeout is None else open_timeout):
+        with trio.fail_after(float("inf") if c.open_timeout is None else c.open_timeout):
             while True:
                 wsuri = parse_uri(chain[-1])
                 if credentials and wsuri.user_info is None:
                     wsuri = dataclasses.replace(wsuri, user_info=first.user_info)
-                handshake = ClientHandshake(
-                    wsuri,
-                    subprotocols=subprotocols,
-                    extra_headers=extra_headers if credentials else without_credentials(extra_headers),
-                    origin=origin,
-                    user_agent=user_agent_header,
-                    compression=config_for(compression),
-                )
+                handshake = _handshake(wsuri, c, credentials)
                 try:
-                    stream, response = await _open(wsuri, handshake, ssl_context, proxy_for(wsuri, proxy))
+                    stream, response = await _open(wsuri, handshake, c.ssl_context, proxy_for(wsuri, c.proxy))
                     break
                 except InvalidHandshake as exc:
                     if exc.status not in REDIRECT_STATUSES:
                         raise
-                    target = redirect_target(chain, exc, max_redirects)
+                    target = redirect_target(chain, exc, c.max_redirects)
                     credentials = credentials and same_origin(first, parse_uri(target))
                     chain.append(target)
     except trio.TooSlowError:
-        raise TimeoutError(f"opening handshake with {uri} timed out after {open_timeout}s") from None
-    ws = _client_websocket(
-        stream,
-        handshake,
-        response,
-        max_size=max_size,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        close_timeout=close_timeout,
-        max_queue=max_queue,
-        max_queue_bytes=max_queue_bytes,
-        write_limit=write_limit,
-        logger=logger,
-    )
+        raise TimeoutError(f"opening handshake with {uri} timed out after {c.open_timeout}s") from None
+    ws = _client_websocket(stream, handshake, response, c)
     async with ws.running():
         yield ws
+
+
+def _handshake(wsuri: WebSocketURI, c: ClientConfig, credentials: bool = True) -> ClientHandshake:
+    """The upgrade request for `wsuri`; without credential headers for another origin."""
+    return ClientHandshake(
+        wsuri,
+        subprotocols=c.subprotocols,
+        extra_headers=c.extra_headers if credentials else without_credentials(c.extra_headers),
+        origin=c.origin,
+        user_agent=c.user_agent_header,
+        compression=config_for(c.compression),
+    )
 
 
 async def _open(
@@ -197,68 +175,43 @@ async def _exchange(stream: trio.abc.Stream, handshake: ClientHandshake) -> Resp
 
 
 def _client_websocket(
-    stream: trio.abc.Stream,
-    handshake: ClientHandshake,
-    response: Response,
-    *,
-    max_size: int | None,
-    logger: logging.Logger | None,
-    **connection_options: Any,
+    stream: trio.abc.Stream, handshake: ClientHandshake, response: Response, c: ClientConfig
 ) -> WebSocket:
     return WebSocket(
         stream,
-        Protocol(Role.CLIENT, max_size=max_size, deflate=handshake.deflate),
+        Protocol(Role.CLIENT, max_size=c.max_size, deflate=handshake.deflate),
         request=handshake.request,
         response=response,
         initial_data=handshake.trailing_data,
-        logger=logger or logging.getLogger("trio_ws.client"),
-        **connection_options,
+        logger=c.logger or logging.getLogger("trio_ws.client"),
+        **c.websocket_options(),
     )
 
 
-#: The keyword options of `connect` that `connect_over` takes (the rest are about reaching
-#: the server: TLS, proxies, redirects).
-STREAM_OPTIONS = frozenset(
-    {
-        "subprotocols", "compression", "extra_headers", "origin", "user_agent_header", "open_timeout",
-        "ping_interval", "ping_timeout", "close_timeout", "max_size", "max_queue", "max_queue_bytes",
-        "write_limit", "logger",
-    }
-)  # fmt: skip
+#: The options of `connect` that are about reaching the server, which `connect_over`
+#: does not take.
+REACHING_OPTIONS = frozenset({"ssl_context", "proxy", "max_redirects"})
 
 
 @asynccontextmanager
-async def connect_over(stream: trio.abc.Stream, uri: str, **options: Any) -> AsyncIterator[WebSocket]:
+async def connect_over(
+    stream: trio.abc.Stream,
+    uri: str,
+    config: ClientConfig | None = None,
+    **options: Unpack[ConnectOptions],
+) -> AsyncIterator[WebSocket]:
     """`connect()` on a stream already open to the server: the same handshake and
     protocol, without TCP, TLS, proxies or redirects (`trio_ws.testing` runs it in memory).
-    Takes `connect`'s keyword options that are not about reaching the server."""
-    o = completed(connect, STREAM_OPTIONS, options, "connect_over()")
-    queue_marks(o["max_queue"])
-    handshake = ClientHandshake(
-        parse_uri(uri),
-        subprotocols=o["subprotocols"],
-        extra_headers=o["extra_headers"],
-        origin=o["origin"],
-        user_agent=o["user_agent_header"],
-        compression=config_for(o["compression"]),
-    )
-    timeout = o["open_timeout"]
+    Takes `connect`'s options but those about reaching the server (`REACHING_OPTIONS`)."""
+    check_names(options, CLIENT_OPTION_NAMES - REACHING_OPTIONS, "connect_over()")
+    c = client_configured(config, options)
+    handshake = _handshake(parse_uri(uri), c)
     try:
-        with trio.fail_after(float("inf") if timeout is None else timeout):
+        with trio.fail_after(float("inf") if c.open_timeout is None else c.open_timeout):
             response = await _exchange(stream, handshake)
     except trio.TooSlowError:
-        raise TimeoutError(f"opening handshake with {uri} timed out after {timeout}s") from None
-    connection = {name: o[name] for name in ("ping_interval", "ping_timeout", "close_timeout", "max_queue")}
-    ws = _client_websocket(
-        stream,
-        handshake,
-        response,
-        max_size=o["max_size"],
-        logger=o["logger"],
-        max_queue_bytes=o["max_queue_bytes"],
-        write_limit=o["write_limit"],
-        **connection,
-    )
+        raise TimeoutError(f"opening handshake with {uri} timed out after {c.open_timeout}s") from None
+    ws = _client_websocket(stream, handshake, response, c)
     async with ws.running():
         yield ws
 

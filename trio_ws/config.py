@@ -1,11 +1,15 @@
-"""`ServerConfig`: a handler (or `Router`) and every server option in one frozen, typed value.
+"""`ServerConfig` and `ClientConfig`: every option of a server or a client in one frozen,
+typed value, built on the shared `ConnectionOptions`.
 
 `serve`, `open_server`, `trio_ws.testing` and `python -m trio_ws serve` all build their
-server from one, so a configuration runs the same wherever it is handed:
+server from a `ServerConfig`, so a configuration runs the same wherever it is handed:
 
     config = trio_ws.ServerConfig(handler=router, process_request=check_token, max_connections=500)
     await trio_ws.serve(config, "0.0.0.0", 8765)        # or open_server(config, ...)
     # python -m trio_ws serve app:config --workers 4 --redis redis://...
+
+`connect` and `reconnect` take a `ClientConfig` the same way:
+`trio_ws.connect(uri, trio_ws.ClientConfig(max_size=None), open_timeout=3)`.
 """
 
 from __future__ import annotations
@@ -15,25 +19,28 @@ import functools
 import inspect
 import logging
 import ssl
-import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypedDict, Unpack
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypedDict, Unpack
 
 from .connection import WebSocket
-from .extensions.permessage_deflate import DeflateConfig, config_for
+from .extensions.permessage_deflate import DeflateConfig
 from .handshake import SelectSubprotocol
 from .http import HeadersLike, Request, Response
-from .inbox import queue_marks
-from .version import __version__
+from .options import PRODUCT, ConnectionOptions
+from .proxy import USE_ENVIRONMENT, UseEnvironment, check_proxy_url
 
 __all__ = [
     "ServerConfig",
+    "ClientConfig",
     "ServeOptions",
+    "ConnectOptions",
     "Handler",
     "ProcessRequest",
     "ProcessResponse",
     "DEFAULT_SERVER_HEADER",
+    "DEFAULT_USER_AGENT",
     "configured",
+    "client_configured",
     "check_names",
     "is_handler",
     "describe",
@@ -44,12 +51,14 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 ProcessRequest = Callable[[Request], Response | Awaitable[Response | None] | None]
 ProcessResponse = Callable[[Request, Response], Response | Awaitable[Response | None] | None]
 
-DEFAULT_SERVER_HEADER = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
+DEFAULT_SERVER_HEADER = PRODUCT
+DEFAULT_USER_AGENT = PRODUCT
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ServerConfig:
-    """What a server runs: the handler and every option of `serve`, checked when built.
+class ServerConfig(ConnectionOptions):
+    """What a server runs: the handler, every option of `serve`, checked when built. The
+    options it shares with a client are `ConnectionOptions`'.
 
     Pass it where a handler goes (`serve(config, host, port)`, `open_server`,
     `trio_ws.testing.open_in_memory_server`, or `python -m trio_ws serve module:config`);
@@ -58,14 +67,8 @@ class ServerConfig:
 
     handler: Handler
     """An `async def handler(ws)`, or a `Router`."""
-    ssl_context: ssl.SSLContext | None = None
-    """Serve `wss://` with this context."""
-    subprotocols: Sequence[str] | None = None
-    """Supported subprotocols, preferred first."""
     select_subprotocol: SelectSubprotocol | None = None
     """`f(offered) -> str | None`, replacing the preference order of `subprotocols`."""
-    compression: str | DeflateConfig | None = "deflate"
-    """`"deflate"`, a `DeflateConfig`, or None to decline permessage-deflate."""
     origins: Sequence[str | None] | None = None
     """Allowed `Origin` values (None in it allows requests without one); others get 403."""
     process_request: ProcessRequest | None = None
@@ -75,64 +78,61 @@ class ServerConfig:
     """`f(request, response) -> Response | None`: edits or replaces any answer."""
     server_header: str | None = DEFAULT_SERVER_HEADER
     """The `Server` header; None leaves it out."""
-    extra_headers: HeadersLike | None = None
-    """Headers added to the 101 response."""
-    open_timeout: float | None = 10
-    """Seconds for TLS plus the HTTP upgrade."""
-    ping_interval: float | None = 20
-    """Seconds between keepalive pings; None disables them."""
-    ping_timeout: float | None = 20
-    """Seconds to wait for a pong before closing with 1011."""
-    close_timeout: float = 10
-    """Seconds to wait for the peer in the closing handshake and the TCP close."""
-    max_size: int | None = 2**20
-    """Largest incoming message in bytes (1009 past it); None for no limit."""
-    max_queue: int | tuple[int, int | None] | None = 16
-    """Received messages waiting for `recv()` before reading pauses: high, or (high, low)."""
-    max_queue_bytes: int | None = 2**22
-    """The same bound in bytes."""
-    write_limit: int = 2**16
-    """Bytes waiting for the network before `send()` waits."""
     max_connections: int | None = None
     """Upgraded connections at once; past it an upgrade gets 503. None for no limit."""
     reuse_port: bool = False
     """Set `SO_REUSEPORT`, to share the port between processes."""
     backlog: int | None = None
     """The listen backlog; None for the system's maximum."""
-    logger: logging.Logger | None = None
-    """Where connection events go; None for the `trio_ws.server` logger."""
 
     def __post_init__(self) -> None:
         if not callable(self.handler):  # a sync function returning an awaitable is a handler too
             raise TypeError(f"handler is {describe(self.handler)}, not a handler: {EXPECTED_HANDLER}")
-        queue_marks(self.max_queue)
-        config_for(self.compression)
-        for name in ("max_size", "max_queue_bytes", "max_connections", "backlog"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be a non-negative int or None, not {value!r}")
-        if self.write_limit < 0:
-            raise ValueError(f"write_limit must be non-negative, not {self.write_limit!r}")
+        super().__post_init__()
+
+    def _counts(self) -> tuple[str, ...]:
+        return (*super()._counts(), "max_connections", "backlog")
 
     def replace(self, **options: Unpack[ServeOptions]) -> ServerConfig:
         """A copy with `options` changed; an unknown option is a TypeError naming it."""
-        check_names(options)
+        check_names(options, SERVER_OPTION_NAMES, "server")
         return dataclasses.replace(self, **options)
 
 
-class ServeOptions(TypedDict, total=False):
-    """`ServerConfig`'s fields but the handler: the keyword options of `serve`,
-    `open_server` and `ServerConfig.replace`, typed so that mypy rejects a misspelt or
-    mistyped one."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClientConfig(ConnectionOptions):
+    """How a client connects: every option of `connect` (and `reconnect`), checked when
+    built. The options it shares with a server are `ConnectionOptions`'."""
+
+    origin: str | None = None
+    """The `Origin` header to send, if any."""
+    user_agent_header: str | None = DEFAULT_USER_AGENT
+    """The `User-Agent` header; None leaves it out."""
+    max_redirects: int = 10
+    """Redirects (301, 302, 303, 307, 308) followed before `InvalidRedirect`."""
+    proxy: str | UseEnvironment | None = USE_ENVIRONMENT
+    """An http://, https://, socks5://, socks5h://, socks4:// or socks4a:// proxy URL; by
+    default from the environment (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`...); None for none."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.max_redirects, int) or self.max_redirects < 0:
+            raise ValueError(f"max_redirects must be 0 or more, not {self.max_redirects!r}")
+        if isinstance(self.proxy, str):
+            check_proxy_url(self.proxy)
+
+    def replace(self, **options: Unpack[ConnectOptions]) -> ClientConfig:
+        """A copy with `options` changed; an unknown option is a TypeError naming it."""
+        check_names(options, CLIENT_OPTION_NAMES, "connect()")
+        return dataclasses.replace(self, **options)
+
+
+class _SharedOptions(TypedDict, total=False):
+    """`ConnectionOptions`' fields, as keyword options."""
 
     ssl_context: ssl.SSLContext | None
     subprotocols: Sequence[str] | None
-    select_subprotocol: SelectSubprotocol | None
     compression: str | DeflateConfig | None
-    origins: Sequence[str | None] | None
-    process_request: ProcessRequest | None
-    process_response: ProcessResponse | None
-    server_header: str | None
     extra_headers: HeadersLike | None
     open_timeout: float | None
     ping_interval: float | None
@@ -142,28 +142,62 @@ class ServeOptions(TypedDict, total=False):
     max_queue: int | tuple[int, int | None] | None
     max_queue_bytes: int | None
     write_limit: int
-    max_connections: int | None
-    reuse_port: bool
-    backlog: int | None
     logger: logging.Logger | None
 
 
+class ServeOptions(_SharedOptions, total=False):
+    """`ServerConfig`'s fields but the handler: the keyword options of `serve`,
+    `open_server` and `ServerConfig.replace`, typed so that mypy rejects a misspelt or
+    mistyped one."""
+
+    select_subprotocol: SelectSubprotocol | None
+    origins: Sequence[str | None] | None
+    process_request: ProcessRequest | None
+    process_response: ProcessResponse | None
+    server_header: str | None
+    max_connections: int | None
+    reuse_port: bool
+    backlog: int | None
+
+
+class ConnectOptions(_SharedOptions, total=False):
+    """`ClientConfig`'s fields: the keyword options of `connect`, `reconnect` and
+    `ClientConfig.replace`, typed so that mypy rejects a misspelt or mistyped one."""
+
+    origin: str | None
+    user_agent_header: str | None
+    max_redirects: int
+    proxy: str | UseEnvironment | None
+
+
 #: The names of the server options: every field of `ServerConfig` but the handler.
-OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ServerConfig)) - {"handler"}
+SERVER_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ServerConfig)) - {"handler"}
+#: The names of the client options: every field of `ClientConfig`.
+CLIENT_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ClientConfig))
+DEFAULT_CLIENT = ClientConfig()
 
 
 def configured(handler: Handler | ServerConfig, options: ServeOptions) -> ServerConfig:
     """The configuration that `serve(handler, ..., **options)` runs."""
     if isinstance(handler, ServerConfig):
         return handler.replace(**options) if options else handler
-    check_names(options)
+    check_names(options, SERVER_OPTION_NAMES, "server")
     return ServerConfig(handler=handler, **options)
 
 
-def check_names(options: ServeOptions) -> None:
-    unknown = sorted(set(options) - OPTION_NAMES)
+def client_configured(config: ClientConfig | None, options: ConnectOptions) -> ClientConfig:
+    """The configuration that `connect(uri, config, **options)` connects with."""
+    if config is not None and not isinstance(config, ClientConfig):
+        raise TypeError(f"connect() takes a trio_ws.ClientConfig after the URI, not {describe(config)}")
+    base = DEFAULT_CLIENT if config is None else config
+    return base.replace(**options) if options else base
+
+
+def check_names(options: Mapping[str, Any], names: frozenset[str], kind: str) -> None:
+    """A TypeError naming every option of `options` outside `names`."""
+    unknown = sorted(set(options) - names)
     if unknown:
-        raise TypeError(f"unknown server options: {', '.join(unknown)}")
+        raise TypeError(f"unknown {kind} options: {', '.join(unknown)}")
 
 
 def is_handler(candidate: object) -> bool:

@@ -20,7 +20,14 @@ from .exceptions import ProxyError
 from .http import Headers
 from .uri import WebSocketURI, redacted
 
-__all__ = ["PROXY_SCHEMES", "UseEnvironment", "USE_ENVIRONMENT", "proxy_for", "open_tunnel"]
+__all__ = [
+    "PROXY_SCHEMES",
+    "UseEnvironment",
+    "USE_ENVIRONMENT",
+    "proxy_for",
+    "check_proxy_url",
+    "open_tunnel",
+]
 
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080, "socks4": 1080, "socks4a": 1080}

@@ -18,12 +18,13 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Unpack
 
 import trio
 
 from .backoff import Backoff
 from .client import connect
+from .config import ClientConfig, ConnectOptions, client_configured
 from .connection import WebSocket
 from .exceptions import InvalidHandshake, InvalidRedirect
 from .tasks import open_nursery_unwrapped
@@ -120,13 +121,15 @@ class Connections:
 @asynccontextmanager
 async def reconnect(
     uri: str,
+    config: ClientConfig | None = None,
     *,
     initial_delay: float = 1.0,
     max_delay: float = 30.0,
     process_exception: ProcessException | None = None,
-    **connect_options: Any,
+    **connect_options: Unpack[ConnectOptions],
 ) -> AsyncIterator[Connections]:
-    """Connect to `uri` (with `connect_options`, as `connect()` takes them) again after each drop.
+    """Connect to `uri` again after each drop, with `connect()`'s options: a `config`,
+    keyword options, or both. A bad option fails here, before the first attempt.
 
     Failed attempts are spaced by a back-off that doubles from `initial_delay` up to
     `max_delay`, each delay drawn from half to all of the current step; a connection that
@@ -136,9 +139,10 @@ async def reconnect(
     logged with its delay and cause.
     """
     parse_uri(uri)  # a bad URI fails here, not in the first attempt
+    options = client_configured(config, connect_options)
     backoff = Backoff(initial_delay, max_delay)  # checks the delays
     decide = process_exception or default_process_exception
-    logger = connect_options.get("logger") or logging.getLogger("trio_ws.client")
+    logger = options.logger or logging.getLogger("trio_ws.client")
     send, receive = trio.open_memory_channel[WebSocket | Exception](0)
     connections = Connections(receive)
 
@@ -147,7 +151,7 @@ async def reconnect(
             while not connections._stopping:
                 with connections._new_attempt():
                     try:
-                        held = await _connect_once(uri, connect_options, send, connections)
+                        held = await _connect_once(uri, options, send, connections)
                     except Exception as exc:
                         decision = decide(exc)
                         if decision is not None:
@@ -182,13 +186,13 @@ async def reconnect(
 
 async def _connect_once(
     uri: str,
-    options: dict[str, Any],
+    options: ClientConfig,
     send: trio.MemorySendChannel[WebSocket | Exception],
     connections: Connections,
 ) -> float:
     """Open one connection, hand it out, and keep it until the consumer is done with it;
     returns how long it was held. Leaving `connect()` closes it (1000) if still open."""
-    async with connect(uri, **options) as ws:
+    async with connect(uri, options) as ws:
         released = connections._hold()
         opened_at = trio.current_time()
         await send.send(ws)

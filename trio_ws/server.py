@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import errno
+import functools
 import inspect
 import logging
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Unpack
@@ -15,8 +15,6 @@ import trio
 from .config import (
     DEFAULT_SERVER_HEADER,
     Handler,
-    ProcessRequest,
-    ProcessResponse,
     ServeOptions,
     ServerConfig,
     configured,
@@ -50,33 +48,29 @@ _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 class WebSocketServer:
     """A running server: where it listens, its open connections, and `aclose`."""
 
-    def __init__(
-        self,
-        handler: Handler,
-        listeners: list[trio.SocketListener],
-        *,
-        ssl_context: ssl.SSLContext | None,
-        handshake_options: dict[str, Any],
-        process_request: ProcessRequest | None,
-        process_response: ProcessResponse | None,
-        open_timeout: float | None,
-        connection_options: dict[str, Any],
-        max_size: int | None,
-        max_connections: int | None,
-        logger: logging.Logger,
-    ) -> None:
-        self._handler = handler
-        self._max_connections = max_connections
+    def __init__(self, config: ServerConfig, listeners: list[trio.SocketListener]) -> None:
+        #: The configuration it runs.
+        self.config = config
+        self._handler = config.handler
+        self._max_connections = config.max_connections
         self._upgraded = 0  # connections past the 101, not yet finished
         self._listeners = listeners
-        self._ssl_context = ssl_context
-        self._handshake_options = handshake_options
-        self._process_request = process_request
-        self._process_response = process_response
-        self._open_timeout = float("inf") if open_timeout is None else open_timeout
-        self._connection_options = connection_options
-        self._max_size = max_size
-        self.logger = logger
+        self._ssl_context = config.ssl_context
+        self._new_handshake = functools.partial(
+            ServerHandshake,
+            subprotocols=config.subprotocols,
+            select_subprotocol=config.select_subprotocol,
+            origins=config.origins,
+            server_header=config.server_header,
+            extra_headers=config.extra_headers,
+            compression=config_for(config.compression),
+        )
+        self._process_request = config.process_request
+        self._process_response = config.process_response
+        self._open_timeout = float("inf") if config.open_timeout is None else config.open_timeout
+        self._connection_options = config.websocket_options()
+        self._max_size = config.max_size
+        self.logger = config.logger or logging.getLogger("trio_ws.server")
         #: Every connection whose handler is running and whose socket is not closed.
         self.connections: set[WebSocket] = set()
         self._accepting = trio.CancelScope()
@@ -197,7 +191,7 @@ class WebSocketServer:
 
     async def _handshake(self, stream: trio.abc.Stream) -> WebSocket | None:
         """Read the request and answer it; the upgraded `WebSocket`, or None."""
-        handshake = ServerHandshake(**self._handshake_options)
+        handshake = self._new_handshake()
         remote = peer_address(stream)
         request = None
         try:
@@ -334,33 +328,7 @@ async def serve(
 def build_server(config: ServerConfig, listeners: list[trio.SocketListener]) -> WebSocketServer:
     """The server `config` describes, over `listeners`, which may be none (then feed it
     streams with `serve_stream`)."""
-    return WebSocketServer(
-        config.handler,
-        listeners,
-        ssl_context=config.ssl_context,
-        handshake_options={
-            "subprotocols": config.subprotocols,
-            "select_subprotocol": config.select_subprotocol,
-            "origins": config.origins,
-            "server_header": config.server_header,
-            "extra_headers": config.extra_headers,
-            "compression": config_for(config.compression),
-        },
-        process_request=config.process_request,
-        process_response=config.process_response,
-        open_timeout=config.open_timeout,
-        connection_options={
-            "ping_interval": config.ping_interval,
-            "ping_timeout": config.ping_timeout,
-            "close_timeout": config.close_timeout,
-            "max_queue": config.max_queue,
-            "max_queue_bytes": config.max_queue_bytes,
-            "write_limit": config.write_limit,
-        },
-        max_size=config.max_size,
-        max_connections=config.max_connections,
-        logger=config.logger or logging.getLogger("trio_ws.server"),
-    )
+    return WebSocketServer(config, listeners)
 
 
 @asynccontextmanager

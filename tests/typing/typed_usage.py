@@ -36,6 +36,21 @@ async def one_configuration() -> None:
         pass
 
 
+async def one_client_configuration() -> None:
+    config = trio_ws.ClientConfig(max_size=None, open_timeout=3)
+    trio_ws.ClientConfig(max_redirect=3)  # error
+    trio_ws.ClientConfig(max_size="1 MiB")  # error
+    config.replace(open_timout=3)  # error
+    async with trio_ws.connect("ws://127.0.0.1/", config, ping_interval=None) as ws:
+        await ws.send("hi")
+    async with trio_ws.connect("ws://127.0.0.1/", config, ping_interval="20"):  # error
+        pass
+    async with trio_ws.reconnect("ws://127.0.0.1/", config, max_delay=5.0, max_size=None):
+        pass
+    async with trio_ws.reconnect("ws://127.0.0.1/", max_sise=None):  # error
+        pass
+
+
 async def refused() -> str | None:
     try:
         async with trio_ws.connect("ws://127.0.0.1/"):
