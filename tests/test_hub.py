@@ -109,9 +109,7 @@ async def test_slow_subscriber_is_handled_by_policy_and_fast_ones_keep_up(policy
                     for n in range(MESSAGES):
                         await hub.publish("feed", n.to_bytes(8, "big") + bytes(MESSAGE_SIZE - 8))
                         if slow_ws.state is trio_ws.State.OPEN:
-                            peak_buffered = max(
-                                peak_buffered, slow_ws.buffered_amount
-                            )
+                            peak_buffered = max(peak_buffered, slow_ws.buffered_amount)
                         while min(fast_counts) < n + 1 - queue_size // 2:  # pace to the fast readers
                             await trio.sleep(0.001)
             assert fast_counts == [MESSAGES] * 3

@@ -11,7 +11,10 @@ import trio.testing
 import trio_ws
 from trio_ws.client import connect_over
 from trio_ws.config import ServerConfig
+from trio_ws.frames import Frame, Opcode, serialize_frame
 from trio_ws.server import build_server
+
+from .conftest import RawClient
 
 WHOLE = 20_000  # bytes of a whole message
 FRAGMENT = 20_000  # bytes of each of the four frames of a fragmented message
@@ -57,3 +60,23 @@ async def test_a_send_waiting_for_room_never_lands_inside_a_fragmented_message()
     assert len(wholes) == 60 and len(fragmented) == 20, [(m[0], len(m)) for m in received]
     assert all(m == bytes([m[0]]) * WHOLE for m in wholes), "a whole message was cut or joined"
     assert all(m == bytes([m[0]]) * 4 * FRAGMENT for m in fragmented), "a fragmented message was cut or mixed"
+
+
+async def test_an_answer_held_back_for_a_batch_still_leaves_when_the_handler_waits_elsewhere() -> None:
+    """Answers sent while received messages are still queued wait for the handler to
+    yield, so that a batch leaves in one write; a handler that answers one message of the
+    batch and then sleeps must still get its answer out at once."""
+
+    async def answer_once_then_sleep(ws: trio_ws.WebSocket) -> None:
+        await ws.send(f"got {await ws.recv()}")
+        await ws.wait_closed()  # not recv(): the two queued messages stay queued
+
+    async with trio_ws.open_server(answer_once_then_sleep, "127.0.0.1", 0, compression=None) as server:
+        peer = await RawClient.connect(server.port)
+        batch = b"".join(serialize_frame(Frame(Opcode.TEXT, f"m{i}".encode()), mask=True) for i in range(3))
+        await peer.stream.send_all(batch)  # three messages in one segment: two stay queued
+        with trio.fail_after(2):
+            while not peer.frames():
+                peer.received += await peer.stream.receive_some()
+        assert [frame.payload for frame in peer.frames()] == [b"got m0"]
+        await peer.stream.aclose()

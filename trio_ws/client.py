@@ -29,6 +29,7 @@ from .handshake import ClientHandshake
 from .http import Headers, HeadersLike, Response
 from .protocol import Protocol, Role
 from .proxy import open_tunnel, proxy_for
+from .sockets import receive_some, send_all
 from .uri import WebSocketURI, parse_uri
 
 __all__ = [
@@ -168,9 +169,9 @@ async def _open(
 
 async def _exchange(stream: trio.abc.Stream, handshake: ClientHandshake) -> Response:
     """Send the upgrade request and read the answer: the 101, or `InvalidHandshake`."""
-    await stream.send_all(handshake.request_bytes())
+    await send_all(stream, handshake.request_bytes())
     while (response := handshake.next_response()) is None:
-        handshake.receive_data(await stream.receive_some())
+        handshake.receive_data(await receive_some(stream))
     return response
 
 

@@ -47,7 +47,7 @@ from .outbox import CLOSED_STREAM_ERRORS, Outbox
 from .pings import PendingPing, Pings
 from .prepared import PreparedMessage
 from .protocol import Data, Fragment, Pong, Protocol, State
-from .sockets import address, socket_of
+from .sockets import address, shut_down_writing, socket_of
 from .tasks import open_nursery_unwrapped
 
 __all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle"]
@@ -256,12 +256,13 @@ class WebSocket:
             raise self._closed_exception()
         return proto
 
-    def _sync(self) -> None:
+    def _sync(self, *, more_soon: bool = False) -> None:
         """After every protocol call: hand new output to the outbox, and once the protocol
-        is CLOSED, move the lifecycle on and wake every waiter (recv, send, ping, reader)."""
+        is CLOSED, move the lifecycle on and wake every waiter (recv, send, ping, reader).
+        `more_soon`: more output is likely before this task yields (see `Outbox.flush`)."""
         proto = self._proto
         if proto.bytes_to_send:
-            self._outbox.flush()
+            self._outbox.flush(soon=more_soon)
         if proto.state is State.CLOSED and self._lifecycle is Lifecycle.OPEN:
             self._lifecycle = Lifecycle.CLOSING
             self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection
@@ -462,7 +463,9 @@ class WebSocket:
                 proto.send_serialized(frame)
         else:
             proto.send(message)  # type: ignore[arg-type]
-        self._sync()
+        # With received messages still queued, the handler is likely working through a
+        # batch and answering each: its answers leave together once it yields.
+        self._sync(more_soon=len(self._inbox) > 0)
 
     async def ping(self, data: bytes | str | None = None) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds.
@@ -633,14 +636,15 @@ class WebSocket:
         await self._close_transport()
 
     async def _close_transport(self) -> None:
-        """Once the protocol is closed: flush, close TCP the polite way, then mark closed."""
+        """Once the protocol is closed: flush, close TCP the polite way, then mark closed.
+        One deadline bounds it all: past it, the close in progress is cut short and the
+        stream closed forcefully (a cancelled `aclose` still closes)."""
         stream = self._stream
-        self._read_fd = None  # from here on only the writer and this task touch the stream
-        self._outbox.stop_writing_through()
+        self._outbox.stop_writing_through()  # from here on only the writer writes
         if self._close_deadline == float("inf"):
             self._close_deadline = trio.current_time() + self._close_timeout
-        if self._lifecycle is not Lifecycle.ABORTING:
-            with trio.move_on_at(self._close_deadline):
+        with trio.move_on_at(self._close_deadline):
+            if self._lifecycle is not Lifecycle.ABORTING:
                 await self._outbox.wait_flushed()
                 # Half-closing, then reading to EOF, avoids a RST that could destroy the
                 # close frame before the peer reads it. A stream that cannot half-close
@@ -648,21 +652,20 @@ class WebSocket:
                 if not self._proto.closes_tcp_first:
                     await self._drain_to_eof()
                 elif isinstance(stream, trio.abc.HalfCloseableStream):
-                    with contextlib.suppress(*CLOSED_STREAM_ERRORS, trio.BusyResourceError, OSError):
-                        await stream.send_eof()
+                    await shut_down_writing(stream)
                     await self._drain_to_eof()
-        self._outbox.stop()
-        if self._lifecycle is Lifecycle.ABORTING:
-            await trio.aclose_forcefully(stream)
-        else:
-            with trio.move_on_at(self._close_deadline):
-                await stream.aclose()  # a cancelled aclose still closes, forcefully
+            self._outbox.stop()
+            self._read_fd = None  # this task closes the stream: its fd may be reused after
+            if self._lifecycle is Lifecycle.ABORTING:
+                await trio.aclose_forcefully(stream)
+            else:
+                await stream.aclose()
         self._set_closed()
 
     async def _drain_to_eof(self) -> None:
         """Read and drop what the peer still sends, until it closes its side."""
         with contextlib.suppress(*CLOSED_STREAM_ERRORS, OSError):
-            while not self._eof and await self._stream.receive_some(_RECEIVE_SIZE):
+            while not self._eof and await self._read():
                 pass
 
     async def _read(self) -> bytes | bytearray:
@@ -670,9 +673,8 @@ class WebSocket:
 
         On a plain TCP socket, wait for readability and read the non-blocking fd directly:
         one scheduler round per read instead of the two of `receive_some` (and at least one
-        per four reads, see below). `_read_fd` is checked right before each read (no await
-        in between): once the TCP close began it is None, and reads go through the stream,
-        which raises once it is closed (the fd may be reused by then).
+        per four reads, see below). Only the reader reads, and the reader closes the stream,
+        so the fd stays valid while it is read; `_read_fd` is None for TLS.
         """
         waited = False
         while True:

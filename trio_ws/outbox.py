@@ -85,12 +85,16 @@ class Outbox:
         self._nursery = None
         self._fd = None
 
-    def flush(self) -> None:
+    def flush(self, *, soon: bool = False) -> None:
         """Output was queued: write it at once if no write is in flight, else leave it to
         the writer. Nothing awaits here, so no frame is ever half-written by a cancellation.
+
+        `soon` leaves it to the writer even so, when more output is about to follow (a
+        handler answering a batch of messages it received at once): the writer runs once the
+        task yields and sends it all in one write, instead of a system call per message.
         """
         fd = self._fd
-        if fd is None or self._in_flight or self.failed:
+        if fd is None or self._in_flight or self.failed or (soon and self._nursery is not None):
             self._wake_writer()
             return
         data = self._proto.data_to_send()

@@ -27,7 +27,7 @@ from .http import Request, Response
 from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
 from .protocol import Protocol, Role, State
-from .sockets import peer_address
+from .sockets import peer_address, receive_some, send_all
 from .tasks import open_nursery_unwrapped
 
 __all__ = [
@@ -198,17 +198,17 @@ class WebSocketServer:
             while request is None:
                 request = handshake.next_request(remote)
                 if request is None:
-                    handshake.receive_data(await stream.receive_some())
+                    handshake.receive_data(await receive_some(stream))
         except EOFError:
             return None
         except RejectHandshake as rejection:
-            await stream.send_all(handshake.send_response(rejection.response))
+            await send_all(stream, handshake.send_response(rejection.response))
             return None
         response = await self._respond(handshake, request)
         if response.status == 101:
             self._upgraded += 1  # counted from here, so concurrent handshakes respect the limit
         try:
-            await stream.send_all(handshake.send_response(response))
+            await send_all(stream, handshake.send_response(response))
         except BaseException:
             if response.status == 101:
                 self._upgraded -= 1
