@@ -26,6 +26,7 @@ class Outbox:
     """Write-through, the writer task, and flow control (`write_limit`) for one stream."""
 
     __slots__ = (
+        "_backlog",
         "_drained",
         "_fd",
         "_in_flight",
@@ -53,6 +54,9 @@ class Outbox:
         # flight (None for TLS, and once the stream starts closing: its fd may be reused).
         self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._in_flight = 0  # bytes handed to send_all and not yet accepted
+        # What a write through left unwritten: the writer sends it first, as it is (a copy
+        # back into the protocol's buffer would cost a memcpy of up to a whole message).
+        self._backlog: memoryview | None = None
         #: A write found the connection gone: nothing more will be written.
         self.failed = False
         self._stopped = False  # the stream is closing: the writer ends once flushed
@@ -65,12 +69,13 @@ class Outbox:
     @property
     def buffered(self) -> int:
         """Bytes queued and not yet accepted by the kernel."""
-        return self._proto.bytes_to_send + self._in_flight
+        backlog = self._backlog
+        return self._proto.bytes_to_send + self._in_flight + (0 if backlog is None else len(backlog))
 
     @property
     def has_room(self) -> bool:
         """Whether no more than `write_limit` bytes are waiting for the network."""
-        return self._proto.bytes_to_send + self._in_flight <= self.write_limit
+        return self.buffered <= self.write_limit
 
     def start(self, nursery: trio.Nursery) -> None:
         """Writers may run in `nursery` from now on; one starts now if it must always run."""
@@ -97,14 +102,23 @@ class Outbox:
         if fd is None or self._in_flight or self.failed or (soon and self._nursery is not None):
             self._wake_writer()
             return
-        data = self._proto.data_to_send()
+        if self._backlog is not None and not self._write_through(fd, self._backlog):
+            return  # the kernel is full: the new output waits behind the backlog
+        self._write_through(fd, self._proto.data_to_send())
+
+    def _write_through(self, fd: int, data: bytearray | memoryview) -> bool:
+        """One non-blocking write of `data`; what the kernel leaves becomes the backlog,
+        for the writer. Whether the kernel took it all."""
         try:
             sent = os.write(fd, data)
         except OSError:  # would block, or the connection is gone: the writer finds out
             sent = 0
-        if sent < len(data):
-            self._proto.unsend(memoryview(data)[sent:])
-            self._wake_writer()
+        if sent == len(data):
+            self._backlog = None
+            return True
+        self._backlog = memoryview(data)[sent:]
+        self._wake_writer()
+        return False
 
     def stop_writing_through(self) -> None:
         """From now on only the writer writes, through the stream: the stream is closing."""
@@ -144,7 +158,7 @@ class Outbox:
         kernel's buffer is full, so an idle connection has none."""
         if self._writer_running:
             self._wake(self._more)
-        elif self._nursery is not None and not self.failed and self._proto.bytes_to_send:
+        elif self._nursery is not None and not self.failed and self.buffered:
             self._writer_running = True
             self._nursery.start_soon(self._writer)
 
@@ -155,8 +169,12 @@ class Outbox:
         proto = self._proto
         try:
             while True:
-                if proto.bytes_to_send and not self.failed:
-                    data = proto.data_to_send()
+                if self.buffered and not self.failed:
+                    data: memoryview | bytearray
+                    if self._backlog is not None:
+                        data, self._backlog = self._backlog, None
+                    else:
+                        data = proto.data_to_send()
                     self._in_flight = len(data)
                     try:
                         await stream.send_all(data)

@@ -448,10 +448,6 @@ class Protocol:
         self._out = bytearray()
         return out
 
-    def unsend(self, data: bytes | bytearray | memoryview) -> None:
-        """Put back, first in line, output that was taken but not written."""
-        self._out[0:0] = data
-
     @property
     def close_code(self) -> int:
         """How the connection ended (meaningful once CLOSED).
