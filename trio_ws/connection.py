@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -47,7 +46,7 @@ from .outbox import CLOSED_STREAM_ERRORS, Outbox
 from .pings import PendingPing, Pings
 from .prepared import PreparedMessage
 from .protocol import Data, Fragment, Pong, Protocol, State
-from .sockets import address, shut_down_writing, socket_of
+from .sockets import address, read_fd, read_ready, shut_down_writing, socket_of
 from .tasks import open_nursery_unwrapped
 
 __all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle"]
@@ -671,36 +670,24 @@ class WebSocket:
     async def _read(self) -> bytes | bytearray:
         """The next bytes from the peer; b"" at end of stream.
 
-        On a plain TCP socket, wait for readability and read the non-blocking fd directly:
-        one scheduler round per read instead of the two of `receive_some` (and at least one
-        per four reads, see below). Only the reader reads, and the reader closes the stream,
-        so the fd stays valid while it is read; `_read_fd` is None for TLS.
+        On a plain TCP socket, read its non-blocking fd directly (`read_ready`, `read_fd`).
+        Only the reader reads, and the reader closes the stream, so the fd stays valid
+        while it is read; `_read_fd` is None for TLS.
         """
-        waited = False
-        while True:
-            fd = self._read_fd
-            if fd is None:  # TLS, or closing: the stream drains the rest
-                return await self._stream.receive_some(_RECEIVE_SIZE)
-            try:
-                data = os.read(fd, _RECEIVE_SIZE)
-            except BlockingIOError:
-                data = None  # wait outside the handler: an idle wait holds no exception
-            except OSError as exc:  # reset by the peer, typically
-                raise trio.BrokenResourceError(str(exc)) from exc
-            if data is None:
-                await trio.lowlevel.wait_readable(fd)
-                waited = True
-                continue
-            if waited:
-                self._eager_reads = 0
-            else:
-                # Data was ready without waiting: a peer that floods us would otherwise
-                # keep this loop from ever yielding and starve every other connection.
-                self._eager_reads += 1
-                if self._eager_reads >= _EAGER_READS:
-                    self._eager_reads = 0
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+        fd = self._read_fd
+        if fd is None:  # TLS, or closing: the stream drains the rest
+            return await self._stream.receive_some(_RECEIVE_SIZE)
+        data = read_ready(fd, _RECEIVE_SIZE)
+        if data is None:
+            self._eager_reads = 0
+            return await read_fd(fd, _RECEIVE_SIZE)
+        # Data was ready without waiting: a peer that floods us would otherwise keep this
+        # loop from ever yielding and starve every other connection.
+        self._eager_reads += 1
+        if self._eager_reads >= _EAGER_READS:
+            self._eager_reads = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
 
     def _parsing_paused(self) -> bool:
         """Whether the reader must wait before parsing further: while the connection is

@@ -10,7 +10,16 @@ from typing import Any
 
 import trio
 
-__all__ = ["socket_of", "address", "peer_address", "receive_some", "send_all", "shut_down_writing"]
+__all__ = [
+    "socket_of",
+    "address",
+    "peer_address",
+    "read_ready",
+    "read_fd",
+    "receive_some",
+    "send_all",
+    "shut_down_writing",
+]
 
 
 def socket_of(stream: trio.abc.Stream) -> Any:
@@ -36,23 +45,34 @@ def peer_address(stream: trio.abc.Stream) -> Any:
     return address(socket_of(stream), "getpeername")
 
 
+def read_ready(fd: int, max_bytes: int) -> bytes | None:
+    """One `os.read` of the non-blocking socket `fd`: what was there (b"" at end of
+    stream), or None when nothing was yet. A reset or closed socket is a
+    `trio.BrokenResourceError`. Returning None, rather than waiting in an `except`
+    block, keeps an idle wait from holding an exception and its traceback."""
+    try:
+        return os.read(fd, max_bytes)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise trio.BrokenResourceError(str(exc)) from exc
+
+
+async def read_fd(fd: int, max_bytes: int) -> bytes:
+    """The next bytes from the non-blocking socket `fd`, waiting only while there are none:
+    one scheduler round per wait, where trio's `receive_some` takes two and a context
+    manager. Only the socket's owner may call it: the fd must not be closed meanwhile."""
+    while (data := read_ready(fd, max_bytes)) is None:
+        await trio.lowlevel.wait_readable(fd)
+    return data
+
+
 async def receive_some(stream: trio.abc.Stream, max_bytes: int = 2**16) -> bytes | bytearray:
-    """`stream.receive_some()`; on a plain TCP stream, one `os.read` of its non-blocking
-    socket, waiting only when nothing is there yet (trio's own path costs a second
-    scheduler round and a context manager per call). Only its owner may call it: the fd
-    must not be closed meanwhile."""
+    """`stream.receive_some()`; on a plain TCP stream, `read_fd` of its socket."""
     if type(stream) is not trio.SocketStream:
         return await stream.receive_some(max_bytes)
-    fd = stream.socket.fileno()
     await trio.lowlevel.checkpoint_if_cancelled()
-    while True:
-        try:
-            return os.read(fd, max_bytes)
-        except BlockingIOError:
-            pass  # wait outside the handler: the wait holds no exception
-        except OSError as exc:  # reset by the peer, or closed
-            raise trio.BrokenResourceError(str(exc)) from exc
-        await trio.lowlevel.wait_readable(fd)
+    return await read_fd(stream.socket.fileno(), max_bytes)
 
 
 async def send_all(stream: trio.abc.Stream, data: bytes | bytearray) -> None:
