@@ -22,6 +22,7 @@ from .exceptions import (
     WebSocketError,
 )
 from .extensions.permessage_deflate import DeflateConfig
+from .history import Publication, StreamPosition
 from .http import Headers, Request, Response
 from .hub import Hub, Subscription, current_hub, open_hub
 from .options import ConnectionOptions
@@ -49,6 +50,7 @@ __all__ = [
     "Message",
     "PayloadTooBig",
     "PreparedMessage",
+    "Publication",
     "ProtocolError",
     "ProxyError",
     "RedisBackend",
@@ -57,6 +59,7 @@ __all__ = [
     "Router",
     "ServerConfig",
     "State",
+    "StreamPosition",
     "Subscription",
     "WebSocket",
     "WebSocketError",

@@ -5,13 +5,19 @@ Each subscription owns a bounded memory channel and a forwarder task in the hub'
 channel without waiting; a full channel drops its oldest message or disconnects the slow
 client (close code 1013), as the subscription's policy says. A backend (`RedisBackend`)
 carries publishes to the hubs of other processes.
+
+In one process, every publication gets a position (offset and epoch, see `history`) and the
+topic keeps a bounded history of them: `subscribe(ws, topic, since=position)` replays what
+the subscriber missed, then the live publications, with no gap and no duplicate between
+them (the replay is taken and the subscription registered with no await in between).
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Literal, Protocol
 
@@ -19,16 +25,20 @@ import trio
 
 from .connection import WebSocket
 from .exceptions import CloseCode, ConnectionClosed
+from .history import Publication, StreamPosition, TopicHistory, check_history_limits, new_epoch
 from .prepared import PreparedMessage
 from .protocol import Data
 from .tasks import open_nursery_unwrapped
 
-__all__ = ["Hub", "Subscription", "Backend", "open_hub", "current_hub", "OverflowPolicy"]
+__all__ = ["Hub", "Subscription", "Backend", "open_hub", "current_hub", "OverflowPolicy", "Formatter"]
 
 OverflowPolicy = Literal["drop_oldest", "disconnect"]
 _POLICIES = ("drop_oldest", "disconnect")
 _current_hub: contextvars.ContextVar[Hub] = contextvars.ContextVar("trio_ws_hub")
 logger = logging.getLogger("trio_ws.hub")
+
+#: What a subscription sends for a publication (default: its data as it was published).
+Formatter = Callable[[Publication], Data]
 
 
 class Backend(Protocol):
@@ -52,12 +62,22 @@ class Subscription:
     """One connection's subscription to some topics, with its queue and policy."""
 
     def __init__(
-        self, ws: WebSocket, topics: frozenset[str], queue_size: int, on_overflow: OverflowPolicy
+        self,
+        ws: WebSocket,
+        topics: frozenset[str],
+        queue_size: int,
+        on_overflow: OverflowPolicy,
+        format: Formatter | None = None,
     ) -> None:
         self.ws = ws
         self.topics = topics
         self.queue_size = queue_size
         self.on_overflow = on_overflow
+        self.format = format
+        #: For a subscription made with `since`: whether every publication after it was
+        #: still in the history (and is replayed first); None for one made without.
+        self.recovered: bool | None = None
+        self._replay: deque[PreparedMessage] = deque()  # sent before any live publication
         #: Messages dropped for this subscriber by the drop_oldest policy.
         self.dropped = 0
         self._send, self._receive = trio.open_memory_channel[PreparedMessage](queue_size)
@@ -71,7 +91,7 @@ class Subscription:
         While nothing older is waiting and the connection has room, the message goes
         straight to the connection: the forwarder task only runs for a backed-up client.
         """
-        if not self._forwarding and not self._queued and self.ws.try_send_nowait(frames):
+        if not self._forwarding and not self._queued and not self._replay and self.ws.try_send_nowait(frames):
             return True
         try:
             self._send.send_nowait(frames)
@@ -88,6 +108,14 @@ class Subscription:
     async def _forward(self) -> None:
         """Move queued messages to the connection, at the pace the client reads."""
         with self._forwarder:
+            while self._replay:
+                self._forwarding = True  # a live publication must not overtake the replay
+                try:
+                    await self.ws.send(self._replay.popleft())
+                except ConnectionClosed:
+                    return
+                finally:
+                    self._forwarding = False
             async for frames in self._receive:
                 self._queued -= 1
                 self._forwarding = True
@@ -106,14 +134,27 @@ class Hub:
     """Topics to subscribers. Made by `open_hub`; not built directly."""
 
     def __init__(
-        self, nursery: trio.Nursery, backend: Backend | None, queue_size: int, on_overflow: OverflowPolicy
+        self,
+        nursery: trio.Nursery,
+        backend: Backend | None,
+        queue_size: int,
+        on_overflow: OverflowPolicy,
+        history_size: int = 0,
+        history_ttl: float | None = None,
     ) -> None:
         _check_options(queue_size, on_overflow)
+        check_history_limits(history_size, history_ttl)
         self._nursery = nursery
         self._backend = backend
         self.queue_size = queue_size
         self.on_overflow: OverflowPolicy = on_overflow
+        #: Publications each topic keeps for resuming (0: none), and for how long (seconds).
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        #: This hub's epoch: positions from another hub (or an earlier run) never resume.
+        self.epoch = new_epoch()
         self._topics: dict[str, dict[Subscription, None]] = {}
+        self._streams: dict[str, TopicHistory] = {}
 
     @asynccontextmanager
     async def subscribe(
@@ -122,16 +163,24 @@ class Hub:
         *topics: str,
         queue_size: int | None = None,
         on_overflow: OverflowPolicy | None = None,
+        since: StreamPosition | None = None,
+        format: Formatter | None = None,
     ) -> AsyncIterator[Subscription]:
         """Deliver publishes to `topics` to `ws` while the block runs.
 
-        `queue_size` and `on_overflow` default to the hub's. With a backend, returns once
-        the backend is subscribed to every topic that had no local subscriber yet.
+        `queue_size` and `on_overflow` default to the hub's. `format` turns each
+        `Publication` into what is sent (default: its data). With `since` (one topic only,
+        and no backend), every publication after that position is sent first if the
+        history still has them all (`subscription.recovered` is True), else none is and
+        only live ones follow (False). With a backend, returns once the backend is
+        subscribed to every topic that had no local subscriber yet.
         """
         size = self.queue_size if queue_size is None else queue_size
         policy = self.on_overflow if on_overflow is None else on_overflow
         _check_options(size, policy)
-        subscription = Subscription(ws, frozenset(topics), size, policy)
+        subscription = Subscription(ws, frozenset(topics), size, policy, format)
+        if since is not None:
+            self._recover(subscription, topics, since)
         new_topics = [topic for topic in subscription.topics if topic not in self._topics]
         for topic in subscription.topics:
             self._topics.setdefault(topic, {})[subscription] = None
@@ -143,6 +192,33 @@ class Hub:
             yield subscription
         finally:
             self._remove(subscription)
+
+    def _recover(self, subscription: Subscription, topics: tuple[str, ...], since: StreamPosition) -> None:
+        """Queue the publications after `since` for replay, if the history has them all."""
+        if len(topics) != 1:
+            raise ValueError(f"since= resumes one topic, not {len(topics)}: subscribe to each on its own")
+        if self._backend is not None:
+            raise ValueError("since= needs the hub's history, which a hub with a backend does not keep")
+        if not isinstance(since, StreamPosition):
+            raise TypeError(f"since must be a StreamPosition, not {type(since).__name__}")
+        missed = self._stream(topics[0]).since(since, trio.current_time())
+        subscription.recovered = missed is not None
+        for publication in missed or ():
+            data = publication.data if subscription.format is None else subscription.format(publication)
+            subscription._replay.append(PreparedMessage(data))
+
+    def _stream(self, topic: str) -> TopicHistory:
+        stream = self._streams.get(topic)
+        if stream is None:
+            stream = self._streams[topic] = TopicHistory(
+                topic, self.epoch, self.history_size, self.history_ttl
+            )
+        return stream
+
+    def position(self, topic: str) -> StreamPosition:
+        """The position of `topic`'s latest publication in this process (offset 0 before
+        the first): a subscriber that saw everything so far resumes from here."""
+        return self._stream(topic).position
 
     async def _run_forwarder(self, subscription: Subscription) -> None:
         try:
@@ -171,7 +247,11 @@ class Hub:
         """Send `message` to every subscriber of `topic`, here and (with a backend) in
         every other process; return how many local subscribers it was queued for."""
         frames = PreparedMessage(message)  # captures the message now, before any await
-        reached = self._deliver(topic, frames)
+        if self._backend is None:
+            publication = self._stream(topic).append(frames.message, trio.current_time())
+        else:
+            publication = Publication(topic, frames.message, None, "")
+        reached = self._deliver(publication, frames)
         if self._backend is not None:
             await self._backend.publish(topic, frames.message)
         else:
@@ -180,12 +260,21 @@ class Hub:
 
     def deliver_locally(self, topic: str, message: Data) -> int:
         """Queue a message for the local subscribers only (for backends)."""
-        return self._deliver(topic, PreparedMessage(message))
+        frames = PreparedMessage(message)
+        return self._deliver(Publication(topic, frames.message, None, ""), frames)
 
-    def _deliver(self, topic: str, frames: PreparedMessage) -> int:
+    def _deliver(self, publication: Publication, frames: PreparedMessage) -> int:
+        """Offer `publication` to each subscriber, framed once per formatter."""
         reached = 0
-        for subscription in list(self._topics.get(topic, ())):
-            if subscription._offer(frames):
+        formatted: dict[Formatter, PreparedMessage] = {}
+        for subscription in list(self._topics.get(publication.topic, ())):
+            format = subscription.format
+            offered = frames
+            if format is not None:
+                if format not in formatted:
+                    formatted[format] = PreparedMessage(format(publication))
+                offered = formatted[format]
+            if subscription._offer(offered):
                 reached += 1
             else:
                 self._disconnect_slow(subscription)
@@ -217,15 +306,22 @@ def _check_options(queue_size: int, on_overflow: str) -> None:
 
 @asynccontextmanager
 async def open_hub(
-    backend: Backend | None = None, queue_size: int = 64, on_overflow: OverflowPolicy = "drop_oldest"
+    backend: Backend | None = None,
+    queue_size: int = 64,
+    on_overflow: OverflowPolicy = "drop_oldest",
+    history_size: int = 0,
+    history_ttl: float | None = None,
 ) -> AsyncIterator[Hub]:
     """A hub whose tasks live in this block; leaving it cancels them.
+
+    `history_size` publications per topic (none older than `history_ttl` seconds) are
+    kept for `subscribe(..., since=position)`; in one process only, not with a backend.
 
     Inside the block (and in every task started from it, such as a server's handlers),
     `current_hub()` returns this hub.
     """
     async with open_nursery_unwrapped() as nursery:
-        hub = Hub(nursery, backend, queue_size, on_overflow)
+        hub = Hub(nursery, backend, queue_size, on_overflow, history_size, history_ttl)
         if backend is not None:
             await nursery.start(_run_backend, backend, hub)
         token = _current_hub.set(hub)
