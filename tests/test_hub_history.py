@@ -1,0 +1,325 @@
+"""Positions, history and resume in one process: exactly the missed publications, in order,
+then the live ones, with no gap and no duplicate at the switch, or `recovered=False`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import trio
+import trio.lowlevel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import trio_ws
+from trio_ws.history import Publication, StreamPosition, TopicHistory
+
+
+def as_json(pub: Publication) -> str:
+    return json.dumps({"offset": pub.offset, "epoch": pub.epoch, "data": pub.data})
+
+
+# ---- the history itself (sans-I/O) -------------------------------------------------------
+
+
+def test_offsets_are_consecutive_and_since_returns_exactly_what_follows() -> None:
+    history = TopicHistory("t", "e1", size=5, ttl=None)
+    assert history.position == StreamPosition(0, "e1")
+    pubs = [history.append(f"m{i}", now=0.0) for i in range(1, 8)]
+    assert [p.offset for p in pubs] == list(range(1, 8))
+    assert [p.data for p in history.since(StreamPosition(4, "e1"), 0.0) or []] == ["m5", "m6", "m7"]
+    assert history.since(StreamPosition(2, "e1"), 0.0) == [p for p in pubs if p.offset and p.offset > 2]
+    assert history.since(StreamPosition(1, "e1"), 0.0) is None, "m2 fell out of a history of 5"
+    assert history.since(StreamPosition(7, "e1"), 0.0) == [], "nothing missed is a full recovery"
+
+
+@pytest.mark.parametrize(
+    "position",
+    [StreamPosition(3, "another epoch"), StreamPosition(99, "e1"), StreamPosition(-1, "e1")],
+    ids=["other epoch", "an offset never given", "negative"],
+)
+def test_a_position_this_stream_cannot_vouch_for_is_never_recovered(position: StreamPosition) -> None:
+    history = TopicHistory("t", "e1", size=100, ttl=None)
+    for i in range(10):
+        history.append(i, now=0.0)  # type: ignore[arg-type]
+    assert history.since(position, 0.0) is None
+
+
+def test_history_is_bounded_by_age_and_by_count() -> None:
+    history = TopicHistory("t", "e1", size=3, ttl=10.0)
+    history.append("old", now=0.0)
+    history.append("new", now=5.0)
+    assert [p.data for p in history.since(StreamPosition(0, "e1"), now=9.0) or []] == ["old", "new"]
+    assert history.since(StreamPosition(0, "e1"), now=10.0) is None, "'old' is 10 s old: gone"
+    assert [p.data for p in history.since(StreamPosition(1, "e1"), now=10.0) or []] == ["new"]
+    for i in range(1000):
+        history.append(f"flood {i}", now=11.0)
+    assert len(history.since(StreamPosition(history.position.offset - 3, "e1"), 11.0) or []) == 3
+    assert history.since(StreamPosition(history.position.offset - 4, "e1"), 11.0) is None
+
+
+@pytest.mark.parametrize("size, ttl", [(-1, None), (10, 0), (10, -5.0), (1.5, None)])
+def test_bad_history_limits_are_refused(size: int, ttl: float | None) -> None:
+    with pytest.raises(ValueError, match="history_"):
+        TopicHistory("t", "e", size, ttl)
+
+
+# ---- resume over real connections ----------------------------------------------------------
+
+
+@asynccontextmanager
+async def history_server(hub: trio_ws.Hub) -> AsyncIterator[trio_ws.WebSocketServer]:
+    """/?since=OFFSET:EPOCH subscribes to "room" from there; every publication arrives as
+    JSON with its offset, after one {"recovered": ...} status message."""
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        query = parse_qs(urlsplit(ws.path).query)
+        since = None
+        if "since" in query:
+            offset, epoch = query["since"][0].split(":")
+            since = StreamPosition(int(offset), epoch)
+        async with hub.subscribe(ws, "room", since=since, format=as_json, queue_size=10_000) as sub:
+            await ws.send(json.dumps({"recovered": sub.recovered, "position": hub.position("room").offset}))
+            await ws.wait_closed()
+
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
+        yield server
+
+
+class Reader:
+    """A client of `history_server` that remembers the last position it saw."""
+
+    def __init__(self, port: int, since: StreamPosition | None = None) -> None:
+        self.port = port
+        self.since = since  # where the first connection starts (default: live only)
+        self.offsets: list[int] = []
+        self.epoch = ""
+        self.recovered: list[bool | None] = []
+        self.status_due = False  # the connection's status message is still to come
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[trio_ws.WebSocket]:
+        if self.offsets:
+            self.since = StreamPosition(self.offsets[-1], self.epoch)
+        query = f"?since={self.since.offset}:{self.since.epoch}" if self.since else ""
+        async with trio_ws.connect(f"ws://127.0.0.1:{self.port}/{query}") as ws:
+            self.status_due = True
+            yield ws
+
+    async def read(self, ws: trio_ws.WebSocket, until_offset: int) -> None:
+        """Receive until the publication at `until_offset` (and the status) are in."""
+        with trio.fail_after(10):
+            while self.status_due or (self.offsets[-1] if self.offsets else 0) < until_offset:
+                message = json.loads(await ws.recv())
+                if "recovered" in message:
+                    self.recovered.append(message["recovered"])
+                    self.status_due = False
+                else:
+                    self.offsets.append(message["offset"])
+                    self.epoch = message["epoch"]
+
+
+async def test_a_client_that_drops_gets_exactly_the_100_it_missed_then_live_ones() -> None:
+    async with trio_ws.open_hub(history_size=1000) as hub, history_server(hub) as server:
+        reader = Reader(server.port)
+        async with reader.connected() as ws:
+            for i in range(5):
+                await hub.publish("room", f"before {i}")
+            await reader.read(ws, until_offset=5)
+        for i in range(100):  # while it is away
+            await hub.publish("room", f"missed {i}")
+        async with reader.connected() as ws:
+            for i in range(20):
+                await hub.publish("room", f"live {i}")
+            await reader.read(ws, until_offset=125)
+    assert reader.recovered == [None, True]
+    assert reader.offsets == list(range(1, 126)), "every offset once, in order, across the drop"
+
+
+async def test_publishes_racing_with_resubscribes_leave_no_gap_and_no_duplicate() -> None:
+    """A publisher never stops while the client drops and resumes 20 times, at random
+    points of its stream: across all 21 connections every offset arrives exactly once."""
+    async with trio_ws.open_hub(history_size=100_000) as hub, history_server(hub) as server:
+        reader = Reader(server.port, since=hub.position("room"))
+        published = 0
+
+        async def publisher() -> None:
+            nonlocal published
+            while True:
+                published += 1
+                await hub.publish("room", f"p{published}")  # one checkpoint each
+                if published % 7 == 0:
+                    await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publisher)
+            for _ in range(21):
+                async with reader.connected() as ws:
+                    await reader.read(ws, until_offset=(reader.offsets or [0])[-1] + 50)
+            nursery.cancel_scope.cancel()
+    assert reader.recovered == [True] * 21
+    assert reader.offsets == list(range(1, len(reader.offsets) + 1))
+    assert len(reader.offsets) >= 21 * 50
+
+
+async def test_a_replay_larger_than_the_queue_arrives_whole_before_the_live_ones() -> None:
+    """A replay of 100 messages of 50 kB to a client that reads slowly, with a live queue
+    of 4 (drop_oldest) and live publications every millisecond: the replay is not subject
+    to the live queue's limit, so all 100 arrive, in order, before any live one; the live
+    ones that follow are in order (some dropped by the policy, none duplicated)."""
+    async with trio_ws.open_hub(history_size=1000) as hub:
+
+        async def handler(ws: trio_ws.WebSocket) -> None:
+            since = StreamPosition(0, hub.epoch)
+            async with hub.subscribe(ws, "room", since=since, format=as_json, queue_size=4):
+                await ws.wait_closed()
+
+        async with trio_ws.open_server(
+            handler, "127.0.0.1", 0, compression=None, write_limit=2**16
+        ) as server:
+            for i in range(100):
+                await hub.publish("room", f"{i:05}" + "." * 50_000)
+            offsets: list[int] = []
+
+            async def publisher() -> None:
+                while True:
+                    await hub.publish("room", "live")
+                    await trio.sleep(0.001)
+
+            async with (
+                trio.open_nursery() as nursery,
+                trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as ws,
+            ):
+                nursery.start_soon(publisher)
+                with trio.fail_after(20):
+                    while len(offsets) < 150:
+                        offsets.append(json.loads(await ws.recv())["offset"])
+                        if len(offsets) < 100:
+                            await trio.sleep(0.002)  # slow while the replay goes on
+                nursery.cancel_scope.cancel()
+    assert offsets[:100] == list(range(1, 101))
+    assert all(a < b for a, b in itertools.pairwise(offsets)), "live ones out of order"
+
+
+async def test_a_resume_from_beyond_the_history_is_reported_and_replays_nothing() -> None:
+    async with trio_ws.open_hub(history_size=10) as hub, history_server(hub) as server:
+        reader = Reader(server.port)
+        async with reader.connected() as ws:
+            await hub.publish("room", "first")
+            await reader.read(ws, until_offset=1)
+        for i in range(11):  # one more than the history keeps
+            await hub.publish("room", f"missed {i}")
+        async with reader.connected() as ws:
+            await hub.publish("room", "live")
+            await reader.read(ws, until_offset=13)
+    assert reader.recovered == [None, False]
+    assert reader.offsets == [1, 13], "no partial recovery: the 10 still kept are not sent either"
+
+
+async def test_a_position_from_another_hub_is_not_recovered() -> None:
+    """A hub restarted (a new epoch) cannot vouch for positions of the old one, even where
+    the offsets happen to line up."""
+    async with trio_ws.open_hub(history_size=10) as old:
+        await old.publish("room", "x")
+        old_position = old.position("room")
+    async with trio_ws.open_hub(history_size=10) as hub, history_server(hub) as server:
+        await hub.publish("room", "y")
+        await hub.publish("room", "z")
+        reader = Reader(server.port, since=old_position)
+        async with reader.connected() as ws:
+            await hub.publish("room", "live")
+            await reader.read(ws, until_offset=3)
+    assert old_position.epoch != hub.epoch
+    assert reader.recovered == [False]
+    assert reader.offsets == [3]
+
+
+async def test_since_is_refused_where_it_cannot_be_honoured() -> None:
+    async with trio_ws.open_hub(history_size=10) as hub:
+        server_ws: list[trio_ws.WebSocket] = []
+
+        async def handler(ws: trio_ws.WebSocket) -> None:
+            server_ws.append(ws)
+            await ws.wait_closed()
+
+        async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
+            async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/"):
+                with trio.fail_after(5):
+                    while not server_ws:
+                        await trio.sleep(0.01)
+                with pytest.raises(ValueError, match="one topic"):
+                    async with hub.subscribe(server_ws[0], "a", "b", since=StreamPosition(0, hub.epoch)):
+                        pass
+                with pytest.raises(TypeError, match="StreamPosition"):
+                    async with hub.subscribe(server_ws[0], "a", since=(0, hub.epoch)):  # type: ignore[arg-type]
+                        pass
+                assert not hub.topics, "a refused subscription leaves nothing behind"
+
+
+# ---- against a model ------------------------------------------------------------------------
+
+Op = tuple[str, int]
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.integers(1, 8)),
+        st.tuples(st.just("drop"), st.just(0)),
+        st.tuples(st.just("resume"), st.just(0)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=ops, history_size=st.integers(0, 6))
+def test_resume_matches_the_model(ops: list[Op], history_size: int) -> None:
+    """Random publishes, drops and resumes against a model: a resume recovers iff no more
+    than `history_size` publications were missed; recovered or not, what the client saw is
+    its earlier offsets, then (if recovered) every missed one, then every live one."""
+
+    async def run() -> None:
+        async with trio_ws.open_hub(history_size=history_size) as hub, history_server(hub) as server:
+            reader = Reader(server.port)
+            expected: list[int] = []
+            expected_recovered: list[bool | None] = [None]
+            latest = 0
+            pending = [*ops, ("resume", 0)]
+            while True:
+                async with reader.connected() as ws:  # until the next drop
+                    if len(expected_recovered) > 1:  # a resume: one live publication after it
+                        latest += 1
+                        await hub.publish("room", str(latest))
+                        expected.append(latest)
+                    await reader.read(ws, until_offset=latest)
+                    while pending and pending[0][0] != "drop":
+                        op, count = pending.pop(0)
+                        if op == "publish":
+                            for _ in range(count):
+                                latest += 1
+                                await hub.publish("room", str(latest))
+                                expected.append(latest)
+                            await reader.read(ws, until_offset=latest)
+                if not pending:
+                    break
+                pending.pop(0)  # the drop
+                seen_at_drop = reader.offsets[-1] if reader.offsets else None
+                while pending[0][0] != "resume":  # away: publishes go on
+                    op, count = pending.pop(0)
+                    for _ in range(count if op == "publish" else 0):
+                        latest += 1
+                        await hub.publish("room", str(latest))
+                pending.pop(0)  # the resume
+                if seen_at_drop is None:  # saw nothing yet: a fresh subscription, live only
+                    expected_recovered.append(None)
+                else:
+                    recovered = latest - seen_at_drop <= history_size
+                    expected_recovered.append(recovered)
+                    if recovered:
+                        expected.extend(range(seen_at_drop + 1, latest + 1))
+            assert reader.recovered == expected_recovered
+            assert reader.offsets == expected
+
+    trio.run(run)
