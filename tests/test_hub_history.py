@@ -174,7 +174,7 @@ async def test_a_replay_larger_than_the_queue_arrives_whole_before_the_live_ones
     async with trio_ws.open_hub(history_size=1000) as hub:
 
         async def handler(ws: trio_ws.WebSocket) -> None:
-            since = StreamPosition(0, hub.epoch)
+            since = StreamPosition(0, hub.position("room").epoch)
             async with hub.subscribe(ws, "room", since=since, format=as_json, queue_size=4):
                 await ws.wait_closed()
 
@@ -233,7 +233,7 @@ async def test_a_position_from_another_hub_is_not_recovered() -> None:
         async with reader.connected() as ws:
             await hub.publish("room", "live")
             await reader.read(ws, until_offset=3)
-    assert old_position.epoch != hub.epoch
+    assert old_position.epoch != hub.position("room").epoch
     assert reader.recovered == [False]
     assert reader.offsets == [3]
 
@@ -252,12 +252,68 @@ async def test_since_is_refused_where_it_cannot_be_honoured() -> None:
                     while not server_ws:
                         await trio.sleep(0.01)
                 with pytest.raises(ValueError, match="one topic"):
-                    async with hub.subscribe(server_ws[0], "a", "b", since=StreamPosition(0, hub.epoch)):
+                    async with hub.subscribe(server_ws[0], "a", "b", since=hub.position("a")):
                         pass
                 with pytest.raises(TypeError, match="StreamPosition"):
-                    async with hub.subscribe(server_ws[0], "a", since=(0, hub.epoch)):  # type: ignore[arg-type]
+                    async with hub.subscribe(server_ws[0], "a", since=(0, "e")):  # type: ignore[arg-type]
                         pass
                 assert not hub.topics, "a refused subscription leaves nothing behind"
+
+
+async def test_without_history_there_are_no_positions_and_since_is_refused() -> None:
+    seen: list[Publication] = []
+
+    def remember(pub: Publication) -> str:
+        seen.append(pub)
+        return str(pub.data)
+
+    async with trio_ws.open_hub() as hub:  # history_size=0, the default
+        done = trio.Event()
+
+        async def handler(ws: trio_ws.WebSocket) -> None:
+            with pytest.raises(ValueError, match="history_size > 0"):
+                async with hub.subscribe(ws, "room", since=StreamPosition(0, "e")):
+                    pass
+            async with hub.subscribe(ws, "room", format=remember):
+                done.set()
+                await ws.wait_closed()
+
+        async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
+            async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                await done.wait()
+                await hub.publish("room", "plain")
+                with trio.fail_after(5):
+                    assert await ws.recv() == "plain"
+        with pytest.raises(ValueError, match="history_size > 0"):
+            hub.position("room")
+    assert [(p.offset, p.epoch) for p in seen] == [(None, "")]
+
+
+async def test_streams_of_topics_no_longer_published_are_dropped() -> None:
+    """History for 20,000 distinct topics, each published once and never again: once the
+    history's age limit has passed, publishing elsewhere drops their streams (two per
+    publish), so memory returns to what the live topics need."""
+    import tracemalloc
+
+    async with trio_ws.open_hub(history_size=10, history_ttl=0.2) as hub:
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for i in range(20_000):
+                await hub.publish(f"user-{i}", f"{i:06}" * 20)
+            grown = tracemalloc.get_traced_memory()[0] - base
+            await trio.sleep(0.3)  # all 20,000 histories are now too old
+            for i in range(10_000):
+                await hub.publish("ticker", str(i))
+            after = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        assert hub.position("ticker").offset == 10_000
+        before = hub.position("user-1")  # its stream went: a new epoch, from offset 0
+        assert before.offset == 0
+    print(f"20,000 topics with history: {grown / 2**20:.1f} MiB; after the sweep: {after / 2**20:.2f} MiB")
+    assert grown > 2**20, "the streams must really have been held first"
+    assert after < grown / 10, f"{after} bytes still held for topics whose history expired"
 
 
 # ---- against a model ------------------------------------------------------------------------
@@ -274,7 +330,7 @@ ops = st.lists(
 
 
 @settings(max_examples=40, deadline=None)
-@given(ops=ops, history_size=st.integers(0, 6))
+@given(ops=ops, history_size=st.integers(1, 6))
 def test_resume_matches_the_model(ops: list[Op], history_size: int) -> None:
     """Random publishes, drops and resumes against a model: a resume recovers iff no more
     than `history_size` publications were missed; recovered or not, what the client saw is

@@ -35,8 +35,9 @@ class StreamPosition:
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """One publication to a topic, with its position (`offset`, `epoch`). Through a
-    backend that keeps no history, `offset` is None and `epoch` is ""."""
+    """One publication to a topic, with its position (`offset`, `epoch`). From a hub that
+    keeps no history (`history_size=0`, or a backend), `offset` is None and `epoch` "".
+    """
 
     topic: str
     data: Data
@@ -92,6 +93,12 @@ class TopicHistory:
             return None
         skip = position.offset + 1 - first_kept
         return [publication for _, publication in list(self._kept)[skip:]]
+
+    def is_empty(self, now: float) -> bool:
+        """Whether nothing is kept any more: a stream without subscribers can then go, and
+        the topic's next publication starts a new one, in a new epoch."""
+        self._expire(now)
+        return not self._kept
 
     def _expire(self, now: float) -> None:
         if self.ttl is None:

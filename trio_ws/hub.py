@@ -6,10 +6,11 @@ channel without waiting; a full channel drops its oldest message or disconnects 
 client (close code 1013), as the subscription's policy says. A backend (`RedisBackend`)
 carries publishes to the hubs of other processes.
 
-In one process, every publication gets a position (offset and epoch, see `history`) and the
-topic keeps a bounded history of them: `subscribe(ws, topic, since=position)` replays what
-the subscriber missed, then the live publications, with no gap and no duplicate between
-them (the replay is taken and the subscription registered with no await in between).
+With `history_size`, in one process, every publication gets a position (offset and epoch,
+see `history`) and the topic keeps a bounded history of them: `subscribe(ws, topic,
+since=position)` replays what the subscriber missed, then the live publications, with no
+gap and no duplicate between them (the replay is taken and the subscription registered
+with no await in between).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class Hub:
         queue_size: int,
         on_overflow: OverflowPolicy,
         history_size: int = 0,
-        history_ttl: float | None = None,
+        history_ttl: float | None = 300.0,
     ) -> None:
         _check_options(queue_size, on_overflow)
         check_history_limits(history_size, history_ttl)
@@ -151,8 +152,6 @@ class Hub:
         #: Publications each topic keeps for resuming (0: none), and for how long (seconds).
         self.history_size = history_size
         self.history_ttl = history_ttl
-        #: This hub's epoch: positions from another hub (or an earlier run) never resume.
-        self.epoch = new_epoch()
         self._topics: dict[str, dict[Subscription, None]] = {}
         self._streams: dict[str, TopicHistory] = {}
 
@@ -197,8 +196,7 @@ class Hub:
         """Queue the publications after `since` for replay, if the history has them all."""
         if len(topics) != 1:
             raise ValueError(f"since= resumes one topic, not {len(topics)}: subscribe to each on its own")
-        if self._backend is not None:
-            raise ValueError("since= needs the hub's history, which a hub with a backend does not keep")
+        self._check_history("since=")
         if not isinstance(since, StreamPosition):
             raise TypeError(f"since must be a StreamPosition, not {type(since).__name__}")
         missed = self._stream(topics[0]).since(since, trio.current_time())
@@ -207,17 +205,51 @@ class Hub:
             data = publication.data if subscription.format is None else subscription.format(publication)
             subscription._replay.append(PreparedMessage(data))
 
+    def _check_history(self, what: str) -> None:
+        if self._backend is not None:
+            raise ValueError(f"{what} needs the hub's history, which a hub with a backend does not keep")
+        if not self.history_size:
+            raise ValueError(f"{what} needs history: open the hub with history_size > 0")
+
     def _stream(self, topic: str) -> TopicHistory:
         stream = self._streams.get(topic)
         if stream is None:
-            stream = self._streams[topic] = TopicHistory(
-                topic, self.epoch, self.history_size, self.history_ttl
-            )
+            stream = TopicHistory(topic, new_epoch(), self.history_size, self.history_ttl)
+            self._streams[topic] = stream
         return stream
+
+    def _append(self, topic: str, message: Data) -> Publication:
+        """Give `message` its position in `topic`'s stream, which moves to the end of the
+        streams; then look at the two at the front (published longest ago) and drop those
+        that keep nothing any more, so that streams of topics no longer published go too."""
+        now = trio.current_time()
+        streams = self._streams
+        stream = streams.pop(topic, None)
+        if stream is None:
+            stream = TopicHistory(topic, new_epoch(), self.history_size, self.history_ttl)
+        streams[topic] = stream
+        publication = stream.append(message, now)
+        for _ in range(2):
+            oldest = next(iter(streams))
+            if oldest == topic:
+                break
+            if oldest not in self._topics and streams[oldest].is_empty(now):
+                del streams[oldest]
+            else:  # still needed: look at it again after the others
+                streams[oldest] = streams.pop(oldest)
+        return publication
+
+    def _forget_if_idle(self, topic: str) -> None:
+        """Drop a topic's stream once it has no subscriber here and keeps nothing: what the
+        hub holds is bounded by the topics published to within `history_ttl`."""
+        stream = self._streams.get(topic)
+        if stream is not None and topic not in self._topics and stream.is_empty(trio.current_time()):
+            del self._streams[topic]
 
     def position(self, topic: str) -> StreamPosition:
         """The position of `topic`'s latest publication in this process (offset 0 before
         the first): a subscriber that saw everything so far resumes from here."""
+        self._check_history("position()")
         return self._stream(topic).position
 
     async def _run_forwarder(self, subscription: Subscription) -> None:
@@ -236,6 +268,7 @@ class Hub:
             del subscribers[subscription]
             if not subscribers:
                 del self._topics[topic]
+                self._forget_if_idle(topic)
                 if self._backend is not None:
                     self._nursery.start_soon(self._unsubscribe_backend, topic)
 
@@ -247,8 +280,8 @@ class Hub:
         """Send `message` to every subscriber of `topic`, here and (with a backend) in
         every other process; return how many local subscribers it was queued for."""
         frames = PreparedMessage(message)  # captures the message now, before any await
-        if self._backend is None:
-            publication = self._stream(topic).append(frames.message, trio.current_time())
+        if self.history_size and self._backend is None:
+            publication = self._append(topic, frames.message)
         else:
             publication = Publication(topic, frames.message, None, "")
         reached = self._deliver(publication, frames)
@@ -310,12 +343,14 @@ async def open_hub(
     queue_size: int = 64,
     on_overflow: OverflowPolicy = "drop_oldest",
     history_size: int = 0,
-    history_ttl: float | None = None,
+    history_ttl: float | None = 300.0,
 ) -> AsyncIterator[Hub]:
     """A hub whose tasks live in this block; leaving it cancels them.
 
     `history_size` publications per topic (none older than `history_ttl` seconds) are
-    kept for `subscribe(..., since=position)`; in one process only, not with a backend.
+    kept for `subscribe(..., since=position)`, and publications get positions; in one
+    process only, not with a backend. The hub holds a stream for each topic published to
+    within `history_ttl` (or ever, with `history_ttl=None`), and each subscribed topic.
 
     Inside the block (and in every task started from it, such as a server's handlers),
     `current_hub()` returns this hub.
