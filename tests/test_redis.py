@@ -334,7 +334,7 @@ async def test_a_reused_buffer_and_a_released_view_are_captured_at_publish(
     size, count = 400_000, 40
     sent = [os.urandom(size) for _ in range(count)]
     got: list[trio_ws.Message] = []
-    async with trio_ws.open_hub(queue_size=count + 10) as hub:
+    async with trio_ws.open_hub(queue_size=count + 10, queue_bytes=2 * count * size) as hub:
         subscriber: trio.MemorySendChannel[trio_ws.WebSocket]
         subscriber, subscribers = trio.open_memory_channel(1)
         read_now = trio.Event()

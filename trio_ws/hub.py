@@ -31,12 +31,25 @@ from .prepared import PreparedMessage
 from .protocol import Data
 from .tasks import open_nursery_unwrapped
 
-__all__ = ["Hub", "Subscription", "Backend", "open_hub", "current_hub", "OverflowPolicy", "Formatter"]
+__all__ = [
+    "Hub",
+    "Subscription",
+    "SubscriberQueue",
+    "DEFAULT_QUEUE_BYTES",
+    "Backend",
+    "open_hub",
+    "current_hub",
+    "OverflowPolicy",
+    "Formatter",
+]
 
-OverflowPolicy = Literal["drop_oldest", "disconnect"]
-_POLICIES = ("drop_oldest", "disconnect")
+OverflowPolicy = Literal["drop_oldest", "disconnect", "latest"]
+_POLICIES = ("drop_oldest", "disconnect", "latest")
 _current_hub: contextvars.ContextVar[Hub] = contextvars.ContextVar("trio_ws_hub")
 logger = logging.getLogger("trio_ws.hub")
+
+#: Payload bytes a subscriber's queue holds at most, by default (as `max_queue_bytes`).
+DEFAULT_QUEUE_BYTES = 4 * 2**20
 
 #: What a subscription sends for a publication (default: its data as it was published).
 Formatter = Callable[[Publication], Data]
@@ -59,6 +72,96 @@ class Backend(Protocol):
         """Send a publish to the other processes; never raises for a lost connection."""
 
 
+class SubscriberQueue:
+    """A backed-up subscriber's publications, oldest first: at most `size` of them and
+    `max_bytes` of payload (a single larger one is still kept alone). Past either limit,
+    `"drop_oldest"` drops the oldest, `"disconnect"` refuses, and `"latest"` keeps only the
+    newest publication of each topic (in the place of the one it replaces), then drops the
+    oldest if it must."""
+
+    __slots__ = (
+        "_bytes",
+        "_closed",
+        "_items",
+        "_next_key",
+        "_ready",
+        "dropped",
+        "max_bytes",
+        "policy",
+        "size",
+    )
+
+    def __init__(self, size: int, max_bytes: int, policy: OverflowPolicy) -> None:
+        self.size = size
+        self.max_bytes = max_bytes
+        self.policy = policy
+        #: Publications dropped (or, under "latest", replaced by a newer one).
+        self.dropped = 0
+        self._items: dict[object, PreparedMessage] = {}  # by topic under "latest"
+        self._next_key = 0
+        self._bytes = 0
+        self._closed = False
+        self._ready: trio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        """The payload bytes queued."""
+        return self._bytes
+
+    def put(self, topic: str, frames: PreparedMessage) -> bool:
+        """Queue `frames`; False (having queued nothing) if it would overflow under
+        "disconnect"."""
+        items = self._items
+        size = len(frames.payload)
+        full = items and (len(items) >= self.size or self._bytes + size > self.max_bytes)
+        if full and self.policy == "disconnect":
+            return False
+        key: object = topic
+        if self.policy == "latest":
+            replaced = items.get(topic)
+            if replaced is not None:
+                self._bytes -= len(replaced.payload)
+                self.dropped += 1
+        else:
+            key = self._next_key
+            self._next_key += 1
+        items[key] = frames
+        self._bytes += size
+        while len(items) > 1 and (len(items) > self.size or self._bytes > self.max_bytes):
+            oldest = next(iter(items))
+            if oldest == key:  # never the one just queued: it goes behind the others
+                items[key] = items.pop(key)
+                continue
+            self._bytes -= len(items.pop(oldest).payload)
+            self.dropped += 1
+        if self._ready is not None:
+            self._ready.set()
+        return True
+
+    async def get(self) -> PreparedMessage | None:
+        """The oldest publication, waiting for one; None once closed."""
+        while not self._items:
+            if self._closed:
+                return None
+            self._ready = trio.Event()
+            await self._ready.wait()
+        key = next(iter(self._items))
+        frames = self._items.pop(key)
+        self._bytes -= len(frames.payload)
+        return frames
+
+    def close(self) -> None:
+        """Drop what is queued and end `get()`."""
+        self._closed = True
+        self._items.clear()
+        self._bytes = 0
+        if self._ready is not None:
+            self._ready.set()
+
+
 class Subscription:
     """One connection's subscription to some topics, with its queue and policy."""
 
@@ -66,60 +169,54 @@ class Subscription:
         self,
         ws: WebSocket,
         topics: frozenset[str],
-        queue_size: int,
-        on_overflow: OverflowPolicy,
+        queue: SubscriberQueue,
         format: Formatter | None = None,
     ) -> None:
         self.ws = ws
         self.topics = topics
-        self.queue_size = queue_size
-        self.on_overflow = on_overflow
+        #: The publications waiting for a backed-up client, with their limits and policy.
+        self.queue = queue
         self.format = format
         #: For a subscription made with `since`: whether every publication after it was
         #: still in the history (and is replayed first); None for one made without.
         self.recovered: bool | None = None
         self._replay: deque[PreparedMessage] = deque()  # sent before any live publication
-        #: Messages dropped for this subscriber by the drop_oldest policy.
-        self.dropped = 0
-        self._send, self._receive = trio.open_memory_channel[PreparedMessage](queue_size)
         self._forwarder = trio.CancelScope()
         self._forwarding = False  # the forwarder holds a message it has not queued yet
-        self._queued = 0  # messages waiting in the channel
 
-    def _offer(self, frames: PreparedMessage) -> bool:
+    @property
+    def queue_size(self) -> int:
+        """At most this many publications wait for the client."""
+        return self.queue.size
+
+    @property
+    def on_overflow(self) -> OverflowPolicy:
+        """What a full queue does."""
+        return self.queue.policy
+
+    @property
+    def dropped(self) -> int:
+        """Publications dropped for this subscriber by its overflow policy."""
+        return self.queue.dropped
+
+    def _offer(self, topic: str, frames: PreparedMessage) -> bool:
         """Queue without waiting; False if the queue is full under "disconnect".
 
         While nothing older is waiting and the connection has room, the message goes
         straight to the connection: the forwarder task only runs for a backed-up client.
         """
-        if not self._forwarding and not self._queued and not self._replay and self.ws.try_send_nowait(frames):
+        if not self._forwarding and not self.queue and not self._replay and self.ws.try_send_nowait(frames):
             return True
-        try:
-            self._send.send_nowait(frames)
-        except trio.WouldBlock:
-            if self.on_overflow == "disconnect":
-                return False
-            self._receive.receive_nowait()
-            self.dropped += 1
-            self._send.send_nowait(frames)
-            return True
-        self._queued += 1
-        return True
+        return self.queue.put(topic, frames)
 
     async def _forward(self) -> None:
         """Move queued messages to the connection, at the pace the client reads."""
         with self._forwarder:
-            while self._replay:
-                self._forwarding = True  # a live publication must not overtake the replay
-                try:
-                    await self.ws.send(self._replay.popleft())
-                except ConnectionClosed:
+            while True:
+                frames = self._replay.popleft() if self._replay else await self.queue.get()
+                if frames is None:
                     return
-                finally:
-                    self._forwarding = False
-            async for frames in self._receive:
-                self._queued -= 1
-                self._forwarding = True
+                self._forwarding = True  # a live publication must not overtake this one
                 try:
                     await self.ws.send(frames)
                 except ConnectionClosed:
@@ -142,12 +239,14 @@ class Hub:
         on_overflow: OverflowPolicy,
         history_size: int = 0,
         history_ttl: float | None = 300.0,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
     ) -> None:
-        _check_options(queue_size, on_overflow)
+        _check_options(queue_size, on_overflow, queue_bytes)
         check_history_limits(history_size, history_ttl)
         self._nursery = nursery
         self._backend = backend
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.on_overflow: OverflowPolicy = on_overflow
         #: Publications each topic keeps for resuming (0: none), and for how long (seconds).
         self.history_size = history_size
@@ -162,12 +261,13 @@ class Hub:
         *topics: str,
         queue_size: int | None = None,
         on_overflow: OverflowPolicy | None = None,
+        queue_bytes: int | None = None,
         since: StreamPosition | None = None,
         format: Formatter | None = None,
     ) -> AsyncIterator[Subscription]:
         """Deliver publishes to `topics` to `ws` while the block runs.
 
-        `queue_size` and `on_overflow` default to the hub's. `format` turns each
+        `queue_size`, `queue_bytes` and `on_overflow` default to the hub's. `format` turns each
         `Publication` into what is sent (default: its data). With `since` (one topic only,
         and no backend), every publication after that position is sent first if the
         history still has them all (`subscription.recovered` is True), else none is and
@@ -176,8 +276,9 @@ class Hub:
         """
         size = self.queue_size if queue_size is None else queue_size
         policy = self.on_overflow if on_overflow is None else on_overflow
-        _check_options(size, policy)
-        subscription = Subscription(ws, frozenset(topics), size, policy, format)
+        max_bytes = self.queue_bytes if queue_bytes is None else queue_bytes
+        _check_options(size, policy, max_bytes)
+        subscription = Subscription(ws, frozenset(topics), SubscriberQueue(size, max_bytes, policy), format)
         if since is not None:
             self._recover(subscription, topics, since)
         new_topics = [topic for topic in subscription.topics if topic not in self._topics]
@@ -260,7 +361,7 @@ class Hub:
 
     def _remove(self, subscription: Subscription) -> None:
         subscription._forwarder.cancel()
-        subscription._send.close()
+        subscription.queue.close()
         for topic in subscription.topics:
             subscribers = self._topics.get(topic)
             if subscribers is None or subscription not in subscribers:
@@ -307,7 +408,7 @@ class Hub:
                 if format not in formatted:
                     formatted[format] = PreparedMessage(format(publication))
                 offered = formatted[format]
-            if subscription._offer(offered):
+            if subscription._offer(publication.topic, offered):
                 reached += 1
             else:
                 self._disconnect_slow(subscription)
@@ -315,7 +416,9 @@ class Hub:
 
     def _disconnect_slow(self, subscription: Subscription) -> None:
         subscription.ws.logger.warning(
-            "subscriber too slow (queue of %d full); closing with 1013", subscription.queue_size
+            "subscriber too slow (queue of %d, %d bytes full); closing with 1013",
+            subscription.queue_size,
+            subscription.queue.max_bytes,
         )
         self._remove(subscription)
         self._nursery.start_soon(subscription.ws.close, CloseCode.TRY_AGAIN_LATER, "subscriber too slow")
@@ -330,9 +433,11 @@ class Hub:
         return frozenset(self._topics)
 
 
-def _check_options(queue_size: int, on_overflow: str) -> None:
+def _check_options(queue_size: int, on_overflow: str, queue_bytes: int) -> None:
     if queue_size < 1:
         raise ValueError(f"queue_size must be at least 1, not {queue_size}")
+    if not isinstance(queue_bytes, int) or queue_bytes < 1:
+        raise ValueError(f"queue_bytes must be an int of at least 1, not {queue_bytes!r}")
     if on_overflow not in _POLICIES:
         raise ValueError(f"on_overflow must be one of {', '.join(_POLICIES)}, not {on_overflow!r}")
 
@@ -344,8 +449,13 @@ async def open_hub(
     on_overflow: OverflowPolicy = "drop_oldest",
     history_size: int = 0,
     history_ttl: float | None = 300.0,
+    queue_bytes: int = DEFAULT_QUEUE_BYTES,
 ) -> AsyncIterator[Hub]:
     """A hub whose tasks live in this block; leaving it cancels them.
+
+    Each subscriber's queue holds at most `queue_size` publications and `queue_bytes` of
+    payload; past either, `on_overflow` decides: "drop_oldest", "disconnect" (1013), or
+    "latest" (only the newest of each topic is kept: conflation).
 
     `history_size` publications per topic (none older than `history_ttl` seconds) are
     kept for `subscribe(..., since=position)`, and publications get positions; in one
@@ -356,7 +466,7 @@ async def open_hub(
     `current_hub()` returns this hub.
     """
     async with open_nursery_unwrapped() as nursery:
-        hub = Hub(nursery, backend, queue_size, on_overflow, history_size, history_ttl)
+        hub = Hub(nursery, backend, queue_size, on_overflow, history_size, history_ttl, queue_bytes)
         if backend is not None:
             await nursery.start(_run_backend, backend, hub)
         token = _current_hub.set(hub)
