@@ -8,7 +8,7 @@ import trio
 
 import trio_ws
 from trio_ws.frames import Opcode
-from trio_ws.hub import SubscriberQueue
+from trio_ws.subscriber_queue import SubscriberQueue
 
 from .conftest import RawClient
 
@@ -124,7 +124,9 @@ async def test_a_ticker_subscriber_that_stops_reading_gets_the_newest_price_of_e
             await raw.stream.aclose()
 
 
-async def test_a_slow_subscriber_past_queue_bytes_is_disconnected_with_1013() -> None:
+async def test_a_slow_subscriber_past_queue_bytes_is_disconnected_with_1013(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The count limit is far away (10,000); the byte limit (256 kB) is what a client that
     stops reading crosses, and "disconnect" closes it with 1013."""
     async with trio_ws.open_hub(on_overflow="disconnect", queue_size=10_000, queue_bytes=2**18) as hub:
@@ -153,3 +155,4 @@ async def test_a_slow_subscriber_past_queue_bytes_is_disconnected_with_1013() ->
                 await raw.read_to_eof()
             close = raw.frames()[-1]
             assert close.opcode is Opcode.CLOSE and close.payload[:2] == (1013).to_bytes(2, "big")
+    assert "subscriber too slow (queue of 262144 bytes full)" in caplog.text

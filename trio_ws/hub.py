@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Literal, Protocol
+from typing import Protocol
 
 import trio
 
@@ -29,13 +29,12 @@ from .exceptions import CloseCode, ConnectionClosed
 from .history import Publication, StreamPosition, TopicHistory, check_history_limits, new_epoch
 from .prepared import PreparedMessage
 from .protocol import Data
+from .subscriber_queue import DEFAULT_QUEUE_BYTES, OverflowPolicy, SubscriberQueue
 from .tasks import open_nursery_unwrapped
 
 __all__ = [
     "Hub",
     "Subscription",
-    "SubscriberQueue",
-    "DEFAULT_QUEUE_BYTES",
     "Backend",
     "open_hub",
     "current_hub",
@@ -43,13 +42,9 @@ __all__ = [
     "Formatter",
 ]
 
-OverflowPolicy = Literal["drop_oldest", "disconnect", "latest"]
 _POLICIES = ("drop_oldest", "disconnect", "latest")
 _current_hub: contextvars.ContextVar[Hub] = contextvars.ContextVar("trio_ws_hub")
 logger = logging.getLogger("trio_ws.hub")
-
-#: Payload bytes a subscriber's queue holds at most, by default (as `max_queue_bytes`).
-DEFAULT_QUEUE_BYTES = 4 * 2**20
 
 #: What a subscription sends for a publication (default: its data as it was published).
 Formatter = Callable[[Publication], Data]
@@ -70,96 +65,6 @@ class Backend(Protocol):
 
     async def publish(self, topic: str, message: Data) -> None:
         """Send a publish to the other processes; never raises for a lost connection."""
-
-
-class SubscriberQueue:
-    """A backed-up subscriber's publications, oldest first: at most `size` of them and
-    `max_bytes` of payload (a single larger one is still kept alone). Past either limit,
-    `"drop_oldest"` drops the oldest, `"disconnect"` refuses, and `"latest"` keeps only the
-    newest publication of each topic (in the place of the one it replaces), then drops the
-    oldest if it must."""
-
-    __slots__ = (
-        "_bytes",
-        "_closed",
-        "_items",
-        "_next_key",
-        "_ready",
-        "dropped",
-        "max_bytes",
-        "policy",
-        "size",
-    )
-
-    def __init__(self, size: int, max_bytes: int, policy: OverflowPolicy) -> None:
-        self.size = size
-        self.max_bytes = max_bytes
-        self.policy = policy
-        #: Publications dropped (or, under "latest", replaced by a newer one).
-        self.dropped = 0
-        self._items: dict[object, PreparedMessage] = {}  # by topic under "latest"
-        self._next_key = 0
-        self._bytes = 0
-        self._closed = False
-        self._ready: trio.Event | None = None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def queued_bytes(self) -> int:
-        """The payload bytes queued."""
-        return self._bytes
-
-    def put(self, topic: str, frames: PreparedMessage) -> bool:
-        """Queue `frames`; False (having queued nothing) if it would overflow under
-        "disconnect"."""
-        items = self._items
-        size = len(frames.payload)
-        full = items and (len(items) >= self.size or self._bytes + size > self.max_bytes)
-        if full and self.policy == "disconnect":
-            return False
-        key: object = topic
-        if self.policy == "latest":
-            replaced = items.get(topic)
-            if replaced is not None:
-                self._bytes -= len(replaced.payload)
-                self.dropped += 1
-        else:
-            key = self._next_key
-            self._next_key += 1
-        items[key] = frames
-        self._bytes += size
-        while len(items) > 1 and (len(items) > self.size or self._bytes > self.max_bytes):
-            oldest = next(iter(items))
-            if oldest == key:  # never the one just queued: it goes behind the others
-                items[key] = items.pop(key)
-                continue
-            self._bytes -= len(items.pop(oldest).payload)
-            self.dropped += 1
-        if self._ready is not None:
-            self._ready.set()
-        return True
-
-    async def get(self) -> PreparedMessage | None:
-        """The oldest publication, waiting for one; None once closed."""
-        while not self._items:
-            if self._closed:
-                return None
-            self._ready = trio.Event()
-            await self._ready.wait()
-        key = next(iter(self._items))
-        frames = self._items.pop(key)
-        self._bytes -= len(frames.payload)
-        return frames
-
-    def close(self) -> None:
-        """Drop what is queued and end `get()`."""
-        self._closed = True
-        self._items.clear()
-        self._bytes = 0
-        if self._ready is not None:
-            self._ready.set()
 
 
 class Subscription:
@@ -415,11 +320,9 @@ class Hub:
         return reached
 
     def _disconnect_slow(self, subscription: Subscription) -> None:
-        subscription.ws.logger.warning(
-            "subscriber too slow (queue of %d, %d bytes full); closing with 1013",
-            subscription.queue_size,
-            subscription.queue.max_bytes,
-        )
+        queue = subscription.queue
+        limit = f"{queue.size}" if len(queue) >= queue.size else f"{queue.max_bytes} bytes"
+        subscription.ws.logger.warning("subscriber too slow (queue of %s full); closing with 1013", limit)
         self._remove(subscription)
         self._nursery.start_soon(subscription.ws.close, CloseCode.TRY_AGAIN_LATER, "subscriber too slow")
 
