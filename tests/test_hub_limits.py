@@ -3,6 +3,9 @@ drop_oldest, disconnect (1013) and latest (conflation)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 
@@ -80,12 +83,25 @@ def test_queue_bytes_is_checked() -> None:
         trio_ws.Hub(None, None, 8, "drop_oldest", queue_bytes=0)  # type: ignore[arg-type]
 
 
-async def slow_subscriber_of(hub: trio_ws.Hub, port: int) -> RawClient:
-    raw = await RawClient.connect(port)  # subscribes, never reads
-    with trio.fail_after(5):
-        while not hub.topics:
-            await trio.sleep(0.01)
-    return raw
+@asynccontextmanager
+async def slow_subscriber(
+    hub: trio_ws.Hub, *topics: str
+) -> AsyncIterator[tuple[trio_ws.Subscription, RawClient]]:
+    """A server whose one client subscribes to `topics` and reads nothing (until the test
+    reads its `RawClient`); with its subscription."""
+    subscriptions: list[trio_ws.Subscription] = []
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        async with hub.subscribe(ws, *topics) as subscription:
+            subscriptions.append(subscription)
+            await ws.wait_closed()
+
+    async with trio_ws.open_server(handler, "127.0.0.1", 0, compression=None, write_limit=2**16) as server:
+        raw = await RawClient.connect(server.port)
+        with trio.fail_after(5):
+            while not subscriptions:
+                await trio.sleep(0.01)
+        yield subscriptions[0], raw
 
 
 async def test_a_ticker_subscriber_that_stops_reading_gets_the_newest_price_of_each_topic() -> None:
@@ -94,24 +110,14 @@ async def test_a_ticker_subscriber_that_stops_reading_gets_the_newest_price_of_e
     last message of each topic is that topic's newest price."""
     topics = ("AAA", "BBB", "CCC")
     async with trio_ws.open_hub(on_overflow="latest") as hub:
-        subscriptions: list[trio_ws.Subscription] = []
-
-        async def handler(ws: trio_ws.WebSocket) -> None:
-            async with hub.subscribe(ws, *topics) as subscription:
-                subscriptions.append(subscription)
-                await ws.wait_closed()
-
-        async with trio_ws.open_server(
-            handler, "127.0.0.1", 0, compression=None, write_limit=2**16
-        ) as server:
-            raw = await slow_subscriber_of(hub, server.port)
+        async with slow_subscriber(hub, *topics) as (subscription, raw):
             longest = 0
             for price in range(2000):
                 for topic in topics:
                     await hub.publish(topic, f"{topic} {price:05} ".ljust(8192, "."))
-                    longest = max(longest, len(subscriptions[0].queue))
+                    longest = max(longest, len(subscription.queue))
             assert longest <= 3
-            assert subscriptions[0].dropped > 5000
+            assert subscription.dropped > 5000
             with trio.fail_after(10):
                 while True:
                     newest = {}
@@ -130,22 +136,12 @@ async def test_a_slow_subscriber_past_queue_bytes_is_disconnected_with_1013(
     """The count limit is far away (10,000); the byte limit (256 kB) is what a client that
     stops reading crosses, and "disconnect" closes it with 1013."""
     async with trio_ws.open_hub(on_overflow="disconnect", queue_size=10_000, queue_bytes=2**18) as hub:
-        subscriptions: list[trio_ws.Subscription] = []
-
-        async def handler(ws: trio_ws.WebSocket) -> None:
-            async with hub.subscribe(ws, "feed") as subscription:
-                subscriptions.append(subscription)
-                await ws.wait_closed()
-
-        async with trio_ws.open_server(
-            handler, "127.0.0.1", 0, compression=None, write_limit=2**16
-        ) as server:
-            raw = await slow_subscriber_of(hub, server.port)
+        async with slow_subscriber(hub, "feed") as (subscription, raw):
             peak = published = 0
             while published < 2000:  # 16 MB
                 await hub.publish("feed", bytes(8192))
                 published += 1
-                peak = max(peak, subscriptions[0].queue.queued_bytes)
+                peak = max(peak, subscription.queue.queued_bytes)
                 if not hub.topics:
                     break
             assert not hub.topics, "the slow subscriber must have been disconnected"
