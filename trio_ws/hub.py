@@ -1,10 +1,11 @@
-"""`Hub`: publish/subscribe by topic over Trio memory channels, optionally across processes.
+"""`Hub`: publish/subscribe by topic within a process, optionally across processes.
 
-Each subscription owns a bounded memory channel and a forwarder task in the hub's nursery.
-`publish` frames the message once (per compression group) and puts it on every subscriber's
-channel without waiting; a full channel drops its oldest message or disconnects the slow
-client (close code 1013), as the subscription's policy says. A backend (`RedisBackend`)
-carries publishes to the hubs of other processes.
+Each subscription owns a bounded queue (`SubscriberQueue`: by count and by bytes) and a
+forwarder task in the hub's nursery. `publish` frames the message once (per compression
+group) and hands it to every subscriber without waiting: straight to a connection that has
+room, else to its queue, where an overflow drops the oldest, keeps only the newest per
+topic, or disconnects the slow client (close code 1013), as the subscription's policy
+says. A backend (`RedisBackend`) carries publishes to the hubs of other processes.
 
 With `history_size`, in one process, every publication gets a position (offset and epoch,
 see `history`) and the topic keeps a bounded history of them: `subscribe(ws, topic,
@@ -220,9 +221,11 @@ class Hub:
     def _stream(self, topic: str) -> TopicHistory:
         stream = self._streams.get(topic)
         if stream is None:
-            stream = TopicHistory(topic, new_epoch(), self.history_size, self.history_ttl)
-            self._streams[topic] = stream
+            stream = self._streams[topic] = self._new_stream(topic)
         return stream
+
+    def _new_stream(self, topic: str) -> TopicHistory:
+        return TopicHistory(topic, new_epoch(), self.history_size, self.history_ttl)
 
     def _append(self, topic: str, message: Data) -> Publication:
         """Give `message` its position in `topic`'s stream, which moves to the end of the
@@ -230,9 +233,7 @@ class Hub:
         that keep nothing any more, so that streams of topics no longer published go too."""
         now = trio.current_time()
         streams = self._streams
-        stream = streams.pop(topic, None)
-        if stream is None:
-            stream = TopicHistory(topic, new_epoch(), self.history_size, self.history_ttl)
+        stream = streams.pop(topic) if topic in streams else self._new_stream(topic)
         streams[topic] = stream
         publication = stream.append(message, now)
         for _ in range(2):
@@ -286,11 +287,10 @@ class Hub:
         """Send `message` to every subscriber of `topic`, here and (with a backend) in
         every other process; return how many local subscribers it was queued for."""
         frames = PreparedMessage(message)  # captures the message now, before any await
+        publication = None
         if self.history_size and self._backend is None:
             publication = self._append(topic, frames.message)
-        else:
-            publication = Publication(topic, frames.message, None, "")
-        reached = self._deliver(publication, frames)
+        reached = self._deliver(topic, frames, publication)
         if self._backend is not None:
             await self._backend.publish(topic, frames.message)
         else:
@@ -299,21 +299,28 @@ class Hub:
 
     def deliver_locally(self, topic: str, message: Data) -> int:
         """Queue a message for the local subscribers only (for backends)."""
-        frames = PreparedMessage(message)
-        return self._deliver(Publication(topic, frames.message, None, ""), frames)
+        return self._deliver(topic, PreparedMessage(message))
 
-    def _deliver(self, publication: Publication, frames: PreparedMessage) -> int:
-        """Offer `publication` to each subscriber, framed once per formatter."""
+    def _deliver(self, topic: str, frames: PreparedMessage, publication: Publication | None = None) -> int:
+        """Offer `frames` to each subscriber of `topic`; a subscription with a formatter
+        gets `publication` formatted, once per formatter (and framed once)."""
+        subscriptions = self._topics.get(topic)
+        if not subscriptions:
+            return 0
         reached = 0
-        formatted: dict[Formatter, PreparedMessage] = {}
-        for subscription in list(self._topics.get(publication.topic, ())):
-            format = subscription.format
+        formatted: dict[Formatter, PreparedMessage] | None = None
+        for subscription in list(subscriptions):
             offered = frames
+            format = subscription.format
             if format is not None:
+                if publication is None:
+                    publication = Publication(topic, frames.message, None, "")
+                if formatted is None:
+                    formatted = {}
                 if format not in formatted:
                     formatted[format] = PreparedMessage(format(publication))
                 offered = formatted[format]
-            if subscription._offer(publication.topic, offered):
+            if subscription._offer(topic, offered):
                 reached += 1
             else:
                 self._disconnect_slow(subscription)
