@@ -240,18 +240,19 @@ class Hub:
             oldest = next(iter(streams))
             if oldest == topic:
                 break
-            if oldest not in self._topics and streams[oldest].is_empty(now):
-                del streams[oldest]
-            else:  # still needed: look at it again after the others
+            if not self._forget_if_idle(oldest):  # still needed: look again after the others
                 streams[oldest] = streams.pop(oldest)
         return publication
 
-    def _forget_if_idle(self, topic: str) -> None:
+    def _forget_if_idle(self, topic: str) -> bool:
         """Drop a topic's stream once it has no subscriber here and keeps nothing: what the
-        hub holds is bounded by the topics published to within `history_ttl`."""
+        hub holds is bounded by the topics published to within `history_ttl`. Whether it
+        was dropped."""
         stream = self._streams.get(topic)
-        if stream is not None and topic not in self._topics and stream.is_empty(trio.current_time()):
-            del self._streams[topic]
+        if stream is None or topic in self._topics or not stream.is_empty(trio.current_time()):
+            return False
+        del self._streams[topic]
+        return True
 
     def position(self, topic: str) -> StreamPosition:
         """The position of `topic`'s latest publication in this process (offset 0 before
