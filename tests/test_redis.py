@@ -667,6 +667,7 @@ def test_backend_options_are_checked() -> None:
         ({"health_check_interval": -1}, "health_check_interval"),
         ({"max_backoff": 0.01}, "max_backoff"),
         ({"max_message_size": 0}, "max_message_size"),
+        ({"max_in_flight": 0}, "max_in_flight"),
     ]:
         with pytest.raises(ValueError, match=named):
             trio_ws.RedisBackend("redis://127.0.0.1", **options)
@@ -692,20 +693,24 @@ async def test_max_backoff_bounds_the_wait_after_a_long_outage(redis_server: Red
     assert recovery < 0.5, recovery
 
 
-async def test_a_publish_cancelled_before_redis_answered_is_counted(redis_server: RedisServer) -> None:
-    """Redis pauses writes (CLIENT PAUSE); a publish waiting for its answer is cancelled.
-    It is counted in `undelivered`, and its connection (which still owes that answer) is
-    replaced, so that the next publishes are answered in step and delivered."""
-    async with two_hubs_and_a_subscriber(redis_server.url) as (hub_a, backend_a, _, ws):
+async def test_publishes_do_not_wait_for_answers_and_a_full_pipeline_waits_for_room(
+    redis_server: RedisServer,
+) -> None:
+    """Redis pauses writes (CLIENT PAUSE) for 0.5 s. 100 publishes (max_in_flight) return at
+    once, without waiting for their answers; the 101st waits for room, and cancelled there
+    it is counted in `undelivered`. After the pause the 100 arrive in order, then the next."""
+    async with two_hubs_and_a_subscriber(redis_server.url, max_in_flight=100) as (hub_a, backend_a, _, ws):
         assert redis_server.command("CLIENT", "PAUSE", "500", "WRITE").startswith(b"+OK")
+        with trio.fail_after(0.2):
+            for i in range(100):
+                await hub_a.publish("steady", f"m{i}")
         with trio.move_on_after(0.1) as waited:
-            await hub_a.publish("steady", "cancelled while Redis is paused")
+            await hub_a.publish("steady", "cancelled while the pipeline is full")
         assert waited.cancelled_caught
         assert backend_a.undelivered == 1
-        await trio.sleep(0.6)  # the pause is over
         for i in range(3):
             await hub_a.publish("steady", f"after {i}")
         with trio.fail_after(5):
-            received = [await ws.recv() for _ in range(3)]
-        assert received == ["after 0", "after 1", "after 2"]
+            received = [await ws.recv() for _ in range(103)]
+        assert received == [f"m{i}" for i in range(100)] + [f"after {i}" for i in range(3)]
         assert backend_a.undelivered == 1

@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -68,6 +68,23 @@ class Backend(Protocol):
         """Send a publish to the other processes; never raises for a lost connection."""
 
 
+@runtime_checkable
+class HistoryBackend(Backend, Protocol):
+    """A backend that keeps each topic's history and positions for every process (Redis
+    Streams in `RedisBackend`); a hub with `history_size` needs one."""
+
+    async def append(self, topic: str, message: Data, size: int, ttl: float | None) -> Publication | None:
+        """Give `message` the topic's next position, keep it in the history and publish it
+        to every process, this one included (`hub.deliver_locally` with the publication);
+        None if that could not be done (counted by the backend, never raised)."""
+
+    async def position(
+        self, topic: str, since: StreamPosition | None, ttl: float | None
+    ) -> tuple[StreamPosition, list[Publication] | None]:
+        """The topic's position now, and every publication after `since` if the history has
+        them all (else None); raises ConnectionError if the backend cannot tell."""
+
+
 class Subscription:
     """One connection's subscription to some topics, with its queue and policy."""
 
@@ -86,7 +103,14 @@ class Subscription:
         #: For a subscription made with `since`: whether every publication after it was
         #: still in the history (and is replayed first); None for one made without.
         self.recovered: bool | None = None
+        #: With history, for a subscription to one topic: the position it starts after
+        #: (what is replayed and every live publication come after it); else None.
+        self.position: StreamPosition | None = None
         self._replay: deque[PreparedMessage] = deque()  # sent before any live publication
+        # Through a backend, live publications wait here until the position is known...
+        self._pending: deque[tuple[Publication | None, PreparedMessage]] | None = None
+        # ...and those up to it are dropped (they are in the replay, or before the start).
+        self._after: StreamPosition | None = None
         self._forwarder = trio.CancelScope()
         self._forwarding = False  # the forwarder holds a message it has not queued yet
 
@@ -104,6 +128,24 @@ class Subscription:
     def dropped(self) -> int:
         """Publications dropped for this subscriber by its overflow policy."""
         return self.queue.dropped
+
+    def _hold(self, publication: Publication | None, frames: PreparedMessage, limit: int) -> None:
+        """Keep a live publication until the start is known; past `limit`, the oldest goes."""
+        assert self._pending is not None
+        self._pending.append((publication, frames))
+        if len(self._pending) > limit:
+            self._pending.popleft()
+            self.queue.dropped += 1
+
+    def _is_stale(self, publication: Publication | None) -> bool:
+        """Whether a live publication is at or before `_after` (once one is past it, all are)."""
+        after = self._after
+        if after is None or publication is None or publication.offset is None:
+            return False
+        if publication.epoch == after.epoch and publication.offset <= after.offset:
+            return True
+        self._after = None
+        return False
 
     def _offer(self, topic: str, frames: PreparedMessage) -> bool:
         """Queue without waiting; False if the queue is full under "disconnect".
@@ -149,6 +191,8 @@ class Hub:
     ) -> None:
         _check_options(queue_size, on_overflow, queue_bytes)
         check_history_limits(history_size, history_ttl)
+        if history_size and backend is not None and not isinstance(backend, HistoryBackend):
+            raise ValueError(f"history_size needs a backend that keeps history, which {backend!r} does not")
         self._nursery = nursery
         self._backend = backend
         self.queue_size = queue_size
@@ -159,6 +203,8 @@ class Hub:
         self.history_ttl = history_ttl
         self._topics: dict[str, dict[Subscription, None]] = {}
         self._streams: dict[str, TopicHistory] = {}
+        # Positions and history live in the backend (Redis Streams) rather than here.
+        self._history_backend = backend if history_size and isinstance(backend, HistoryBackend) else None
 
     @asynccontextmanager
     async def subscribe(
@@ -174,11 +220,13 @@ class Hub:
         """Deliver publishes to `topics` to `ws` while the block runs.
 
         `queue_size`, `queue_bytes` and `on_overflow` default to the hub's. `format` turns each
-        `Publication` into what is sent (default: its data). With `since` (one topic only,
-        and no backend), every publication after that position is sent first if the
+        `Publication` into what is sent (default: its data). With history, a subscription to
+        one topic has a `position`: every publication after it is delivered. With `since`
+        (one topic only), every publication after that position is sent first if the
         history still has them all (`subscription.recovered` is True), else none is and
         only live ones follow (False). With a backend, returns once the backend is
-        subscribed to every topic that had no local subscriber yet.
+        subscribed to every topic that had no local subscriber yet (and, with history, once
+        the position is known: a round trip to Redis).
         """
         size = self.queue_size if queue_size is None else queue_size
         policy = self.on_overflow if on_overflow is None else on_overflow
@@ -186,7 +234,11 @@ class Hub:
         _check_options(size, policy, max_bytes)
         subscription = Subscription(ws, frozenset(topics), SubscriberQueue(size, max_bytes, policy), format)
         if since is not None:
-            self._recover(subscription, topics, since)
+            self._check_since(topics, since)
+        if self._history_backend is not None and len(topics) == 1:
+            subscription._pending = deque()  # until the position is known
+        elif self.history_size and self._backend is None and len(topics) == 1:
+            self._recover(subscription, topics[0], since)
         new_topics = [topic for topic in subscription.topics if topic not in self._topics]
         for topic in subscription.topics:
             self._topics.setdefault(topic, {})[subscription] = None
@@ -194,27 +246,66 @@ class Hub:
             if self._backend is not None:
                 for topic in new_topics:
                     await self._backend.subscribe(topic)
+            if subscription._pending is not None:
+                await self._recover_through_backend(subscription, topics[0], since)
             self._nursery.start_soon(self._run_forwarder, subscription)
             yield subscription
         finally:
             self._remove(subscription)
 
-    def _recover(self, subscription: Subscription, topics: tuple[str, ...], since: StreamPosition) -> None:
-        """Queue the publications after `since` for replay, if the history has them all."""
+    def _check_since(self, topics: tuple[str, ...], since: StreamPosition) -> None:
         if len(topics) != 1:
             raise ValueError(f"since= resumes one topic, not {len(topics)}: subscribe to each on its own")
-        self._check_history("since=")
+        if not self.history_size:
+            raise ValueError("since= needs history: open the hub with history_size > 0")
         if not isinstance(since, StreamPosition):
             raise TypeError(f"since must be a StreamPosition, not {type(since).__name__}")
-        missed = self._stream(topics[0]).since(since, trio.current_time())
+
+    def _recover(self, subscription: Subscription, topic: str, since: StreamPosition | None) -> None:
+        """In one process: queue the publications after `since` for replay, if the history
+        has them all. No await between this and the subscription's registration."""
+        stream = self._stream(topic)
+        subscription.position = stream.position
+        if since is None:
+            return
+        missed = stream.since(since, trio.current_time())
         subscription.recovered = missed is not None
         for publication in missed or ():
-            data = publication.data if subscription.format is None else subscription.format(publication)
-            subscription._replay.append(PreparedMessage(data))
+            subscription._replay.append(self._prepared_for(subscription, publication))
+
+    async def _recover_through_backend(
+        self, subscription: Subscription, topic: str, since: StreamPosition | None
+    ) -> None:
+        """Ask the backend (already subscribed) for the position and what came after
+        `since`; replay that, then the live publications held meanwhile that come after it.
+        Asking after subscribing leaves no gap; dropping what is not after the position
+        leaves no duplicate."""
+        assert self._history_backend is not None and subscription._pending is not None
+        try:
+            position, missed = await self._history_backend.position(topic, since, self.history_ttl)
+        except ConnectionError as exc:
+            logger.warning("cannot read the position of topic %r (%s): live publications only", topic, exc)
+            position, missed = None, None
+        subscription.position = position
+        if since is not None:
+            subscription.recovered = missed is not None
+        for publication in missed or ():
+            subscription._replay.append(self._prepared_for(subscription, publication))
+        subscription._after = position
+        held, subscription._pending = subscription._pending, None
+        for live, frames in held:
+            if not subscription._is_stale(live) and not subscription._offer(topic, frames):
+                self._disconnect_slow(subscription)
+                return
+
+    @staticmethod
+    def _prepared_for(subscription: Subscription, publication: Publication) -> PreparedMessage:
+        format = subscription.format
+        return PreparedMessage(publication.data if format is None else format(publication))
 
     def _check_history(self, what: str) -> None:
         if self._backend is not None:
-            raise ValueError(f"{what} needs the hub's history, which a hub with a backend does not keep")
+            raise ValueError(f"{what} is for a hub in one process; with a backend, see subscription.position")
         if not self.history_size:
             raise ValueError(f"{what} needs history: open the hub with history_size > 0")
 
@@ -286,8 +377,17 @@ class Hub:
 
     async def publish(self, topic: str, message: Data) -> int:
         """Send `message` to every subscriber of `topic`, here and (with a backend) in
-        every other process; return how many local subscribers it was queued for."""
+        every other process; return how many local subscribers it was queued for.
+
+        With history through a backend, local subscribers get it back from the backend
+        like every other process's, so that all see one order: the number returned is how
+        many it will reach here (0 if the backend could not take it)."""
         frames = PreparedMessage(message)  # captures the message now, before any await
+        if self._history_backend is not None:
+            appended = await self._history_backend.append(
+                topic, frames.message, self.history_size, self.history_ttl
+            )
+            return len(self._topics.get(topic, ())) if appended is not None else 0
         publication = None
         if self.history_size and self._backend is None:
             publication = self._append(topic, frames.message)
@@ -298,9 +398,10 @@ class Hub:
             await trio.lowlevel.checkpoint()
         return reached
 
-    def deliver_locally(self, topic: str, message: Data) -> int:
-        """Queue a message for the local subscribers only (for backends)."""
-        return self._deliver(topic, PreparedMessage(message))
+    def deliver_locally(self, topic: str, message: Data, publication: Publication | None = None) -> int:
+        """Queue a message for the local subscribers only (for backends), with its
+        `publication` (and position) if the backend gave it one."""
+        return self._deliver(topic, PreparedMessage(message), publication)
 
     def _deliver(self, topic: str, frames: PreparedMessage, publication: Publication | None = None) -> int:
         """Offer `frames` to each subscriber of `topic`; a subscription with a formatter
@@ -321,7 +422,11 @@ class Hub:
                 if format not in formatted:
                     formatted[format] = PreparedMessage(format(publication))
                 offered = formatted[format]
-            if subscription._offer(topic, offered):
+            if subscription._pending is not None:
+                subscription._hold(publication, offered, subscription.queue.size + self.history_size)
+            elif subscription._is_stale(publication):
+                continue
+            elif subscription._offer(topic, offered):
                 reached += 1
             else:
                 self._disconnect_slow(subscription)

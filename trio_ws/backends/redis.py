@@ -11,6 +11,7 @@ connection is found out by a health check (PING). Publishes are numbered per top
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import ssl
 import urllib.parse
@@ -19,10 +20,24 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..backoff import Backoff
+from ..history import Publication, StreamPosition, new_epoch
 from ..protocol import Data
+from ..tasks import open_nursery_unwrapped
 from ..uri import redacted
+from .pipeline import OnReply, Pipeline
 from .resp import ReplyTooLarge, RespConnection
 from .sequence import ORIGIN_SIZE, GapTracker, Numbering
+from .streams import (
+    APPEND,
+    HISTORY_MARK,
+    POSITION,
+    MalformedPublication,
+    decode_entries,
+    decode_publication,
+    encode_publication,
+    history_keys,
+    position_of,
+)
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -35,6 +50,9 @@ _NUMBER_SIZE = 8
 _HEADER_SIZE = ORIGIN_SIZE + 1 + _NUMBER_SIZE  # origin, kind (b"t" or b"b"), number
 _REPLY_SLACK = 65536  # room in a reply for the channel name and RESP framing
 _FIRST_BACKOFF = 0.05  # seconds before the first reconnection attempt
+_HISTORY_BATCH = 64  # history entries asked for in one XRANGE (the publisher's reply bound)
+_SCRIPTS = {"APPEND": APPEND, "POSITION": POSITION}
+_PUBLISH_COMMAND = b"*3\r\n$7\r\nPUBLISH\r\n"  # how each PUBLISH this backend sends starts
 
 
 def _why(exc: BaseException) -> str:
@@ -52,9 +70,14 @@ class RedisBackend:
 
     `timeout` bounds connecting and each command's reply. A connection silent for
     `health_check_interval` seconds is dead: the listener PINGs once it has been silent for
-    half of that, and the publisher PINGs before using a connection idle for that long.
-    Reconnection waits double from 50 ms up to `max_backoff`. A message larger than
-    `max_message_size` bytes is neither published to nor accepted from Redis.
+    half of that, and so does the publisher. Reconnection waits double from 50 ms up to
+    `max_backoff`. A message larger than `max_message_size` bytes is neither published to
+    nor accepted from Redis. Publishes are pipelined: at most `max_in_flight` are sent and
+    not yet answered on the publishing connection; past that, `publish` waits for answers.
+
+    With `open_hub(history_size=N)`, each topic's positions and history live in Redis
+    (see `streams`): every process gives offsets from one counter, and a subscriber of any
+    process resumes with `since=`.
     """
 
     def __init__(
@@ -66,6 +89,7 @@ class RedisBackend:
         max_backoff: float = 1.0,
         health_check_interval: float = 5.0,
         max_message_size: int = 2**24,
+        max_in_flight: int = 4096,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         try:
@@ -91,6 +115,8 @@ class RedisBackend:
             )
         if max_message_size < 1:
             raise ValueError(f"max_message_size must be at least 1 byte, not {max_message_size!r}")
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be an int of at least 1, not {max_in_flight!r}")
         #: The URL, with its password (if any) redacted.
         self.url = redacted(url)
         self._host = parsed.hostname
@@ -106,6 +132,10 @@ class RedisBackend:
         self._max_backoff = max_backoff
         self._health_check_interval = health_check_interval
         self.max_message_size = max_message_size
+        self.max_in_flight = max_in_flight
+        # A listener reads one message per reply; the publisher up to _HISTORY_BATCH.
+        self._listener_reply_size = max_message_size + _HEADER_SIZE + _REPLY_SLACK
+        self._publisher_reply_size = _HISTORY_BATCH * self._listener_reply_size
         self._numbering = Numbering()
         self._gaps = GapTracker()
         self._wanted: set[str] = set()
@@ -113,10 +143,12 @@ class RedisBackend:
         self._listener: RespConnection | None = None
         self._listener_lock = trio.Lock()
         self._missed_logged = False  # on this listener connection
-        self._publisher: RespConnection | None = None
-        self._publisher_lock = trio.Lock()
-        self._publisher_retry_at = 0.0
-        self._publisher_backoff = Backoff(_FIRST_BACKOFF, max_backoff)
+        self._pipeline: Pipeline | None = None  # publishing and history: None while Redis is lost
+        self._publisher_down_because = "not connected yet"
+        self._resend: list[tuple[bytes, OnReply | None]] = []  # publishes owed to the next connection
+        self._script_hashes = {
+            name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SCRIPTS.items()
+        }
         self._outage = 0  # publishes that reached only this process since Redis was lost
         #: Publishes from this process that may not have reached Redis (so the others).
         self.undelivered = 0
@@ -127,13 +159,14 @@ class RedisBackend:
 
     # ---- connections -----------------------------------------------------------------
 
-    async def _connect(self) -> RespConnection:
-        """A connection that is logged in and on the right db."""
+    async def _connect(self, max_reply_size: int) -> RespConnection:
+        """A connection that is logged in and on the right db, and reads replies of at most
+        `max_reply_size` bytes."""
         with trio.fail_after(self._timeout):
             stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
             if self._ssl_context is not None:
                 stream = trio.SSLStream(stream, self._ssl_context, server_hostname=self._host)
-            connection = RespConnection(stream, self.max_message_size + _HEADER_SIZE + _REPLY_SLACK)
+            connection = RespConnection(stream, max_reply_size)
             try:
                 if isinstance(stream, trio.SSLStream):
                     await stream.do_handshake()
@@ -150,37 +183,90 @@ class RedisBackend:
         return connection
 
     async def run(self, hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, then listen for publishes from other processes until cancelled."""
+        """Connect, then publish and listen for publishes from other processes until cancelled."""
         try:
-            listener = await self._connect()
-            self._publisher = await self._connect()
+            listener = await self._connect(self._listener_reply_size)
+            publisher = await self._connect(self._publisher_reply_size)
         except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
             raise ConnectionError(f"cannot reach Redis at {self.url}: {_why(exc)}") from exc
-        task_status.started()
-        backoff = Backoff(_FIRST_BACKOFF, self._max_backoff)
         try:
-            while True:
-                try:
-                    await self._listen(listener, hub)
-                except ReplyTooLarge:
-                    self._reject("?", f"a message larger than max_message_size ({self.max_message_size})")
-                except _STREAM_ERRORS as exc:
-                    logger.warning("lost the Redis connection at %s (%s); reconnecting", self.url, _why(exc))
-                await self._drop_listener()
-                listener = await self._reconnect(backoff)
-                logger.info(
-                    "reconnected to Redis at %s; resubscribing %d topics", self.url, len(self._wanted)
-                )
+            async with open_nursery_unwrapped() as nursery:
+                await nursery.start(self._keep_publishing, publisher)
+                task_status.started()
+                await self._keep_listening(listener, hub)
         finally:
             await self._drop_listener()
-            await self._drop_publisher()
 
-    async def _reconnect(self, backoff: Backoff) -> RespConnection:
+    async def _keep_listening(self, listener: RespConnection, hub: Hub) -> None:
+        backoff = Backoff(_FIRST_BACKOFF, self._max_backoff)
+        while True:
+            try:
+                await self._listen(listener, hub)
+            except ReplyTooLarge:
+                self._reject("?", f"a message larger than max_message_size ({self.max_message_size})")
+            except _STREAM_ERRORS as exc:
+                logger.warning("lost the Redis connection at %s (%s); reconnecting", self.url, _why(exc))
+            await self._drop_listener()
+            listener = await self._reconnect(backoff, self._listener_reply_size)
+            logger.info("reconnected to Redis at %s; resubscribing %d topics", self.url, len(self._wanted))
+
+    async def _keep_publishing(
+        self, publisher: RespConnection, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the publishing pipeline; when its connection fails, make another (with
+        back-off, whether or not anyone publishes) and send it what was left unanswered."""
+        backoff = Backoff(_FIRST_BACKOFF, self._max_backoff)
+        while True:
+            pipeline = Pipeline(
+                publisher,
+                timeout=self._timeout,
+                health_check_interval=self._health_check_interval,
+                max_in_flight=self.max_in_flight,
+            )
+            for text in _SCRIPTS.values():  # before any EVALSHA: Redis may have restarted
+                pipeline.send_nowait(("SCRIPT", "LOAD", text), self._published)
+            resend, self._resend = self._resend, []
+            for encoded, on_reply in resend:
+                pipeline.send_encoded_nowait(encoded, on_reply)
+            self._pipeline = pipeline
+            if self._outage:
+                logger.info(
+                    "publishing to Redis at %s again; %d publishes reached only this process meanwhile",
+                    self.url,
+                    self._outage,
+                )
+                self._outage = 0
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED  # started once, when the first pipeline is
+            try:
+                await pipeline.run()
+            except ReplyTooLarge as exc:
+                self._publisher_down_because = _why(exc)
+            except _STREAM_ERRORS as exc:
+                self._publisher_down_because = _why(exc)
+                logger.warning("lost the publishing connection to Redis at %s (%s)", self.url, _why(exc))
+            finally:
+                self._pipeline = None
+                with trio.CancelScope(shield=True):
+                    await publisher.aclose()
+                self._owed(pipeline.unanswered())
+            publisher = await self._reconnect(backoff, self._publisher_reply_size)
+
+    def _owed(self, unanswered: list[tuple[bytes, OnReply | None]]) -> None:
+        """Of the commands a lost connection left unanswered, publishes go again on the
+        next connection (a receiver drops one Redis had taken); a waiting call is failed."""
+        for encoded, on_reply in unanswered:
+            if on_reply == self._published and encoded.startswith(_PUBLISH_COMMAND):
+                self._resend.append((encoded, on_reply))
+            elif on_reply is not None and on_reply != self._published:
+                on_reply(ConnectionError(f"lost the connection to Redis: {self._publisher_down_because}"))
+
+    async def _reconnect(self, backoff: Backoff, max_reply_size: int) -> RespConnection:
         """Try again and again, with back-off, until a connection is made."""
         while True:
             await trio.sleep(backoff.next_delay())
             try:
-                connection = await self._connect()
+                connection = await self._connect(max_reply_size)
             except (*_STREAM_ERRORS, trio.TooSlowError):
                 continue
             backoff.reset()
@@ -192,11 +278,6 @@ class RedisBackend:
             self._confirmed[topic] = trio.Event()
         if listener is not None:
             await listener.aclose()
-
-    async def _drop_publisher(self) -> None:
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            await publisher.aclose()
 
     async def _listen(self, listener: RespConnection, hub: Hub) -> None:
         """Deliver what the listener receives; a connection silent too long is dead."""
@@ -238,6 +319,9 @@ class RedisBackend:
         our channels. A payload that is not ours in form is counted in `rejected`, logged
         and dropped; it never reaches the hub, and never ends the listener.
         """
+        if isinstance(payload, bytes) and payload.startswith(HISTORY_MARK):
+            self._received_with_position(hub, topic, payload)
+            return
         if not isinstance(payload, bytes) or len(payload) < _HEADER_SIZE:
             self._reject(topic, "a payload too short to carry its origin, kind and number")
             return
@@ -266,6 +350,18 @@ class RedisBackend:
         if missed:
             self._missed_now(topic, missed)
         hub.deliver_locally(topic, message)
+
+    def _received_with_position(self, hub: Hub, topic: str, payload: bytes) -> None:
+        """Deliver a publication `APPEND` made (from any process, this one included)."""
+        if len(payload) > _HEADER_SIZE + 20 + self.max_message_size:
+            self._reject(topic, f"a message larger than max_message_size ({self.max_message_size})")
+            return
+        try:
+            publication = decode_publication(topic, payload)
+        except MalformedPublication as exc:
+            self._reject(topic, str(exc))
+            return
+        hub.deliver_locally(topic, publication.data, publication)
 
     def _missed_now(self, topic: str, count: int) -> None:
         self.missed += count
@@ -315,95 +411,117 @@ class RedisBackend:
                     await self._listener.send("UNSUBSCRIBE", self._prefix + topic)
 
     async def publish(self, topic: str, message: Data) -> None:
-        """PUBLISH to Redis; on failure count and log it, never raise.
+        """Queue a PUBLISH on the pipelined connection; never raise for a lost connection.
 
-        A publish that finds its connection dead (Redis restarted, or closed it for being
-        idle) is retried once on a fresh connection, under the same number, so that a
-        receiver drops it if Redis had taken the first attempt after all. While Redis stays
-        unreachable, a new connection is tried at most once per back-off period, however
-        often the application publishes, and the outage is logged when it starts and ends.
-        A publish cancelled before Redis confirmed it is counted in `undelivered` too.
+        It returns without waiting for Redis's answer (many publishes are in flight at
+        once), unless `max_in_flight` are: then it waits for room. A publish queued on a
+        connection that fails before Redis answered is sent again on the next one under the
+        same number, so that a receiver drops it if Redis had taken it. While Redis is
+        unreachable, publishes are counted in `undelivered` and logged when the outage
+        starts and ends; the connection comes back with back-off on its own, however often
+        the application publishes. A publish cancelled while waiting for room is counted too.
         """
         data = message.encode() if isinstance(message, str) else bytes(message)
         if len(data) > self.max_message_size:
             self._undelivered_now(ValueError(f"a message of {len(data)} bytes, over max_message_size"))
             return
+        pipeline = await self._pipeline_with_room()
+        if pipeline is None:
+            return
         kind = b"t" if isinstance(message, str) else b"b"
-        async with self._publisher_lock:
-            number = self._numbering.next_number(topic)
-            payload = b"".join([self._numbering.origin, kind, number.to_bytes(_NUMBER_SIZE, "big"), data])
-            error: BaseException | None = None
-            sent = False
-            try:
-                for _ in range(2):
-                    try:
-                        publisher, fresh = await self._publisher_connection()
-                    except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
-                        error = exc
-                        break
-                    try:
-                        with trio.fail_after(self._timeout):
-                            await publisher.send("PUBLISH", self._prefix + topic, payload)
-                            sent = True
-                            await publisher.reply()
-                    except trio.TooSlowError as exc:  # no answer: Redis may have taken it or not
-                        await self._drop_publisher()
-                        error = exc
-                        break
-                    except _STREAM_ERRORS as exc:
-                        await self._drop_publisher()
-                        error = exc
-                        if fresh:
-                            break
-                        continue  # it was stale: once more, on a fresh connection
-                    error = None
-                    break
-            except BaseException:  # cancelled before Redis confirmed: counted, never silent
-                if sent:
-                    self._numbering.consume(topic)
-                self.undelivered += 1
-                await self._drop_publisher()  # it may owe a reply, which the next command would take
-                raise
-            if sent:  # Redis may have it: the next publish must not reuse its number
-                self._numbering.consume(topic)
-            if error is not None:
-                self._undelivered_now(error)
-            elif self._outage:
-                logger.info(
-                    "publishing to Redis at %s again; %d publishes reached only this process meanwhile",
-                    self.url,
-                    self._outage,
-                )
-                self._outage = 0
+        number = self._numbering.next_number(topic)
+        self._numbering.consume(topic)
+        payload = b"".join([self._numbering.origin, kind, number.to_bytes(_NUMBER_SIZE, "big"), data])
+        pipeline.send_nowait(("PUBLISH", self._prefix + topic, payload), self._published)
 
-    async def _publisher_connection(self) -> tuple[RespConnection, bool]:
-        """A publishing connection that answers, and whether it was just made.
-
-        One idle for `health_check_interval` is PINGed first. A new one is made only when
-        the back-off allows; only a failed attempt moves the next one, so publishing faster
-        than the back-off cannot keep postponing the reconnection.
-        """
-        publisher = self._publisher
-        if publisher is not None:
-            if trio.current_time() - publisher.last_received_at < self._health_check_interval:
-                return publisher, False
-            try:
-                with trio.fail_after(self._timeout):
-                    await publisher.send("PING")
-                    await publisher.reply()
-                return publisher, False
-            except (*_STREAM_ERRORS, trio.TooSlowError):
-                await self._drop_publisher()
-        now = trio.current_time()
-        if now < self._publisher_retry_at:
-            raise ConnectionError("reconnecting")
+    async def _pipeline_with_room(self) -> Pipeline | None:
+        """The publishing pipeline once it has room; None (counted) while Redis is unreachable."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            self._undelivered_now(ConnectionError(self._publisher_down_because))
+            await trio.lowlevel.checkpoint()
+            return None
         try:
-            self._publisher = await self._connect()
-        except (*_STREAM_ERRORS, trio.TooSlowError):
-            self._publisher_retry_at = now + self._publisher_backoff.next_delay()
+            await pipeline.wait_for_room()
+        except BaseException:  # cancelled while waiting: counted, never silent
+            self.undelivered += 1
             raise
-        self._publisher_backoff.reset()
-        return self._publisher, True
+        if pipeline.closed:
+            self._undelivered_now(ConnectionError(self._publisher_down_because))
+            return None
+        return pipeline
+
+    def _published(self, reply: Any) -> None:
+        """Redis answered a PUBLISH (or a PING): an error is counted, not raised."""
+        if isinstance(reply, Exception):
+            self._undelivered_now(reply)
+
+    async def append(self, topic: str, message: Data, size: int, ttl: float | None) -> Publication | None:
+        """Give `message` the next position in `topic`'s history in Redis and publish it
+        there (one script: atomic); None, counted in `undelivered`, if Redis did not
+        confirm it. It reaches this process's subscribers too through Redis, in offset order.
+        """
+        kind, data = encode_publication(message)
+        if len(data) > self.max_message_size:
+            self._undelivered_now(ValueError(f"a message of {len(data)} bytes, over max_message_size"))
+            return None
+        meta, history = history_keys(self._prefix, topic)
+        ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
+        arguments = (meta, history, self._prefix + topic, kind, data, str(max(size, 1)), ttl_ms, new_epoch())
+        try:
+            reply = await self._script("APPEND", arguments)
+        except (ConnectionError, trio.TooSlowError) as exc:
+            self._undelivered_now(exc)
+            return None
+        except BaseException:
+            self.undelivered += 1
+            raise
+        if not (isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], int)):
+            self._undelivered_now(ConnectionError(f"an APPEND reply not in its form: {reply!r}"))
+            return None
+        return Publication(topic, message, reply[1], reply[0].decode("ascii", "replace"))
+
+    async def position(
+        self, topic: str, since: StreamPosition | None, ttl: float | None
+    ) -> tuple[StreamPosition, list[Publication] | None]:
+        """`topic`'s position now, and every publication after `since` if its history in
+        Redis still has them all (else None; always None without `since`). Raises
+        ConnectionError if Redis cannot be asked."""
+        meta, history = history_keys(self._prefix, topic)
+        after = since.offset if since is not None else 0
+        ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
+        try:
+            reply = await self._script("POSITION", (meta, history, str(after), ttl_ms, new_epoch()))
+            current, kept = position_of(reply)
+        except MalformedPublication as exc:
+            raise ConnectionError(str(exc)) from None
+        if since is None or since.epoch != current.epoch or not kept or since.offset > current.offset:
+            return current, None
+        missed: list[Publication] = []
+        first = since.offset + 1
+        while first <= current.offset:
+            last = min(first + _HISTORY_BATCH - 1, current.offset)
+            entries = await self._call("XRANGE", history, f"{first}-0", f"{last}-0")
+            try:
+                batch = decode_entries(topic, current.epoch, entries)
+            except MalformedPublication as exc:
+                raise ConnectionError(str(exc)) from None
+            if [publication.offset for publication in batch] != list(range(first, last + 1)):
+                return current, None  # trimmed meanwhile: whole or not at all
+            missed += batch
+            first = last + 1
+        return current, missed
+
+    async def _script(self, name: str, arguments: tuple[bytes | str, ...]) -> Any:
+        """Run one of `streams`' scripts: two keys, then its arguments."""
+        return await self._call("EVALSHA", self._script_hashes[name], "2", *arguments)
+
+    async def _call(self, *args: bytes | str) -> Any:
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise ConnectionError(self._publisher_down_because)
+        with trio.fail_after(self._timeout * 2):
+            return await pipeline.call(*args)
 
     def _undelivered_now(self, exc: BaseException) -> None:
         self.undelivered += 1

@@ -47,6 +47,14 @@ class RespConnection:
 
     async def reply(self) -> Any:
         """The next reply; raises ConnectionError on EOF, an error reply or an oversized reply."""
+        reply = await self.reply_or_error()
+        if isinstance(reply, Exception):
+            raise ConnectionError(f"Redis answered with an error: {reply}")
+        return reply
+
+    async def reply_or_error(self) -> Any:
+        """The next reply, an error reply as a ConnectionError instance (not raised); raises
+        ConnectionError on EOF or an oversized reply."""
         while (reply := self._reader.gets()) is False:
             data = await self.stream.receive_some(_RECEIVE_SIZE)
             if not data:
@@ -56,7 +64,7 @@ class RespConnection:
             if self._reader.len() > self.max_reply_size:
                 raise ReplyTooLarge(f"a reply of more than {self.max_reply_size} bytes")
         if isinstance(reply, self._error_type):
-            raise ConnectionError(f"Redis answered with an error: {reply}")
+            return ConnectionError(f"Redis answered with an error: {reply}")
         return reply
 
     async def aclose(self) -> None:

@@ -1,0 +1,150 @@
+"""`Pipeline`: one Redis connection with many commands in flight.
+
+Commands are queued without waiting and written by one task, many per `send_all`; replies
+are read by another and matched to the commands in the order they were sent (RESP answers
+in order). So a process publishes without a round trip per publish. What is in flight is
+bounded (`max_in_flight` commands): past it, `send` waits for replies to come back.
+
+A command without an answer for `timeout` seconds, or a connection silent for
+`health_check_interval` seconds (it is PINGed after half of that), ends `run` with
+ConnectionError. The commands still unanswered then are handed back by `unanswered()`:
+the owner decides which may be sent again on a new connection.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..tasks import open_nursery_unwrapped
+from .resp import RespConnection, command
+
+__all__ = ["Pipeline", "Reply", "OnReply"]
+
+#: Called with a command's reply (an exception instance for an error reply), or with a
+#: ConnectionError if the connection was lost before the reply came.
+OnReply = Callable[[Any], None]
+
+
+class Reply:
+    """A reply to wait for: `await reply.wait()` returns it (or raises its error)."""
+
+    __slots__ = ("_arrived", "_value")
+
+    def __init__(self) -> None:
+        self._arrived = trio.Event()
+        self._value: Any = None
+
+    def __call__(self, value: Any) -> None:
+        self._value = value
+        self._arrived.set()
+
+    async def wait(self) -> Any:
+        await self._arrived.wait()
+        if isinstance(self._value, Exception):
+            raise self._value
+        return self._value
+
+
+class Pipeline:
+    """Commands out in batches, replies in order; see the module docstring."""
+
+    def __init__(
+        self,
+        connection: RespConnection,
+        *,
+        timeout: float,
+        health_check_interval: float,
+        max_in_flight: int = 4096,
+    ) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self.health_check_interval = health_check_interval
+        self.max_in_flight = max_in_flight
+        self._outgoing = bytearray()  # written by the writer task as one send
+        self._waiting: deque[tuple[bytes, OnReply | None, float]] = deque()  # sent, oldest first
+        self._output_queued = trio.Event()
+        self._room = trio.Event()  # set whenever fewer than max_in_flight are unanswered
+        self._room.set()
+        self.closed = False
+
+    def __len__(self) -> int:
+        """Commands sent (or queued) and not answered yet."""
+        return len(self._waiting)
+
+    def send_nowait(self, args: tuple[bytes | str, ...], on_reply: OnReply | None = None) -> None:
+        """Queue a command; `on_reply` gets its reply. Raises ConnectionError once closed."""
+        self.send_encoded_nowait(command(*args), on_reply)
+
+    def send_encoded_nowait(self, encoded: bytes, on_reply: OnReply | None = None) -> None:
+        """Queue a command already in RESP form (see `send_nowait`)."""
+        if self.closed:
+            raise ConnectionError("the Redis connection is closed")
+        self._outgoing += encoded
+        self._waiting.append((encoded, on_reply, trio.current_time()))
+        self._output_queued.set()
+        if len(self._waiting) >= self.max_in_flight:
+            self._room = trio.Event()
+
+    async def wait_for_room(self) -> None:
+        """Return once fewer than `max_in_flight` commands are unanswered."""
+        await self._room.wait()
+
+    async def call(self, *args: bytes | str) -> Any:
+        """Send a command and return its reply (an error reply raises ConnectionError)."""
+        await self.wait_for_room()
+        reply = Reply()
+        self.send_nowait(args, reply)
+        return await reply.wait()
+
+    def unanswered(self) -> list[tuple[bytes, OnReply | None]]:
+        """The commands with no reply yet (once `run` ended), oldest first; forgotten here."""
+        waiting = [(encoded, on_reply) for encoded, on_reply, _ in self._waiting]
+        self._waiting.clear()
+        return waiting
+
+    async def run(self) -> None:
+        """Write and read until the connection fails (ConnectionError) or is cancelled."""
+        try:
+            async with open_nursery_unwrapped() as nursery:
+                nursery.start_soon(self._write)
+                await self._read()
+        finally:
+            self.closed = True
+            self._room.set()
+
+    async def _write(self) -> None:
+        while True:
+            await self._output_queued.wait()
+            self._output_queued = trio.Event()
+            outgoing, self._outgoing = self._outgoing, bytearray()
+            await self.connection.stream.send_all(outgoing)
+
+    async def _read(self) -> None:
+        connection = self.connection
+        pinged = False
+        while True:
+            deadline = connection.last_received_at + self.health_check_interval / (1 if pinged else 2)
+            if self._waiting:  # an answer is owed: it must come within `timeout`
+                deadline = min(deadline, max(self._waiting[0][2], connection.last_received_at) + self.timeout)
+            with trio.move_on_at(deadline):
+                reply = await connection.reply_or_error()
+                pinged = False
+                if not self._waiting:
+                    raise ConnectionError("Redis sent a reply to no command")
+                _, on_reply, _ = self._waiting.popleft()
+                if len(self._waiting) < self.max_in_flight:
+                    self._room.set()
+                if on_reply is not None:
+                    on_reply(reply)
+                continue
+            owed_since = max(self._waiting[0][2], connection.last_received_at) if self._waiting else None
+            if owed_since is not None and trio.current_time() >= owed_since + self.timeout:
+                raise ConnectionError(f"no answer from Redis within {self.timeout:g} s")
+            if pinged:
+                raise ConnectionError(f"no answer to a PING within {self.health_check_interval / 2:g} s")
+            self.send_nowait(("PING",))
+            pinged = True
