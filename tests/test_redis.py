@@ -62,11 +62,17 @@ def no_password_in_any_log_record() -> Iterator[None]:
 class Workers:
     """`python -m trio_ws serve examples.chat:router --workers 2 --redis URL`."""
 
-    def __init__(self, redis_url: str, workers: int = 2, target: str = "examples.chat:router") -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        workers: int = 2,
+        target: str = "examples.chat:router",
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "trio_ws", "serve", target, "--port", str(self.port),
-             "--workers", str(workers), "--redis", redis_url],
+             "--workers", str(workers), "--redis", redis_url, *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},  # the workers' lines must not interleave
         )  # fmt: skip

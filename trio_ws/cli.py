@@ -49,6 +49,7 @@ from .config import (
 )
 from .connection import WebSocket
 from .exceptions import ConnectionClosed, WebSocketError
+from .history import check_history_limits
 from .hub import open_hub
 from .server import serve
 
@@ -142,6 +143,7 @@ def worker_command(args: argparse.Namespace) -> list[str]:
     for flag in SERVE_FLAGS:
         if getattr(args, flag.option) is not None:
             command += [flag.flag, getattr(args, flag.option)]
+    command += ["--history-size", str(args.history_size), "--history-ttl", str(args.history_ttl)]
     for origin in args.origin or ():
         command += ["--origin", origin]
     if args.certfile:
@@ -156,7 +158,8 @@ async def run_worker(args: argparse.Namespace) -> None:
         config = config.replace(reuse_port=True)
     backend = RedisBackend(args.redis) if args.redis else None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with open_hub(backend=backend), trio.open_nursery() as nursery:
+        hub = open_hub(backend=backend, history_size=args.history_size, history_ttl=args.history_ttl)
+        async with hub, trio.open_nursery() as nursery:
             server = await nursery.start(functools.partial(serve, config, args.host, args.port))
             scheme = "ws" if config.ssl_context is None else "wss"
             # One write, newline included: workers share stdout, and an unbuffered print()
@@ -311,6 +314,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True)
         default=os.environ.get(REDIS_URL_VARIABLE),
         help=f"carry hub publishes between processes (default: ${REDIS_URL_VARIABLE})",
     )
+    hub = parser.add_argument_group("hub options")
+    hub.add_argument(
+        "--history-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="publications each hub topic keeps, with positions, for resuming (default: 0, none)",
+    )
+    hub.add_argument(
+        "--history-ttl",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long a publication is kept at most (default: 300)",
+    )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -363,6 +381,7 @@ def run_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     options = options_or_usage(parser, args)
     try:  # a target or an option that cannot run is refused here, before any worker starts
         load_target(args.target).replace(**options)
+        check_history_limits(args.history_size, args.history_ttl)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"error: {args.target}: {exc}") from None
     if args.workers > 1 and not args.redis:

@@ -108,7 +108,7 @@ class Subscription:
         self.position: StreamPosition | None = None
         self._replay: deque[PreparedMessage] = deque()  # sent before any live publication
         # Through a backend, live publications wait here until the position is known...
-        self._pending: deque[tuple[Publication | None, PreparedMessage]] | None = None
+        self._pending: deque[tuple[str, Publication | None, PreparedMessage]] | None = None
         # ...and those up to it are dropped (they are in the replay, or before the start).
         self._after: StreamPosition | None = None
         self._forwarder = trio.CancelScope()
@@ -129,10 +129,10 @@ class Subscription:
         """Publications dropped for this subscriber by its overflow policy."""
         return self.queue.dropped
 
-    def _hold(self, publication: Publication | None, frames: PreparedMessage, limit: int) -> None:
+    def _hold(self, topic: str, publication: Publication | None, frames: PreparedMessage, limit: int) -> None:
         """Keep a live publication until the start is known; past `limit`, the oldest goes."""
         assert self._pending is not None
-        self._pending.append((publication, frames))
+        self._pending.append((topic, publication, frames))
         if len(self._pending) > limit:
             self._pending.popleft()
             self.queue.dropped += 1
@@ -216,6 +216,7 @@ class Hub:
         queue_bytes: int | None = None,
         since: StreamPosition | None = None,
         format: Formatter | None = None,
+        first: Callable[[Subscription], Data] | None = None,
     ) -> AsyncIterator[Subscription]:
         """Deliver publishes to `topics` to `ws` while the block runs.
 
@@ -235,8 +236,9 @@ class Hub:
         subscription = Subscription(ws, frozenset(topics), SubscriberQueue(size, max_bytes, policy), format)
         if since is not None:
             self._check_since(topics, since)
-        if self._history_backend is not None and len(topics) == 1:
-            subscription._pending = deque()  # until the position is known
+        positioned_by_backend = self._history_backend is not None and len(topics) == 1
+        if positioned_by_backend or (first is not None and self._backend is not None):
+            subscription._pending = deque()  # live publications wait for what goes first
         elif self.history_size and self._backend is None and len(topics) == 1:
             self._recover(subscription, topics[0], since)
         new_topics = [topic for topic in subscription.topics if topic not in self._topics]
@@ -246,8 +248,11 @@ class Hub:
             if self._backend is not None:
                 for topic in new_topics:
                     await self._backend.subscribe(topic)
-            if subscription._pending is not None:
+            if positioned_by_backend:
                 await self._recover_through_backend(subscription, topics[0], since)
+            if first is not None:
+                subscription._replay.appendleft(PreparedMessage(first(subscription)))
+            self._release_held(subscription)
             self._nursery.start_soon(self._run_forwarder, subscription)
             yield subscription
         finally:
@@ -277,9 +282,9 @@ class Hub:
         self, subscription: Subscription, topic: str, since: StreamPosition | None
     ) -> None:
         """Ask the backend (already subscribed) for the position and what came after
-        `since`; replay that, then the live publications held meanwhile that come after it.
-        Asking after subscribing leaves no gap; dropping what is not after the position
-        leaves no duplicate."""
+        `since`, and replay that (`_release_held` then offers the live publications held
+        meanwhile that come after the position). Asking after subscribing leaves no gap;
+        dropping what is not after the position leaves no duplicate."""
         assert self._history_backend is not None and subscription._pending is not None
         try:
             position, missed = await self._history_backend.position(topic, since, self.history_ttl)
@@ -292,8 +297,12 @@ class Hub:
         for publication in missed or ():
             subscription._replay.append(self._prepared_for(subscription, publication))
         subscription._after = position
+
+    def _release_held(self, subscription: Subscription) -> None:
+        """Offer the live publications held while the subscription started, but those not
+        after its position (they are in the replay, or from before it started)."""
         held, subscription._pending = subscription._pending, None
-        for live, frames in held:
+        for topic, live, frames in held or ():
             if not subscription._is_stale(live) and not subscription._offer(topic, frames):
                 self._disconnect_slow(subscription)
                 return
@@ -423,7 +432,7 @@ class Hub:
                     formatted[format] = PreparedMessage(format(publication))
                 offered = formatted[format]
             if subscription._pending is not None:
-                subscription._hold(publication, offered, subscription.queue.size + self.history_size)
+                subscription._hold(topic, publication, offered, subscription.queue.size + self.history_size)
             elif subscription._is_stale(publication):
                 continue
             elif subscription._offer(topic, offered):
