@@ -20,9 +20,12 @@ from typing import Any
 import trio
 
 from ..tasks import open_nursery_unwrapped
-from .resp import RespConnection, command
+from .resp import NO_REPLY, RespConnection, command
 
 __all__ = ["Pipeline", "Reply", "OnReply"]
+
+_YIELD_EVERY = 64  # calls of wait_for_room between schedule points while there is room
+_BATCH_BYTES = 65536  # a send waits for more commands until it has this many bytes (or none come)
 
 #: Called with a command's reply (an exception instance for an error reply), or with a
 #: ConnectionError if the connection was lost before the reply came.
@@ -69,6 +72,7 @@ class Pipeline:
         self._output_queued = trio.Event()
         self._room = trio.Event()  # set whenever fewer than max_in_flight are unanswered
         self._room.set()
+        self._calls_since_yield = 0
         self.closed = False
 
     def __len__(self) -> int:
@@ -90,8 +94,19 @@ class Pipeline:
             self._room = trio.Event()
 
     async def wait_for_room(self) -> None:
-        """Return once fewer than `max_in_flight` commands are unanswered."""
-        await self._room.wait()
+        """Return once fewer than `max_in_flight` commands are unanswered.
+
+        A cancellation point each time, but a schedule point only every `_YIELD_EVERY`
+        calls while there is room: yielding costs more than queuing a publish, and a task
+        that publishes in a loop still lets the others (the writer first) run often."""
+        if not self._room.is_set():
+            await self._room.wait()
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._calls_since_yield += 1
+        if self._calls_since_yield >= _YIELD_EVERY:
+            self._calls_since_yield = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def call(self, *args: bytes | str) -> Any:
         """Send a command and return its reply (an error reply raises ConnectionError)."""
@@ -119,6 +134,13 @@ class Pipeline:
     async def _write(self) -> None:
         while True:
             await self._output_queued.wait()
+            # A publisher checkpoints once per publish, which wakes this task each time:
+            # let the publishers go on while they keep adding, so one send carries many.
+            while len(self._outgoing) < _BATCH_BYTES:
+                queued = len(self._outgoing)
+                await trio.lowlevel.checkpoint()
+                if len(self._outgoing) == queued:
+                    break
             self._output_queued = trio.Event()
             outgoing, self._outgoing = self._outgoing, bytearray()
             await self.connection.stream.send_all(outgoing)
@@ -127,24 +149,31 @@ class Pipeline:
         connection = self.connection
         pinged = False
         while True:
+            self._answer_buffered()
             deadline = connection.last_received_at + self.health_check_interval / (1 if pinged else 2)
+            owed_since = None
             if self._waiting:  # an answer is owed: it must come within `timeout`
-                deadline = min(deadline, max(self._waiting[0][2], connection.last_received_at) + self.timeout)
+                owed_since = max(self._waiting[0][2], connection.last_received_at)
+                deadline = min(deadline, owed_since + self.timeout)
             with trio.move_on_at(deadline):
-                reply = await connection.reply_or_error()
+                await connection.receive()
                 pinged = False
-                if not self._waiting:
-                    raise ConnectionError("Redis sent a reply to no command")
-                _, on_reply, _ = self._waiting.popleft()
-                if len(self._waiting) < self.max_in_flight:
-                    self._room.set()
-                if on_reply is not None:
-                    on_reply(reply)
                 continue
-            owed_since = max(self._waiting[0][2], connection.last_received_at) if self._waiting else None
             if owed_since is not None and trio.current_time() >= owed_since + self.timeout:
                 raise ConnectionError(f"no answer from Redis within {self.timeout:g} s")
             if pinged:
                 raise ConnectionError(f"no answer to a PING within {self.health_check_interval / 2:g} s")
             self.send_nowait(("PING",))
             pinged = True
+
+    def _answer_buffered(self) -> None:
+        """Hand each reply received so far to its command, oldest first."""
+        waiting = self._waiting
+        while (reply := self.connection.buffered_reply()) is not NO_REPLY:
+            if not waiting:
+                raise ConnectionError("Redis sent a reply to no command")
+            _, on_reply, _ = waiting.popleft()
+            if on_reply is not None:
+                on_reply(reply)
+        if len(waiting) < self.max_in_flight:
+            self._room.set()

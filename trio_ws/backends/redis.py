@@ -25,7 +25,7 @@ from ..protocol import Data
 from ..tasks import open_nursery_unwrapped
 from ..uri import redacted
 from .pipeline import OnReply, Pipeline
-from .resp import ReplyTooLarge, RespConnection
+from .resp import NO_REPLY, ReplyTooLarge, RespConnection
 from .sequence import ORIGIN_SIZE, GapTracker, Numbering
 from .streams import (
     APPEND,
@@ -145,6 +145,8 @@ class RedisBackend:
         self._missed_logged = False  # on this listener connection
         self._pipeline: Pipeline | None = None  # publishing and history: None while Redis is lost
         self._publisher_down_because = "not connected yet"
+        self._epoch_token = new_epoch()
+        self._epochs_made = 0
         self._resend: list[tuple[bytes, OnReply | None]] = []  # publishes owed to the next connection
         self._script_hashes = {
             name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SCRIPTS.items()
@@ -290,8 +292,12 @@ class RedisBackend:
         while True:
             silence = self._health_check_interval if pinged else self._health_check_interval / 2
             with trio.move_on_at(listener.last_received_at + silence):
-                self._handle(hub, await listener.reply())
+                await listener.receive()
                 pinged = False
+                while (reply := listener.buffered_reply()) is not NO_REPLY:  # all of them, at once
+                    if isinstance(reply, Exception):
+                        raise reply
+                    self._handle(hub, reply)
                 continue
             if pinged:
                 raise ConnectionError(f"no answer to a PING within {self._health_check_interval / 2:g} s")
@@ -434,6 +440,12 @@ class RedisBackend:
         payload = b"".join([self._numbering.origin, kind, number.to_bytes(_NUMBER_SIZE, "big"), data])
         pipeline.send_nowait(("PUBLISH", self._prefix + topic, payload), self._published)
 
+    @property
+    def in_flight(self) -> int:
+        """Commands sent to Redis (or owed to the next connection) and not answered yet."""
+        pipeline = self._pipeline
+        return len(self._resend) + (len(pipeline) if pipeline is not None else 0)
+
     async def _pipeline_with_room(self) -> Pipeline | None:
         """The publishing pipeline once it has room; None (counted) while Redis is unreachable."""
         pipeline = self._pipeline
@@ -467,7 +479,16 @@ class RedisBackend:
             return None
         meta, history = history_keys(self._prefix, topic)
         ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
-        arguments = (meta, history, self._prefix + topic, kind, data, str(max(size, 1)), ttl_ms, new_epoch())
+        arguments = (
+            meta,
+            history,
+            self._prefix + topic,
+            kind,
+            data,
+            str(max(size, 1)),
+            ttl_ms,
+            self._fresh_epoch(),
+        )
         try:
             reply = await self._script("APPEND", arguments)
         except (ConnectionError, trio.TooSlowError) as exc:
@@ -491,7 +512,7 @@ class RedisBackend:
         after = since.offset if since is not None else 0
         ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
         try:
-            reply = await self._script("POSITION", (meta, history, str(after), ttl_ms, new_epoch()))
+            reply = await self._script("POSITION", (meta, history, str(after), ttl_ms, self._fresh_epoch()))
             current, kept = position_of(reply)
         except MalformedPublication as exc:
             raise ConnectionError(str(exc)) from None
@@ -520,8 +541,15 @@ class RedisBackend:
         pipeline = self._pipeline
         if pipeline is None:
             raise ConnectionError(self._publisher_down_because)
-        with trio.fail_after(self._timeout * 2):
-            return await pipeline.call(*args)
+        # No timeout of its own: the pipeline fails its connection, and so this call, when
+        # an answer is `timeout` late.
+        return await pipeline.call(*args)
+
+    def _fresh_epoch(self) -> str:
+        """An epoch no topic has had: this backend's random token and a counter (made for
+        each script call that may start a topic's stream, so it must be cheap)."""
+        self._epochs_made += 1
+        return f"{self._epoch_token}{self._epochs_made:x}"
 
     def _undelivered_now(self, exc: BaseException) -> None:
         self.undelivered += 1

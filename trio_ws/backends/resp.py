@@ -11,7 +11,10 @@ from typing import Any
 
 import trio
 
-__all__ = ["command", "RespConnection", "ReplyTooLarge"]
+__all__ = ["command", "RespConnection", "ReplyTooLarge", "NO_REPLY"]
+
+#: What `buffered_reply` returns while no whole reply has arrived (hiredis's marker).
+NO_REPLY = False
 
 _RECEIVE_SIZE = 65536
 
@@ -47,25 +50,29 @@ class RespConnection:
 
     async def reply(self) -> Any:
         """The next reply; raises ConnectionError on EOF, an error reply or an oversized reply."""
-        reply = await self.reply_or_error()
+        while (reply := self.buffered_reply()) is NO_REPLY:
+            await self.receive()
         if isinstance(reply, Exception):
-            raise ConnectionError(f"Redis answered with an error: {reply}")
+            raise ConnectionError(f"Redis answered with an error: {reply}") from None
         return reply
 
-    async def reply_or_error(self) -> Any:
-        """The next reply, an error reply as a ConnectionError instance (not raised); raises
-        ConnectionError on EOF or an oversized reply."""
-        while (reply := self._reader.gets()) is False:
-            data = await self.stream.receive_some(_RECEIVE_SIZE)
-            if not data:
-                raise ConnectionError("Redis closed the connection")
-            self.last_received_at = trio.current_time()
-            self._reader.feed(data)  # type: ignore[arg-type]  # any buffer will do
-            if self._reader.len() > self.max_reply_size:
-                raise ReplyTooLarge(f"a reply of more than {self.max_reply_size} bytes")
+    def buffered_reply(self) -> Any:
+        """The next reply already received, or `NO_REPLY`; an error reply comes as a
+        ConnectionError instance (not raised)."""
+        reply = self._reader.gets()
         if isinstance(reply, self._error_type):
             return ConnectionError(f"Redis answered with an error: {reply}")
         return reply
+
+    async def receive(self) -> None:
+        """Read what Redis sent next; raises ConnectionError on EOF or past `max_reply_size`."""
+        data = await self.stream.receive_some(_RECEIVE_SIZE)
+        if not data:
+            raise ConnectionError("Redis closed the connection")
+        self.last_received_at = trio.current_time()
+        self._reader.feed(data)  # type: ignore[arg-type]  # any buffer will do
+        if self._reader.len() > self.max_reply_size:
+            raise ReplyTooLarge(f"a reply of more than {self.max_reply_size} bytes")
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
