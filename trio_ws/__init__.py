@@ -24,7 +24,7 @@ from .exceptions import (
 from .extensions.permessage_deflate import DeflateConfig
 from .history import Publication, StreamPosition
 from .http import Headers, Request, Response
-from .hub import Hub, Subscription, current_hub, open_hub
+from .hub import Hub, Subscription, current_hub, open_hub, presence_topic
 from .options import ConnectionOptions
 from .prepared import PreparedMessage
 from .protocol import State
@@ -69,6 +69,7 @@ __all__ = [
     "connect",
     "current_hub",
     "open_hub",
+    "presence_topic",
     "open_server",
     "reconnect",
     "serve",

@@ -144,6 +144,7 @@ def worker_command(args: argparse.Namespace) -> list[str]:
         if getattr(args, flag.option) is not None:
             command += [flag.flag, getattr(args, flag.option)]
     command += ["--history-size", str(args.history_size), "--history-ttl", str(args.history_ttl)]
+    command += ["--presence-ttl", str(args.presence_ttl)]
     for origin in args.origin or ():
         command += ["--origin", origin]
     if args.certfile:
@@ -156,7 +157,7 @@ async def run_worker(args: argparse.Namespace) -> None:
     config = load_target(args.target).replace(**flag_options(args))
     if args.reuse_port:
         config = config.replace(reuse_port=True)
-    backend = RedisBackend(args.redis) if args.redis else None
+    backend = RedisBackend(args.redis, presence_ttl=args.presence_ttl) if args.redis else None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         hub = open_hub(backend=backend, history_size=args.history_size, history_ttl=args.history_ttl)
         async with hub, trio.open_nursery() as nursery:
@@ -329,6 +330,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True)
         metavar="SECONDS",
         help="how long a publication is kept at most (default: 300)",
     )
+    hub.add_argument(
+        "--presence-ttl",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="with --redis: how soon a dead process's subscribers leave the presence (default: 15)",
+    )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -382,6 +390,8 @@ def run_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:  # a target or an option that cannot run is refused here, before any worker starts
         load_target(args.target).replace(**options)
         check_history_limits(args.history_size, args.history_ttl)
+        if not args.presence_ttl > 0:
+            raise ValueError(f"--presence-ttl must be a positive number of seconds, not {args.presence_ttl}")
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"error: {args.target}: {exc}") from None
     if args.workers > 1 and not args.redis:

@@ -17,6 +17,7 @@ with no await in between).
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -41,6 +42,7 @@ __all__ = [
     "current_hub",
     "OverflowPolicy",
     "Formatter",
+    "presence_topic",
 ]
 
 _POLICIES = ("drop_oldest", "disconnect", "latest")
@@ -85,6 +87,26 @@ class HistoryBackend(Backend, Protocol):
         them all (else None); raises ConnectionError if the backend cannot tell."""
 
 
+@runtime_checkable
+class PresenceBackend(Backend, Protocol):
+    """A backend that knows who is subscribed where, across processes (`RedisBackend`)."""
+
+    async def join(self, topic: str, member: str, info: str) -> None:
+        """Add `member`, with `info` (JSON), to `topic`'s presence until `leave`."""
+
+    async def leave(self, topic: str, member: str) -> None:
+        """Remove `member` from `topic`'s presence."""
+
+    async def members(self, topic: str) -> dict[str, str]:
+        """Every process's members of `topic`, to their info (JSON)."""
+
+
+def presence_topic(topic: str) -> str:
+    """The topic on which joins and leaves of `topic` are published, as JSON:
+    {"type": "join" | "leave", "id", "info"}; subscribe to it to watch them."""
+    return f"{topic}#presence"
+
+
 class Subscription:
     """One connection's subscription to some topics, with its queue and policy."""
 
@@ -94,9 +116,14 @@ class Subscription:
         topics: frozenset[str],
         queue: SubscriberQueue,
         format: Formatter | None = None,
+        info: object = None,
     ) -> None:
         self.ws = ws
         self.topics = topics
+        #: With `info`, the subscriber is in `hub.presence()` of its topics under this id.
+        self.member = str(ws.id)
+        self.info = info
+        self._joined: set[str] = set()  # the topics whose presence it is in
         #: The publications waiting for a backed-up client, with their limits and policy.
         self.queue = queue
         self.format = format
@@ -203,6 +230,8 @@ class Hub:
         self.history_ttl = history_ttl
         self._topics: dict[str, dict[Subscription, None]] = {}
         self._streams: dict[str, TopicHistory] = {}
+        self._members: dict[str, dict[str, object]] = {}  # presence here: topic, member id, info
+        self._presence_backend = backend if isinstance(backend, PresenceBackend) else None
         # Positions and history live in the backend (Redis Streams) rather than here.
         self._history_backend = backend if history_size and isinstance(backend, HistoryBackend) else None
 
@@ -217,6 +246,7 @@ class Hub:
         since: StreamPosition | None = None,
         format: Formatter | None = None,
         first: Callable[[Subscription], Data] | None = None,
+        info: object = None,
     ) -> AsyncIterator[Subscription]:
         """Deliver publishes to `topics` to `ws` while the block runs.
 
@@ -233,7 +263,9 @@ class Hub:
         policy = self.on_overflow if on_overflow is None else on_overflow
         max_bytes = self.queue_bytes if queue_bytes is None else queue_bytes
         _check_options(size, policy, max_bytes)
-        subscription = Subscription(ws, frozenset(topics), SubscriberQueue(size, max_bytes, policy), format)
+        info_json = None if info is None else json.dumps(info)  # refused here if it is not JSON
+        queue = SubscriberQueue(size, max_bytes, policy)
+        subscription = Subscription(ws, frozenset(topics), queue, format, info)
         if since is not None:
             self._check_since(topics, since)
         positioned_by_backend = self._history_backend is not None and len(topics) == 1
@@ -254,6 +286,10 @@ class Hub:
                 subscription._replay.appendleft(PreparedMessage(first(subscription)))
             self._release_held(subscription)
             self._nursery.start_soon(self._run_forwarder, subscription)
+            if info_json is not None:
+                for topic in subscription.topics:
+                    subscription._joined.add(topic)
+                    await self._join(topic, subscription.member, info, info_json)
             yield subscription
         finally:
             self._remove(subscription)
@@ -354,6 +390,33 @@ class Hub:
         del self._streams[topic]
         return True
 
+    async def _join(self, topic: str, member: str, info: object, info_json: str) -> None:
+        self._members.setdefault(topic, {})[member] = info
+        if self._presence_backend is not None:
+            await self._presence_backend.join(topic, member, info_json)
+        await self.publish(presence_topic(topic), json.dumps({"type": "join", "id": member, "info": info}))
+
+    async def _leave(self, topic: str, member: str, info: object) -> None:
+        if self._presence_backend is not None:
+            await self._presence_backend.leave(topic, member)
+        await self.publish(presence_topic(topic), json.dumps({"type": "leave", "id": member, "info": info}))
+
+    async def presence(self, topic: str) -> dict[str, object]:
+        """Who is subscribed to `topic` with `info`, as member id to info: in every process
+        with a backend that keeps presence (`RedisBackend`: a member of a process that died
+        is gone within its `presence_ttl`), else in this one."""
+        if self._presence_backend is None:
+            await trio.lowlevel.checkpoint()
+            return dict(self._members.get(topic, {}))
+        members = await self._presence_backend.members(topic)
+        present: dict[str, object] = {}
+        for member, info in members.items():
+            try:
+                present[member] = json.loads(info)
+            except ValueError:
+                continue  # not ours in form: any Redis client can write there
+        return present
+
     def position(self, topic: str) -> StreamPosition:
         """The position of `topic`'s latest publication in this process (offset 0 before
         the first): a subscriber that saw everything so far resumes from here."""
@@ -374,11 +437,21 @@ class Hub:
             if subscribers is None or subscription not in subscribers:
                 continue
             del subscribers[subscription]
+            if topic in subscription._joined:
+                self._forget_member(topic, subscription.member)
+                self._nursery.start_soon(self._leave, topic, subscription.member, subscription.info)
             if not subscribers:
                 del self._topics[topic]
                 self._forget_if_idle(topic)
                 if self._backend is not None:
                     self._nursery.start_soon(self._unsubscribe_backend, topic)
+
+    def _forget_member(self, topic: str, member: str) -> None:
+        members = self._members.get(topic)
+        if members is not None:
+            members.pop(member, None)
+            if not members:
+                del self._members[topic]
 
     async def _unsubscribe_backend(self, topic: str) -> None:
         if topic not in self._topics and self._backend is not None:

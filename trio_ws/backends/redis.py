@@ -25,6 +25,7 @@ from ..protocol import Data
 from ..tasks import open_nursery_unwrapped
 from ..uri import redacted
 from .pipeline import OnReply, Pipeline
+from .presence import JOIN, LEAVE, MEMBERS, members_of, presence_keys
 from .resp import NO_REPLY, ReplyTooLarge, RespConnection
 from .sequence import ORIGIN_SIZE, GapTracker, Numbering
 from .streams import (
@@ -51,7 +52,7 @@ _HEADER_SIZE = ORIGIN_SIZE + 1 + _NUMBER_SIZE  # origin, kind (b"t" or b"b"), nu
 _REPLY_SLACK = 65536  # room in a reply for the channel name and RESP framing
 _FIRST_BACKOFF = 0.05  # seconds before the first reconnection attempt
 _HISTORY_BATCH = 64  # history entries asked for in one XRANGE (the publisher's reply bound)
-_SCRIPTS = {"APPEND": APPEND, "POSITION": POSITION}
+_SCRIPTS = {"APPEND": APPEND, "POSITION": POSITION, "JOIN": JOIN, "LEAVE": LEAVE, "MEMBERS": MEMBERS}
 _PUBLISH_COMMAND = b"*3\r\n$7\r\nPUBLISH\r\n"  # how each PUBLISH this backend sends starts
 
 
@@ -90,6 +91,7 @@ class RedisBackend:
         health_check_interval: float = 5.0,
         max_message_size: int = 2**24,
         max_in_flight: int = 4096,
+        presence_ttl: float = 15.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         try:
@@ -106,7 +108,11 @@ class RedisBackend:
             )
         if ssl_context is not None and parsed.scheme != "rediss":
             raise ValueError("ssl_context is for rediss:// URLs")
-        for name, value in [("timeout", timeout), ("health_check_interval", health_check_interval)]:
+        for name, value in [
+            ("timeout", timeout),
+            ("health_check_interval", health_check_interval),
+            ("presence_ttl", presence_ttl),
+        ]:
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if not max_backoff >= _FIRST_BACKOFF:
@@ -133,6 +139,9 @@ class RedisBackend:
         self._health_check_interval = health_check_interval
         self.max_message_size = max_message_size
         self.max_in_flight = max_in_flight
+        #: Seconds a member of a topic's presence outlives its process's last heartbeat.
+        self.presence_ttl = presence_ttl
+        self._members: dict[tuple[str, str], str] = {}  # (topic, member id): info, joined here
         # A listener reads one message per reply; the publisher up to _HISTORY_BATCH.
         self._listener_reply_size = max_message_size + _HEADER_SIZE + _REPLY_SLACK
         self._publisher_reply_size = _HISTORY_BATCH * self._listener_reply_size
@@ -194,6 +203,7 @@ class RedisBackend:
         try:
             async with open_nursery_unwrapped() as nursery:
                 await nursery.start(self._keep_publishing, publisher)
+                nursery.start_soon(self._keep_presence_fresh)
                 task_status.started()
                 await self._keep_listening(listener, hub)
         finally:
@@ -253,6 +263,54 @@ class RedisBackend:
                     await publisher.aclose()
                 self._owed(pipeline.unanswered())
             publisher = await self._reconnect(backoff, self._publisher_reply_size)
+
+    async def _keep_presence_fresh(self) -> None:
+        """Join again, every third of `presence_ttl`, each member this process holds: their
+        entries stay while it lives (and come back if Redis lost them), and expire within
+        the TTL once it is gone."""
+        while True:
+            await trio.sleep(self.presence_ttl / 3)
+            pipeline = self._pipeline
+            if pipeline is None:
+                continue
+            for (topic, member), info in list(self._members.items()):
+                await pipeline.wait_for_room()
+                if pipeline.closed:
+                    break
+                arguments = (*presence_keys(self._prefix, topic), member, info, self._presence_ttl_ms)
+                pipeline.send_nowait(("EVALSHA", self._script_hashes["JOIN"], "2", *arguments), None)
+
+    @property
+    def _presence_ttl_ms(self) -> str:
+        return str(max(1, round(self.presence_ttl * 1000)))
+
+    async def join(self, topic: str, member: str, info: str) -> None:
+        """Add `member` (with `info`, JSON) to `topic`'s presence, for every process; kept
+        fresh by this process until `leave`. Never raises for a lost connection."""
+        self._members[topic, member] = info
+        try:
+            await self._script(
+                "JOIN", (*presence_keys(self._prefix, topic), member, info, self._presence_ttl_ms)
+            )
+        except ConnectionError as exc:  # the heartbeat adds it once Redis is back
+            logger.warning("could not add a member to the presence of %r (%s)", topic, _why(exc))
+
+    async def leave(self, topic: str, member: str) -> None:
+        """Remove `member` from `topic`'s presence."""
+        self._members.pop((topic, member), None)
+        try:
+            await self._script("LEAVE", (*presence_keys(self._prefix, topic), member))
+        except ConnectionError as exc:  # it expires within presence_ttl
+            logger.warning("could not remove a member from the presence of %r (%s)", topic, _why(exc))
+
+    async def members(self, topic: str) -> dict[str, str]:
+        """Every process's members of `topic`, to their info (JSON); raises ConnectionError
+        if Redis cannot be asked."""
+        reply = await self._script("MEMBERS", presence_keys(self._prefix, topic))
+        try:
+            return members_of(reply)
+        except ValueError as exc:
+            raise ConnectionError(str(exc)) from None
 
     def _owed(self, unanswered: list[tuple[bytes, OnReply | None]]) -> None:
         """Of the commands a lost connection left unanswered, publishes go again on the
