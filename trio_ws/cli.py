@@ -57,6 +57,7 @@ __all__ = ["main", "REDIS_URL_VARIABLE"]
 
 REDIS_URL_VARIABLE = "TRIO_WS_REDIS_URL"
 DEMO_TARGET = "trio_ws.demo:config"
+DEMO_HISTORY_SIZE = 500  # messages each demo room keeps for pages that reconnect
 
 
 def load_target(target: str) -> ServerConfig:
@@ -321,7 +322,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True)
         type=int,
         default=0,
         metavar="N",
-        help="publications each hub topic keeps, with positions, for resuming (default: 0, none)",
+        help="publications each hub topic keeps, with positions, for resuming (default: %(default)s)",
     )
     hub.add_argument(
         "--history-ttl",
@@ -357,7 +358,7 @@ def parser_for() -> argparse.ArgumentParser:
         description="The chat demo (trio_ws.demo:config): open http://HOST:PORT/ in a browser.",
     )
     add_serve_arguments(demo, target=False)
-    demo.set_defaults(target=DEMO_TARGET)
+    demo.set_defaults(target=DEMO_TARGET, history_size=DEMO_HISTORY_SIZE)
     return parser
 
 
@@ -420,7 +421,8 @@ def run_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     options = options_or_usage(parser, args)
     try:
-        trio.run(demo.run, args.host, args.port, demo.config.replace(**options))
+        config = demo.config.replace(**options)
+        trio.run(demo.run, args.host, args.port, config, args.history_size, args.history_ttl)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -1,8 +1,10 @@
 """The chat demo: `python -m trio_ws demo` serves a page at / and the chat at /ws.
 
-Rooms are Hub topics, so `python -m trio_ws demo --workers 2 --redis URL` runs it in two
-processes. Messages are JSON (see docs/demo.md for the schema); bad JSON, unknown types and
-over-long texts get an error message back to that client only.
+Rooms are Hub topics with history, so `python -m trio_ws demo --workers 2 --redis URL` runs
+it in two processes, and a page that reconnects (to any of them) gets the messages it
+missed, or is told that some may be missing. Who is present comes from the hub's presence.
+Messages are JSON (see docs/demo.md for the schema); bad JSON, unknown types and over-long
+texts get an error message back to that client only.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import trio
 
 from .config import ServerConfig
 from .connection import WebSocket
+from .history import Publication, StreamPosition
 from .http import Request, Response
-from .hub import current_hub, open_hub
+from .hub import Subscription, current_hub, open_hub, presence_topic
 from .server import open_server
 
 __all__ = ["DemoApp", "app", "config", "run"]
@@ -39,6 +42,48 @@ def _error(why: str) -> str:
 
 def _valid_label(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value.strip()) <= MAX_NAME
+
+
+def _position_in(join: dict[str, Any]) -> StreamPosition | None:
+    """The `since` of a join ({"offset": int, "epoch": str}), if it has a valid one."""
+    since = join.get("since")
+    if not isinstance(since, dict):
+        return None
+    offset, epoch = since.get("offset"), since.get("epoch")
+    if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 and isinstance(epoch, str):
+        return StreamPosition(offset, epoch)
+    return None
+
+
+def _record_in(pub: Publication) -> Any:
+    """The JSON a publication carries (None if it is not JSON: any Redis client can publish)."""
+    try:
+        return json.loads(pub.data if isinstance(pub.data, str) else bytes(pub.data))
+    except ValueError:
+        return None
+
+
+def _as_message(pub: Publication) -> str:
+    """A room's publication as the page gets it: the message event with its position."""
+    event = _record_in(pub)
+    if not isinstance(event, dict):
+        return _event("noise", pub.topic)
+    event.update(offset=pub.offset, epoch=pub.epoch)
+    return json.dumps(event)
+
+
+def _as_presence_change(room: str) -> Any:
+    """The hub's join and leave records of `room` as the page's `join` and `leave` events."""
+
+    def change(pub: Publication) -> str:
+        try:
+            record = _record_in(pub)
+            kind, member, name = record["type"], record["id"], record["info"]["name"]
+        except (TypeError, KeyError):
+            return _event("noise", room)  # not the hub's: any Redis client can publish there
+        return _event(kind, room, id=member, name=name)
+
+    return change
 
 
 class DemoApp:
@@ -71,15 +116,32 @@ class DemoApp:
             return
         room, name = str(join["room"]).strip(), str(join["name"]).strip()
         hub = current_hub()
-        await ws.send(_event("welcome", room, name=name, worker=os.getpid()))  # before room traffic
-        async with hub.subscribe(ws, room):
-            await hub.publish(room, _event("join", room, name=name))
-            try:
-                async for raw in ws:
-                    await self._handle(ws, room, name, raw)
-            finally:
-                with trio.move_on_after(1, shield=True):  # announce the leave, even when cancelled
-                    await hub.publish(room, _event("leave", room, name=name))
+
+        def welcome(subscription: Subscription) -> str:  # sent before any room traffic
+            start = subscription.position
+            return _event(
+                "welcome",
+                room,
+                name=name,
+                worker=os.getpid(),
+                offset=start.offset if start else None,
+                epoch=start.epoch if start else None,
+                recovered=subscription.recovered,
+            )
+
+        since = _position_in(join) if hub.history_size else None  # (--history-size 0: no resuming)
+        # The room first: its welcome goes before any of its messages. Then its joins and
+        # leaves, and a snapshot of who is present, taken once both are in force.
+        async with (
+            hub.subscribe(ws, room, since=since, format=_as_message, first=welcome, info={"name": name}),
+            hub.subscribe(ws, presence_topic(room), format=_as_presence_change(room)),
+        ):
+            present = await hub.presence(room)
+            people = [{"id": member, "name": info["name"]} for member, info in present.items()
+                      if isinstance(info, dict) and isinstance(info.get("name"), str)]  # fmt: skip
+            await ws.send(_event("present", room, people=people))
+            async for raw in ws:
+                await self._handle(ws, room, name, raw)
 
     async def _handle(self, ws: WebSocket, room: str, name: str, raw: str | bytes) -> None:
         try:
@@ -96,8 +158,6 @@ class DemoApp:
                 await ws.send(_error(f"message too long: at most {MAX_TEXT} characters"))
             else:
                 await current_hub().publish(room, _event("message", room, name=name, text=text))
-        elif kind == "here":
-            await current_hub().publish(room, _event("here", room, name=name))
         elif kind == "ping":
             await ws.send(json.dumps({"type": "pong", "t": message.get("t")}))
         else:
@@ -109,9 +169,13 @@ app = DemoApp()
 config = ServerConfig(handler=app, max_size=MAX_FRAME)
 
 
-async def run(host: str, port: int, demo: ServerConfig = config) -> None:
+async def run(host: str, port: int, demo: ServerConfig, history_size: int, history_ttl: float | None) -> None:
     """The demo (`config`, or a variant of it) in this process, until cancelled: what
-    `python -m trio_ws demo` runs, unless --workers or --redis ask for worker processes."""
-    async with open_hub(), open_server(demo, host, port) as server:
+    `python -m trio_ws demo` runs, unless --workers or --redis ask for worker processes.
+    Each room keeps `history_size` messages for pages that reconnect."""
+    async with (
+        open_hub(history_size=history_size, history_ttl=history_ttl),
+        open_server(demo, host, port) as server,
+    ):
         print(f"chat demo on http://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
         await trio.sleep_forever()

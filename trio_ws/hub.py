@@ -312,7 +312,8 @@ class Hub:
         missed = stream.since(since, trio.current_time())
         subscription.recovered = missed is not None
         for publication in missed or ():
-            subscription._replay.append(self._prepared_for(subscription, publication))
+            if (prepared := self._prepared_for(subscription, publication)) is not None:
+                subscription._replay.append(prepared)
 
     async def _recover_through_backend(
         self, subscription: Subscription, topic: str, since: StreamPosition | None
@@ -331,7 +332,8 @@ class Hub:
         if since is not None:
             subscription.recovered = missed is not None
         for publication in missed or ():
-            subscription._replay.append(self._prepared_for(subscription, publication))
+            if (prepared := self._prepared_for(subscription, publication)) is not None:
+                subscription._replay.append(prepared)
         subscription._after = position
 
     def _release_held(self, subscription: Subscription) -> None:
@@ -344,9 +346,10 @@ class Hub:
                 return
 
     @staticmethod
-    def _prepared_for(subscription: Subscription, publication: Publication) -> PreparedMessage:
-        format = subscription.format
-        return PreparedMessage(publication.data if format is None else format(publication))
+    def _prepared_for(subscription: Subscription, publication: Publication) -> PreparedMessage | None:
+        if subscription.format is None:
+            return PreparedMessage(publication.data)
+        return _formatted(subscription.format, publication)
 
     def _check_history(self, what: str) -> None:
         if self._backend is not None:
@@ -492,9 +495,9 @@ class Hub:
         if not subscriptions:
             return 0
         reached = 0
-        formatted: dict[Formatter, PreparedMessage] | None = None
+        formatted: dict[Formatter, PreparedMessage | None] | None = None
         for subscription in list(subscriptions):
-            offered = frames
+            offered: PreparedMessage | None = frames
             format = subscription.format
             if format is not None:
                 if publication is None:
@@ -502,8 +505,10 @@ class Hub:
                 if formatted is None:
                     formatted = {}
                 if format not in formatted:
-                    formatted[format] = PreparedMessage(format(publication))
+                    formatted[format] = _formatted(format, publication)
                 offered = formatted[format]
+            if offered is None:
+                continue  # its formatter failed on this publication (logged)
             if subscription._pending is not None:
                 subscription._hold(topic, publication, offered, subscription.queue.size + self.history_size)
             elif subscription._is_stale(publication):
@@ -529,6 +534,18 @@ class Hub:
     def topics(self) -> frozenset[str]:
         """The topics with at least one local subscriber."""
         return frozenset(self._topics)
+
+
+def _formatted(format: Formatter, publication: Publication) -> PreparedMessage | None:
+    """`format(publication)`, framed; None (and logged) if the formatter raised: one bad
+    publication, or one bad formatter, must not stop delivery to everyone else."""
+    try:
+        return PreparedMessage(format(publication))
+    except Exception:
+        logger.exception(
+            "a subscription's formatter failed on a publication to %r; skipped", publication.topic
+        )
+        return None
 
 
 def _check_options(queue_size: int, on_overflow: str, queue_bytes: int) -> None:
