@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trio_ws
+from trio_ws.client import connect_over
 from trio_ws.history import Publication, StreamPosition, TopicHistory
 
 
@@ -377,5 +379,118 @@ def test_resume_matches_the_model(ops: list[Op], history_size: int) -> None:
                         expected.extend(range(seen_at_drop + 1, latest + 1))
             assert reader.recovered == expected_recovered
             assert reader.offsets == expected
+
+    trio.run(run)
+
+
+# ---- overflow, repaired by resuming, against a model ---------------------------------------
+
+BIG = "x" * 65536  # large enough that a burst fills the socket buffers and the queue of 2
+
+
+@asynccontextmanager
+async def overflowing_server(hub: trio_ws.Hub) -> AsyncIterator[trio_ws.WebSocketServer]:
+    """Like `history_server`, but each subscriber's queue holds 2 (drop_oldest) and
+    compression is off, so that a client that stops reading loses publications."""
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        query = parse_qs(urlsplit(ws.path).query)
+        since = None
+        if "since" in query:
+            offset, epoch = query["since"][0].split(":")
+            since = StreamPosition(int(offset), epoch)
+        async with hub.subscribe(ws, "room", since=since, format=as_json, queue_size=2) as sub:
+            await ws.send(json.dumps({"recovered": sub.recovered}))
+            await ws.wait_closed()
+
+    async with trio_ws.open_server(handler, "127.0.0.1", 0, compression=None) as server:
+        yield server
+
+
+overflow_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.integers(1, 5)),
+        st.tuples(st.just("overflow"), st.integers(40, 60)),
+        st.tuples(st.just("drop"), st.integers(0, 20)),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=15, deadline=None)
+@given(ops=overflow_ops, history_size=st.sampled_from([10, 200]))
+def test_a_gap_from_overflow_is_seen_and_repaired_by_resuming_from_before_it(
+    ops: list[Op], history_size: int
+) -> None:
+    """Random publishes, bursts the client does not read (its queue of 2 overflows), and
+    drops with publications made while away. The client sees offsets that only increase;
+    where one is missing (an overflow dropped it), it resumes from the last offset before
+    the gap, as after a drop. The model: a resume recovers iff every publication after
+    that offset is still in the history; if every resume recovered, the client has seen
+    every offset up to the last, exactly once and in order."""
+
+    async def run() -> None:
+        async with (
+            trio_ws.open_hub(history_size=history_size) as hub,
+            overflowing_server(hub) as server,
+            AsyncExitStack() as stack,
+        ):
+            latest = 0
+            whole = 0  # the client saw every offset up to here, once, in order
+            resumes: list[tuple[bool | None, bool]] = []  # (recovered, what the model says)
+
+            async def publish(count: int, data: str = "") -> None:
+                nonlocal latest
+                for _ in range(count):
+                    latest += 1
+                    await hub.publish("room", data or str(latest))
+
+            async def connect(resume: bool) -> trio_ws.WebSocket:
+                """Connect (from `whole` if resuming) and read the status message."""
+                nonlocal whole
+                query = f"?since={whole}:{hub.position('room').epoch}" if resume else ""
+                sock = trio.socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2**16)  # a burst cannot fit
+                await sock.connect(("127.0.0.1", server.port))
+                uri = f"ws://127.0.0.1:{server.port}/{query}"
+                stream = trio.SocketStream(sock)
+                ws = await stack.enter_async_context(connect_over(stream, uri, compression=None))
+                status = json.loads(await ws.recv())
+                if resume:
+                    resumes.append((status["recovered"], latest - whole <= history_size))
+                if not status["recovered"]:  # live from here: what came before is lost
+                    whole = latest
+                return ws
+
+            await publish(1)
+            ws = await connect(resume=False)
+            gap = False
+            for op, count in [*ops, ("publish", 1)]:
+                if op == "drop" or gap:
+                    await ws.close()
+                    await publish(count if op == "drop" else 0)  # while away
+                    ws = await connect(resume=True)
+                if op == "overflow":
+                    await publish(count, BIG)  # the client reads none of it meanwhile
+                elif op == "publish":
+                    await publish(count)
+                received: list[int] = []
+                with trio.fail_after(20):
+                    while latest > (received[-1] if received else whole):
+                        received.append(json.loads(await ws.recv())["offset"])
+                assert received == sorted(set(received)), "an offset twice, or out of order"
+                assert not received or received[0] > whole, "an offset seen before"
+                gap = False
+                for offset in received:
+                    if offset != whole + 1:
+                        gap = True  # dropped by the overflow: resume from `whole`
+                        break
+                    whole = offset
+            assert [recovered for recovered, _ in resumes] == [expected for _, expected in resumes]
+            if all(recovered for recovered, _ in resumes):
+                assert whole == latest, "every resume recovered, yet an offset is missing"
+            overflowed = any(op == "overflow" for op, _ in ops)
+            assert len(resumes) >= overflowed, "a burst of 40 or more must overflow a queue of 2"
 
     trio.run(run)
