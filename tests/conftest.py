@@ -354,6 +354,87 @@ class RedisServer:
             return sock.recv(65536)
 
 
+class RedisCluster:
+    """A Redis Cluster of 3 primaries and 3 replicas on free ports of 127.0.0.1, each node a
+    redis-server without persistence in a directory of its own, made with
+    `redis-cli --cluster create`; a replica takes over 1 s after its primary is lost."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        for n in range(6):  # a directory each: a replica writes the RDB it syncs there
+            (directory / f"node-{n}").mkdir()
+        self.nodes = [RedisServer(
+            "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+            "--cluster-require-full-coverage", "no",  # the other shards serve during a failover
+            "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
+            "--dir", str(directory / f"node-{n}"), "--cluster-config-file", "nodes.conf",
+            "--logfile", str(directory / f"node-{n}" / "log.txt"),
+        ) for n in range(6)]  # fmt: skip
+        for node in self.nodes:
+            node.port = self.port_with_a_free_bus()
+            node.url = f"redis://127.0.0.1:{node.port}/0"
+
+    @staticmethod
+    def port_with_a_free_bus() -> int:
+        """A free port whose cluster bus port (10000 above it) exists and is free too."""
+        import socket
+
+        while True:
+            port = free_port()
+            if port + 10000 > 65535:
+                continue
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        import time
+
+        for node in self.nodes:
+            node.start()
+        cli = debian_binary("redis-cli", "redis-tools")
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not all(b"cluster_state:ok" in node.command("CLUSTER", "INFO") for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not come up")
+            time.sleep(0.1)
+        while True:  # and every replica has synced: one that has not could not take over
+            roles = [node.command("INFO", "replication") for node in self.nodes]
+            replicas = [role for role in roles if b"role:slave" in role]
+            if len(replicas) == 3 and all(b"master_link_status:up" in role for role in replicas):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas did not sync")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def node_at(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.timeout(300)
 class FeedWorkers(Workers):
     """`serve examples.resume:router --workers 2 --redis URL --history-size 1000`."""
 
-    def __init__(self, redis_url: str) -> None:
-        super().__init__(redis_url, target="examples.resume:router", extra=("--history-size", "1000"))
+    def __init__(self, redis_url: str, extra: tuple[str, ...] = ()) -> None:
+        extra = ("--history-size", "1000", *extra)
+        super().__init__(redis_url, target="examples.resume:router", extra=extra)
 
     def feed(self, topic: str, since: StreamPosition | None = None) -> str:
         resume = f"?offset={since.offset}&epoch={since.epoch}" if since else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import testing
+from .backends.cluster import RedisClusterBackend
 from .backends.redis import RedisBackend
 from .broadcast import broadcast
 from .client import connect
@@ -54,6 +55,7 @@ __all__ = [
     "ProtocolError",
     "ProxyError",
     "RedisBackend",
+    "RedisClusterBackend",
     "Request",
     "Response",
     "Router",

@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 import trio
 
+from .backends.cluster import RedisClusterBackend
 from .backends.redis import RedisBackend
 from .client import connect
 from .config import (
@@ -145,7 +146,7 @@ def worker_command(args: argparse.Namespace) -> list[str]:
         if getattr(args, flag.option) is not None:
             command += [flag.flag, getattr(args, flag.option)]
     command += ["--history-size", str(args.history_size), "--history-ttl", str(args.history_ttl)]
-    command += ["--presence-ttl", str(args.presence_ttl)]
+    command += ["--presence-ttl", str(args.presence_ttl)] + (["--cluster"] if args.cluster else [])
     for origin in args.origin or ():
         command += ["--origin", origin]
     if args.certfile:
@@ -158,7 +159,10 @@ async def run_worker(args: argparse.Namespace) -> None:
     config = load_target(args.target).replace(**flag_options(args))
     if args.reuse_port:
         config = config.replace(reuse_port=True)
-    backend = RedisBackend(args.redis, presence_ttl=args.presence_ttl) if args.redis else None
+    backend: RedisBackend | RedisClusterBackend | None = None
+    if args.redis:
+        kind = RedisClusterBackend if args.cluster else RedisBackend
+        backend = kind(args.redis, presence_ttl=args.presence_ttl)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         hub = open_hub(backend=backend, history_size=args.history_size, history_ttl=args.history_ttl)
         async with hub, trio.open_nursery() as nursery:
@@ -316,6 +320,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True)
         default=os.environ.get(REDIS_URL_VARIABLE),
         help=f"carry hub publishes between processes (default: ${REDIS_URL_VARIABLE})",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the --redis URL is a node of a Redis Cluster (sharded pub/sub, Redis 7)",
+    )
     hub = parser.add_argument_group("hub options")
     hub.add_argument(
         "--history-size",
@@ -391,6 +400,8 @@ def run_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:  # a target or an option that cannot run is refused here, before any worker starts
         load_target(args.target).replace(**options)
         check_history_limits(args.history_size, args.history_ttl)
+        if args.cluster and not args.redis:
+            raise ValueError("--cluster needs --redis URL (a node of the cluster)")
         if not args.presence_ttl > 0:
             raise ValueError(f"--presence-ttl must be a positive number of seconds, not {args.presence_ttl}")
     except (TypeError, ValueError) as exc:

@@ -1,5 +1,6 @@
 """Backends that carry a hub's publishes between processes."""
 
+from .cluster import RedisClusterBackend
 from .redis import RedisBackend
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "RedisClusterBackend"]

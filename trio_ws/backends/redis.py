@@ -15,6 +15,7 @@ import hashlib
 import logging
 import ssl
 import urllib.parse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -28,6 +29,7 @@ from .pipeline import OnReply, Pipeline
 from .presence import JOIN, LEAVE, MEMBERS, members_of, presence_keys
 from .resp import NO_REPLY, ReplyTooLarge, RespConnection
 from .sequence import ORIGIN_SIZE, GapTracker, Numbering
+from .sharding import PLAIN, SHARDED
 from .streams import (
     APPEND,
     HISTORY_MARK,
@@ -53,7 +55,12 @@ _REPLY_SLACK = 65536  # room in a reply for the channel name and RESP framing
 _FIRST_BACKOFF = 0.05  # seconds before the first reconnection attempt
 _HISTORY_BATCH = 64  # history entries asked for in one XRANGE (the publisher's reply bound)
 _SCRIPTS = {"APPEND": APPEND, "POSITION": POSITION, "JOIN": JOIN, "LEAVE": LEAVE, "MEMBERS": MEMBERS}
-_PUBLISH_COMMAND = b"*3\r\n$7\r\nPUBLISH\r\n"  # how each PUBLISH this backend sends starts
+
+
+def _is_moved(error: BaseException) -> bool:
+    """Whether an error reply says the key's slot is served by another cluster node."""
+    text = str(error)
+    return " MOVED " in text or " ASK " in text or text.startswith(("MOVED ", "ASK "))
 
 
 def _why(exc: BaseException) -> str:
@@ -79,6 +86,11 @@ class RedisBackend:
     With `open_hub(history_size=N)`, each topic's positions and history live in Redis
     (see `streams`): every process gives offsets from one counter, and a subscriber of any
     process resumes with `since=`.
+
+    `cluster_node` is for `RedisClusterBackend`, which makes one backend per primary: the
+    id of the primary at `url`. It speaks sharded pub/sub (`sharding`), and history another
+    primary wrote starts a new epoch. A MOVED answer or a channel Redis unsubscribed calls
+    `on_moved`, if set, so that the cluster's slot map is read again.
     """
 
     def __init__(
@@ -93,6 +105,7 @@ class RedisBackend:
         max_in_flight: int = 4096,
         presence_ttl: float = 15.0,
         ssl_context: ssl.SSLContext | None = None,
+        cluster_node: str | None = None,
     ) -> None:
         try:
             parsed = urllib.parse.urlsplit(url)
@@ -134,6 +147,11 @@ class RedisBackend:
             (ssl_context or ssl.create_default_context()) if parsed.scheme == "rediss" else None
         )
         self._prefix = channel_prefix
+        self._pubsub = PLAIN if cluster_node is None else SHARDED
+        self._writer = cluster_node or ""
+        #: Called when Redis says a topic is served elsewhere now (a MOVED answer, or a
+        #: channel it unsubscribed): set by `RedisClusterBackend`.
+        self.on_moved: Callable[[], None] | None = None
         self._timeout = timeout
         self._max_backoff = max_backoff
         self._health_check_interval = health_check_interval
@@ -192,6 +210,23 @@ class RedisBackend:
                 await connection.aclose()
                 raise
         return connection
+
+    async def query(self, *args: bytes | str) -> Any:
+        """One command on a connection of its own, closed after the answer: for what is
+        asked now and then (a cluster's slot map), never on the data path. Raises
+        ConnectionError (or trio.TooSlowError after `timeout`) if Redis cannot answer."""
+        try:
+            connection = await self._connect(self._publisher_reply_size)
+        except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
+            raise ConnectionError(f"cannot reach Redis at {self.url}: {_why(exc)}") from exc
+        try:
+            with trio.fail_after(self._timeout):
+                await connection.send(*args)
+                return await connection.reply()
+        except _STREAM_ERRORS as exc:
+            raise ConnectionError(f"no answer from Redis at {self.url}: {_why(exc)}") from exc
+        finally:
+            await connection.aclose()
 
     async def run(self, hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, then publish and listen for publishes from other processes until cancelled."""
@@ -281,6 +316,11 @@ class RedisBackend:
                 pipeline.send_nowait(("EVALSHA", self._script_hashes["JOIN"], "2", *arguments), None)
 
     @property
+    def members_here(self) -> frozenset[tuple[str, str]]:
+        """The (topic, member id) pairs this backend joined and keeps fresh."""
+        return frozenset(self._members)
+
+    @property
     def _presence_ttl_ms(self) -> str:
         return str(max(1, round(self.presence_ttl * 1000)))
 
@@ -316,7 +356,7 @@ class RedisBackend:
         """Of the commands a lost connection left unanswered, publishes go again on the
         next connection (a receiver drops one Redis had taken); a waiting call is failed."""
         for encoded, on_reply in unanswered:
-            if on_reply == self._published and encoded.startswith(_PUBLISH_COMMAND):
+            if on_reply == self._published and encoded.startswith(self._pubsub.publish_prefix()):
                 self._resend.append((encoded, on_reply))
             elif on_reply is not None and on_reply != self._published:
                 on_reply(ConnectionError(f"lost the connection to Redis: {self._publisher_down_because}"))
@@ -345,7 +385,7 @@ class RedisBackend:
             self._listener = listener
             self._missed_logged = False
             if self._wanted:
-                await listener.send("SUBSCRIBE", *(self._prefix + topic for topic in self._wanted))
+                await listener.send(self._pubsub.subscribe, *(self._channel(topic) for topic in self._wanted))
         pinged = False
         while True:
             silence = self._health_check_interval if pinged else self._health_check_interval / 2
@@ -364,17 +404,25 @@ class RedisBackend:
             pinged = True
 
     def _handle(self, hub: Hub, reply: Any) -> None:
-        """One reply on the listener: a message, a subscription confirmed, or a pong."""
+        """One reply on the listener: a message, a subscription confirmed or ended, or a pong."""
         if not isinstance(reply, list) or len(reply) < 2 or not isinstance(reply[1], bytes):
             return  # not a push Redis sends in subscribed mode: nothing for us
-        kind = reply[0]
-        prefix = len(self._prefix)
-        if kind == b"message" and len(reply) == 3:
-            self._received(hub, reply[1][prefix:].decode("utf-8", "replace"), reply[2])
-        elif kind == b"subscribe":
-            event = self._confirmed.get(reply[1][prefix:].decode("utf-8", "replace"))
+        kind, topic = reply[0], self._pubsub.topic(self._prefix, reply[1])
+        if kind == self._pubsub.message_kind and len(reply) == 3:
+            self._received(hub, topic, reply[2])
+        elif kind == self._pubsub.subscribed_kind:
+            event = self._confirmed.get(topic)
             if event is not None:
                 event.set()
+        elif kind == self._pubsub.unsubscribed_kind and topic in self._wanted:
+            self._moved()  # Redis ended it: in a cluster, the topic's slot moved
+
+    def _moved(self) -> None:
+        if self.on_moved is not None:
+            self.on_moved()
+
+    def _channel(self, topic: str) -> str:
+        return self._pubsub.channel(self._prefix, topic)
 
     def _received(self, hub: Hub, topic: str, payload: object) -> None:
         """Deliver a message another process published; anything malformed is skipped.
@@ -458,7 +506,7 @@ class RedisBackend:
                 logger.warning("Redis is unreachable: topic %r will be subscribed on reconnection", topic)
                 return
             try:
-                await self._listener.send("SUBSCRIBE", self._prefix + topic)
+                await self._listener.send(self._pubsub.subscribe, self._channel(topic))
             except _STREAM_ERRORS:
                 return  # the listener task notices and reconnects
         with trio.move_on_after(self._timeout):
@@ -472,7 +520,7 @@ class RedisBackend:
         async with self._listener_lock:
             if self._listener is not None:
                 with contextlib.suppress(*_STREAM_ERRORS):
-                    await self._listener.send("UNSUBSCRIBE", self._prefix + topic)
+                    await self._listener.send(self._pubsub.unsubscribe, self._channel(topic))
 
     async def publish(self, topic: str, message: Data) -> None:
         """Queue a PUBLISH on the pipelined connection; never raise for a lost connection.
@@ -496,7 +544,7 @@ class RedisBackend:
         number = self._numbering.next_number(topic)
         self._numbering.consume(topic)
         payload = b"".join([self._numbering.origin, kind, number.to_bytes(_NUMBER_SIZE, "big"), data])
-        pipeline.send_nowait(("PUBLISH", self._prefix + topic, payload), self._published)
+        pipeline.send_nowait((self._pubsub.publish, self._channel(topic), payload), self._published)
 
     @property
     def in_flight(self) -> int:
@@ -524,6 +572,8 @@ class RedisBackend:
     def _published(self, reply: Any) -> None:
         """Redis answered a PUBLISH (or a PING): an error is counted, not raised."""
         if isinstance(reply, Exception):
+            if _is_moved(reply):
+                self._moved()
             self._undelivered_now(reply)
 
     async def append(self, topic: str, message: Data, size: int, ttl: float | None) -> Publication | None:
@@ -540,12 +590,14 @@ class RedisBackend:
         arguments = (
             meta,
             history,
-            self._prefix + topic,
+            self._channel(topic),
             kind,
             data,
             str(max(size, 1)),
             ttl_ms,
             self._fresh_epoch(),
+            self._writer,
+            self._pubsub.publish,
         )
         try:
             reply = await self._script("APPEND", arguments)
@@ -570,7 +622,8 @@ class RedisBackend:
         after = since.offset if since is not None else 0
         ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
         try:
-            reply = await self._script("POSITION", (meta, history, str(after), ttl_ms, self._fresh_epoch()))
+            arguments = (meta, history, str(after), ttl_ms, self._fresh_epoch(), self._writer)
+            reply = await self._script("POSITION", arguments)
             current, kept = position_of(reply)
         except MalformedPublication as exc:
             raise ConnectionError(str(exc)) from None
@@ -601,7 +654,12 @@ class RedisBackend:
             raise ConnectionError(self._publisher_down_because)
         # No timeout of its own: the pipeline fails its connection, and so this call, when
         # an answer is `timeout` late.
-        return await pipeline.call(*args)
+        try:
+            return await pipeline.call(*args)
+        except ConnectionError as exc:
+            if _is_moved(exc):
+                self._moved()
+            raise
 
     def _fresh_epoch(self) -> str:
         """An epoch no topic has had: this backend's random token and a counter (made for

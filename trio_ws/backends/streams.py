@@ -33,13 +33,16 @@ __all__ = [
 HISTORY_MARK = b"h"
 
 # KEYS: meta, history. ARGV: channel, kind ("t" or "b"), data, size, ttl in ms (0: none),
-# a fresh epoch in case the topic has none. Returns {epoch, offset}.
+# a fresh epoch in case the topic has none, the writer ("" or the id of the cluster primary
+# running this), and the publish command (PUBLISH, or SPUBLISH in a cluster). Returns
+# {epoch, offset}. A stream another primary wrote (before a failover, which may have lost
+# its latest entries) starts a new epoch: its positions cannot be vouched for.
 APPEND = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
+if not epoch or (ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'writer') ~= ARGV[7]) then
   epoch = ARGV[6]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'writer', ARGV[7])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local now = redis.call('TIME')
@@ -49,21 +52,22 @@ if ARGV[5] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call('PUBLISH', ARGV[1], 'h' .. ARGV[2] .. epoch .. ':' .. offset .. ':' .. ARGV[3])
+redis.call(ARGV[8], ARGV[1], 'h' .. ARGV[2] .. epoch .. ':' .. offset .. ':' .. ARGV[3])
 return {epoch, offset}
 """
 
 # KEYS: meta, history. ARGV: an offset, ttl in ms (0: none), a fresh epoch in case the topic
-# has none. Returns {epoch, offset, kept}: the topic's position and 1 if the entry after the
-# given offset is kept and younger than ttl (or the offset is the latest), else 0. A topic
+# has none (or another primary wrote it, as in APPEND), the writer. Returns {epoch, offset,
+# kept}: the topic's position and 1 if the entry after the given offset is kept and
+# younger than ttl (or the offset is the latest), else 0. A topic
 # without an epoch gets one here, so that a position is never without one: a subscriber
 # that starts before the first publication can resume from offset 0 of that epoch.
 POSITION = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
+if not epoch or (ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'writer') ~= ARGV[4]) then
   epoch = ARGV[3]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'writer', ARGV[4])
   if ARGV[2] ~= '0' then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
   end

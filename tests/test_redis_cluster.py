@@ -1,0 +1,140 @@
+"""A Redis Cluster of 3 primaries and 3 replicas: publishes on 100 topics cross two worker
+processes through every primary, and survive a primary killed under load, with recovery
+reported truthfully (examples/resume.py under `serve --workers 2 --redis URL --cluster`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+
+import pytest
+import trio
+
+import trio_ws
+from trio_ws import StreamPosition
+from trio_ws.backends.sharding import SLOTS, key_slot
+
+from .conftest import RedisCluster
+from .test_redis_history import FeedWorkers, feed_on_worker, messages
+
+pytestmark = pytest.mark.timeout(600)
+
+TOPICS = [f"t{i}" for i in range(int(os.environ.get("CLUSTER_TOPICS", "100")))]
+
+
+def slot_owners(cluster: RedisCluster) -> list[int]:
+    """The port of the primary serving each slot, as a live node sees it."""
+    import hiredis
+
+    node = next(node for node in cluster.nodes if node.proc is not None)
+    reader = hiredis.Reader()
+    reader.feed(node.command("CLUSTER", "SLOTS"))
+    owners = [0] * SLOTS
+    for start, end, primary, *_ in reader.gets():
+        owners[start : end + 1] = [primary[1]] * (end - start + 1)
+    return owners
+
+
+def port_of(owners: list[int], topic: str) -> int:
+    return owners[key_slot(f"trio_ws:{{{topic}}}")]
+
+
+@pytest.fixture
+def cluster_workers(redis_cluster: RedisCluster) -> Iterator[FeedWorkers]:
+    running = FeedWorkers(redis_cluster.url, extra=("--cluster",))
+    yield running
+    running.stop()
+
+
+async def test_100_topics_across_two_workers_and_a_failover_under_load(
+    redis_cluster: RedisCluster, cluster_workers: FeedWorkers
+) -> None:
+    """A subscriber of each of 100 topics on each worker. A publish from either worker
+    reaches both, on every topic (the topics spread over the 3 primaries). Then one
+    primary is killed with SIGKILL while topics of every primary are published to: its
+    replica takes over, delivery resumes on its topics, topics of the other primaries lose
+    nothing, and a resume from before the failover is `recovered` only where it can be."""
+    with trio.fail_after(300):  # outside the stack: it holds connections (and so cancel scopes)
+        await failover_under_load(redis_cluster, cluster_workers)
+
+
+async def failover_under_load(redis_cluster: RedisCluster, cluster_workers: FeedWorkers) -> None:
+    pid_a, pid_b = sorted(cluster_workers.pids)
+    owners = slot_owners(redis_cluster)
+    assert len({port_of(owners, topic) for topic in TOPICS}) == 3, "the topics span every primary"
+    async with AsyncExitStack() as stack:
+        feeds: dict[str, list[trio_ws.WebSocket]] = {}
+        for topic in TOPICS:
+            feeds[topic] = [
+                (await stack.enter_async_context(feed_on_worker(cluster_workers, pid, topic)))[0]
+                for pid in (pid_a, pid_b)
+            ]
+        last: dict[str, tuple[int, str]] = {}
+        with trio.fail_after(60):
+            for sender in (0, 1):  # from worker A, then from worker B
+                for topic, pair in feeds.items():
+                    await pair[sender].send(f"{topic} from {sender}")
+                for topic, pair in feeds.items():
+                    for ws in pair:
+                        ((offset, epoch, data),) = await messages(ws, 1)
+                        assert data == f"{topic} from {sender}"
+                        assert offset == sender + 1
+                    last[topic] = (offset, epoch)
+
+        killed = port_of(owners, "t0")
+        moved = [topic for topic in TOPICS if port_of(owners, topic) == killed]
+        kept = [topic for topic in TOPICS if port_of(owners, topic) != killed]
+        steady = [moved[0], kept[0], kept[-1]]
+        sent: dict[str, int] = dict.fromkeys(steady, 0)
+
+        async def publish_steadily() -> None:
+            while True:
+                for topic in steady:
+                    await feeds[topic][0].send(f"steady {sent[topic]}")
+                    sent[topic] += 1
+                await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_steadily)
+            await trio.sleep(0.5)
+            redis_cluster.node_at(killed).kill()
+            killed_at = trio.current_time()
+            with trio.fail_after(30):
+                while killed in set(slot_owners(redis_cluster)):
+                    await trio.sleep(0.2)  # until a replica took over the killed one's slots
+            print(f"a replica took over {trio.current_time() - killed_at:.1f} s after the kill", flush=True)
+            await trio.sleep(3)  # the workers follow the new slot map; publishing goes on
+            nursery.cancel_scope.cancel()
+
+        for topic in kept[:1] + kept[-1:]:  # another primary's topics lost nothing
+            for ws in feeds[topic]:
+                received = await messages(ws, sent[topic])
+                assert [data for _, _, data in received] == [f"steady {i}" for i in range(sent[topic])]
+        for ws in feeds[moved[0]]:  # the killed one's: some lost, then delivered again
+            with trio.move_on_after(2):
+                while True:
+                    await ws.recv()
+
+        with trio.fail_after(60):  # delivery resumes on every topic, the moved ones included
+            for topic in TOPICS:
+                while True:
+                    await feeds[topic][1].send("after the failover")
+                    with trio.move_on_after(1) as waited:
+                        for ws in feeds[topic]:
+                            while json.loads(str(await ws.recv()))["data"] != "after the failover":
+                                pass
+                    if not waited.cancelled_caught:
+                        break
+
+        for topic, expected in [(moved[1], False), (kept[1], True)]:
+            offset, epoch = last[topic]
+            since = StreamPosition(offset, epoch)
+            async with feed_on_worker(cluster_workers, pid_a, topic, since) as (ws, start):
+                assert start["recovered"] is expected, (topic, start)
+                if expected:
+                    assert start["epoch"] == epoch
+                    assert [data for _, _, data in await messages(ws, 1)] == ["after the failover"]
+                else:
+                    assert start["epoch"] != epoch  # a new primary vouches only for what it wrote
