@@ -236,6 +236,7 @@ class RedisClusterBackend:
         await trio.lowlevel.checkpoint()
 
     async def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe on the primary the topic's subscription is on."""
         self._wanted.discard(topic)
         node = self._nodes.get(self._subscribed_on.pop(topic, ""))
         if node is not None:
@@ -251,6 +252,7 @@ class RedisClusterBackend:
         self.refresh_soon()
 
     async def publish(self, topic: str, message: Data) -> None:
+        """Publish on the topic's primary; counted in `undelivered` while it has none."""
         node = self._node_of(topic)
         if node is None:
             self._without_primary(topic)
@@ -259,6 +261,7 @@ class RedisClusterBackend:
         await node.backend.publish(topic, message)
 
     async def append(self, topic: str, message: Data, size: int, ttl: float | None) -> Publication | None:
+        """Append to the topic's history on its primary (`RedisBackend.append`)."""
         node = self._node_of(topic)
         if node is None:
             self._without_primary(topic)
@@ -269,6 +272,7 @@ class RedisClusterBackend:
     async def position(
         self, topic: str, since: StreamPosition | None, ttl: float | None
     ) -> tuple[StreamPosition, list[Publication] | None]:
+        """The topic's position and what follows `since`, from its primary."""
         node = self._node_of(topic)
         if node is None:
             self.refresh_soon()
@@ -276,6 +280,7 @@ class RedisClusterBackend:
         return await node.backend.position(topic, since, ttl)
 
     async def join(self, topic: str, member: str, info: str) -> None:
+        """Add `member` to the topic's presence (again on a new primary, if its slot moves)."""
         self._members[topic, member] = info
         node = self._node_of(topic)
         if node is not None:
@@ -283,6 +288,7 @@ class RedisClusterBackend:
         await trio.lowlevel.checkpoint()
 
     async def leave(self, topic: str, member: str) -> None:
+        """Remove `member` from the topic's presence."""
         self._members.pop((topic, member), None)
         node = self._node_of(topic)
         if node is not None:
@@ -290,6 +296,7 @@ class RedisClusterBackend:
         await trio.lowlevel.checkpoint()
 
     async def members(self, topic: str) -> dict[str, str]:
+        """The topic's members, from its primary (ConnectionError while it has none)."""
         node = self._node_of(topic)
         if node is None:
             raise ConnectionError(f"no reachable primary serves topic {topic!r}")
