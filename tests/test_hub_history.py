@@ -73,18 +73,24 @@ def test_bad_history_limits_are_refused(size: int, ttl: float | None) -> None:
 # ---- resume over real connections ----------------------------------------------------------
 
 
+def since_in(path: str) -> StreamPosition | None:
+    """The position in `?since=OFFSET:EPOCH`, if any."""
+    query = parse_qs(urlsplit(path).query)
+    if "since" not in query:
+        return None
+    offset, epoch = query["since"][0].split(":")
+    return StreamPosition(int(offset), epoch)
+
+
 @asynccontextmanager
 async def history_server(hub: trio_ws.Hub) -> AsyncIterator[trio_ws.WebSocketServer]:
     """/?since=OFFSET:EPOCH subscribes to "room" from there; every publication arrives as
     JSON with its offset, after one {"recovered": ...} status message."""
 
     async def handler(ws: trio_ws.WebSocket) -> None:
-        query = parse_qs(urlsplit(ws.path).query)
-        since = None
-        if "since" in query:
-            offset, epoch = query["since"][0].split(":")
-            since = StreamPosition(int(offset), epoch)
-        async with hub.subscribe(ws, "room", since=since, format=as_json, queue_size=10_000) as sub:
+        async with hub.subscribe(
+            ws, "room", since=since_in(ws.path), format=as_json, queue_size=10_000
+        ) as sub:
             await ws.send(json.dumps({"recovered": sub.recovered, "position": hub.position("room").offset}))
             await ws.wait_closed()
 
@@ -394,12 +400,7 @@ async def overflowing_server(hub: trio_ws.Hub) -> AsyncIterator[trio_ws.WebSocke
     compression is off, so that a client that stops reading loses publications."""
 
     async def handler(ws: trio_ws.WebSocket) -> None:
-        query = parse_qs(urlsplit(ws.path).query)
-        since = None
-        if "since" in query:
-            offset, epoch = query["since"][0].split(":")
-            since = StreamPosition(int(offset), epoch)
-        async with hub.subscribe(ws, "room", since=since, format=as_json, queue_size=2) as sub:
+        async with hub.subscribe(ws, "room", since=since_in(ws.path), format=as_json, queue_size=2) as sub:
             await ws.send(json.dumps({"recovered": sub.recovered}))
             await ws.wait_closed()
 

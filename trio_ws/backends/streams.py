@@ -32,18 +32,26 @@ __all__ = [
 #: The first byte of a payload with a position (a plain one starts with a hex digit).
 HISTORY_MARK = b"h"
 
+# The start of both scripts: the topic's epoch, made afresh (with its stream emptied) if it
+# has none, or if another primary wrote it; ARGV[fresh] is a new epoch, ARGV[writer] ""
+# or the id of the cluster primary running the script.
+_EPOCH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch or (ARGV[{writer}] ~= '' and redis.call('HGET', KEYS[1], 'writer') ~= ARGV[{writer}]) then
+  epoch = ARGV[{fresh}]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'writer', ARGV[{writer}])
+end
+"""
+
 # KEYS: meta, history. ARGV: channel, kind ("t" or "b"), data, size, ttl in ms (0: none),
 # a fresh epoch in case the topic has none, the writer ("" or the id of the cluster primary
 # running this), and the publish command (PUBLISH, or SPUBLISH in a cluster). Returns
 # {epoch, offset}. A stream another primary wrote (before a failover, which may have lost
 # its latest entries) starts a new epoch: its positions cannot be vouched for.
-APPEND = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch or (ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'writer') ~= ARGV[7]) then
-  epoch = ARGV[6]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'writer', ARGV[7])
-end
+APPEND = (
+    _EPOCH.format(fresh=6, writer=7)
+    + """
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local now = redis.call('TIME')
 local ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
@@ -55,6 +63,7 @@ end
 redis.call(ARGV[8], ARGV[1], 'h' .. ARGV[2] .. epoch .. ':' .. offset .. ':' .. ARGV[3])
 return {epoch, offset}
 """
+)
 
 # KEYS: meta, history. ARGV: an offset, ttl in ms (0: none), a fresh epoch in case the topic
 # has none (or another primary wrote it, as in APPEND), the writer. Returns {epoch, offset,
@@ -62,15 +71,11 @@ return {epoch, offset}
 # younger than ttl (or the offset is the latest), else 0. A topic
 # without an epoch gets one here, so that a position is never without one: a subscriber
 # that starts before the first publication can resume from offset 0 of that epoch.
-POSITION = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch or (ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'writer') ~= ARGV[4]) then
-  epoch = ARGV[3]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'writer', ARGV[4])
-  if ARGV[2] ~= '0' then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  end
+POSITION = (
+    _EPOCH.format(fresh=3, writer=4)
+    + """
+if ARGV[2] ~= '0' and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 local after = tonumber(ARGV[1])
@@ -93,6 +98,7 @@ if ARGV[2] ~= '0' then
 end
 return {epoch, last, 1}
 """
+)
 
 
 class MalformedPublication(ValueError):
