@@ -511,7 +511,7 @@ class Hub:
                 continue  # its formatter failed on this publication (logged)
             if subscription._pending is not None:
                 subscription._hold(topic, publication, offered, subscription.queue.size + self.history_size)
-            elif subscription._is_stale(publication):
+            elif subscription._after is not None and subscription._is_stale(publication):
                 continue
             elif subscription._offer(topic, offered):
                 reached += 1
