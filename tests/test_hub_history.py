@@ -497,3 +497,69 @@ def test_a_gap_from_overflow_is_seen_and_repaired_by_resuming_from_before_it(
             assert all(bursts), "every burst of 40 or more must overflow the queue of 2"
 
     trio.run(run)
+
+
+# ---- limits per topic ----------------------------------------------------------------------
+
+
+def ticker_limits(topic: str) -> trio_ws.HistoryLimits | None:
+    return trio_ws.HistoryLimits(3, 60.0) if topic.startswith("ticker") else None
+
+
+@asynccontextmanager
+async def topics_server(hub: trio_ws.Hub) -> AsyncIterator[trio_ws.WebSocketServer]:
+    """/TOPIC?since=OFFSET:EPOCH: a {"recovered": ...} status, then the topic's data."""
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        topic = urlsplit(ws.path).path.strip("/")
+        async with hub.subscribe(ws, topic, since=since_in(ws.path)) as sub:
+            await ws.send(json.dumps({"recovered": sub.recovered}))
+            await ws.wait_closed()
+
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
+        yield server
+
+
+async def resumed(port: int, topic: str, since: StreamPosition, missed: int) -> tuple[bool, list[str]]:
+    """Resume `topic` from `since`: whether it recovered, and what was replayed."""
+    async with trio_ws.connect(f"ws://127.0.0.1:{port}/{topic}?since={since.offset}:{since.epoch}") as ws:
+        recovered = json.loads(await ws.recv())["recovered"]
+        replayed = []
+        with trio.move_on_after(0.3 if not recovered else 5):
+            while len(replayed) < missed:
+                replayed.append(str(await ws.recv()))
+    return recovered, replayed
+
+
+async def test_a_topic_can_keep_a_history_of_its_own() -> None:
+    """history_limits gives the tickers 3 publications and leaves the rooms the hub's 100:
+    after 5 missed, a room recovers all 5, a ticker reports it cannot."""
+    async with (
+        trio_ws.open_hub(history_size=100, history_limits=ticker_limits) as hub,
+        topics_server(hub) as server,
+    ):
+        assert hub.limits_of("ticker:eur") == trio_ws.HistoryLimits(3, 60.0)
+        assert hub.limits_of("room") == trio_ws.HistoryLimits(100, 300.0)
+        for topic in ("ticker:eur", "room"):
+            await hub.publish(topic, "seen")  # a stream that keeps something is kept
+        starts = {topic: hub.position(topic) for topic in ("ticker:eur", "room")}
+        for topic in starts:
+            for i in range(5):
+                await hub.publish(topic, f"{topic} {i}")
+        expected = [f"room {i}" for i in range(5)]
+        assert await resumed(server.port, "room", starts["room"], 5) == (True, expected)
+        assert await resumed(server.port, "ticker:eur", starts["ticker:eur"], 5) == (False, [])
+
+
+def test_history_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="history_size"):
+        trio_ws.HistoryLimits(-1, 10.0)
+    with pytest.raises(ValueError, match="history_ttl"):
+        trio_ws.HistoryLimits(10, 0)
+
+    async def main() -> None:
+        async with trio_ws.open_hub(history_size=10, history_limits=lambda topic: (3, 60)) as hub:  # type: ignore[arg-type,return-value]
+            with pytest.raises(TypeError, match="HistoryLimits"):
+                await hub.publish("room", "x")
+
+    trio.run(main)

@@ -218,3 +218,31 @@ async def test_resumes_racing_a_fast_publisher_have_no_gap_and_no_duplicate(
             nursery.cancel_scope.cancel()
     assert published > 20 * 30
     assert seen == list(range(seen[0], seen[0] + len(seen))), "a gap or a duplicate at a switch"
+
+
+async def test_a_topic_keeps_a_history_of_its_own_in_redis_too(redis_server: RedisServer) -> None:
+    """history_limits through Redis: the tickers keep 3 (the stream's MAXLEN), the rooms
+    the hub's 100. After 5 missed, a room recovers all 5, a ticker reports it cannot."""
+    from examples.resume import router
+
+    from .test_hub_history import ticker_limits
+
+    backend = trio_ws.RedisBackend(redis_server.url)
+    async with (
+        trio_ws.open_hub(backend=backend, history_size=100, history_limits=ticker_limits) as hub,
+        trio_ws.open_server(router, "127.0.0.1", 0) as server,
+    ):
+        starts = {}
+        for topic in ("ticker:eur", "room"):
+            async with trio_ws.connect(feed_uri(server.port, topic)) as ws:
+                start = await receive_json(ws)
+                starts[topic] = StreamPosition(start["offset"], start["epoch"])
+        for topic in starts:
+            for i in range(5):
+                await hub.publish(topic, f"{topic} {i}")
+        for topic, recovered in [("room", True), ("ticker:eur", False)]:
+            async with trio_ws.connect(feed_uri(server.port, topic, starts[topic])) as ws:
+                assert (await receive_json(ws))["recovered"] is recovered
+                if recovered:
+                    assert [data for _, _, data in await messages(ws, 5)] == [f"room {i}" for i in range(5)]
+        assert redis_server.command("XLEN", "trio_ws:{ticker:eur}:history").strip() == b":3"

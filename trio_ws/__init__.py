@@ -23,7 +23,7 @@ from .exceptions import (
     WebSocketError,
 )
 from .extensions.permessage_deflate import DeflateConfig
-from .history import Publication, StreamPosition
+from .history import HistoryLimits, Publication, StreamPosition
 from .http import Headers, Request, Response
 from .hub import Hub, Subscription, current_hub, open_hub, presence_topic
 from .options import ConnectionOptions
@@ -62,6 +62,7 @@ __all__ = [
     "ServerConfig",
     "State",
     "StreamPosition",
+    "HistoryLimits",
     "Subscription",
     "WebSocket",
     "WebSocketError",

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from .protocol import Data
 
-__all__ = ["StreamPosition", "Publication", "TopicHistory", "new_epoch", "check_history_limits"]
+__all__ = [
+    "StreamPosition",
+    "Publication",
+    "HistoryLimits",
+    "TopicHistory",
+    "new_epoch",
+    "check_history_limits",
+]
 
 
 def new_epoch() -> str:
@@ -48,6 +55,18 @@ class Publication:
     def position(self) -> StreamPosition | None:
         """The position just after this publication, or None without one."""
         return None if self.offset is None else StreamPosition(self.offset, self.epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    """What one topic's history keeps: at most `size` publications, none older than `ttl`
+    seconds (None: no age limit). `open_hub(history_limits=...)` gives some topics their own."""
+
+    size: int
+    ttl: float | None
+
+    def __post_init__(self) -> None:
+        check_history_limits(self.size, self.ttl)
 
 
 class TopicHistory:

@@ -28,7 +28,14 @@ import trio
 
 from .connection import WebSocket
 from .exceptions import CloseCode, ConnectionClosed
-from .history import Publication, StreamPosition, TopicHistory, check_history_limits, new_epoch
+from .history import (
+    HistoryLimits,
+    Publication,
+    StreamPosition,
+    TopicHistory,
+    check_history_limits,
+    new_epoch,
+)
 from .prepared import PreparedMessage
 from .protocol import Data
 from .subscriber_queue import DEFAULT_QUEUE_BYTES, OverflowPolicy, SubscriberQueue
@@ -215,6 +222,7 @@ class Hub:
         history_size: int = 0,
         history_ttl: float | None = 300.0,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        history_limits: Callable[[str], HistoryLimits | None] | None = None,
     ) -> None:
         _check_options(queue_size, on_overflow, queue_bytes)
         check_history_limits(history_size, history_ttl)
@@ -228,6 +236,7 @@ class Hub:
         #: Publications each topic keeps for resuming (0: none), and for how long (seconds).
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self._history_limits = history_limits
         self._topics: dict[str, dict[Subscription, None]] = {}
         self._streams: dict[str, TopicHistory] = {}
         self._members: dict[str, dict[str, object]] = {}  # presence here: topic, member id, info
@@ -324,7 +333,8 @@ class Hub:
         dropping what is not after the position leaves no duplicate."""
         assert self._history_backend is not None and subscription._pending is not None
         try:
-            position, missed = await self._history_backend.position(topic, since, self.history_ttl)
+            ttl = self.limits_of(topic).ttl
+            position, missed = await self._history_backend.position(topic, since, ttl)
         except ConnectionError as exc:
             logger.warning("cannot read the position of topic %r (%s): live publications only", topic, exc)
             position, missed = None, None
@@ -351,6 +361,15 @@ class Hub:
             return PreparedMessage(publication.data)
         return _formatted(subscription.format, publication)
 
+    def limits_of(self, topic: str) -> HistoryLimits:
+        """The history `topic` keeps: the hub's, unless `history_limits` says otherwise."""
+        limits = self._history_limits(topic) if self._history_limits is not None else None
+        if limits is None:
+            return HistoryLimits(self.history_size, self.history_ttl)
+        if not isinstance(limits, HistoryLimits):
+            raise TypeError(f"history_limits must return a HistoryLimits or None, not {limits!r}")
+        return limits
+
     def _check_history(self, what: str) -> None:
         if self._backend is not None:
             raise ValueError(f"{what} is for a hub in one process; with a backend, see subscription.position")
@@ -364,7 +383,8 @@ class Hub:
         return stream
 
     def _new_stream(self, topic: str) -> TopicHistory:
-        return TopicHistory(topic, new_epoch(), self.history_size, self.history_ttl)
+        limits = self.limits_of(topic)
+        return TopicHistory(topic, new_epoch(), limits.size, limits.ttl)
 
     def _append(self, topic: str, message: Data) -> Publication:
         """Give `message` its position in `topic`'s stream, which moves to the end of the
@@ -469,9 +489,8 @@ class Hub:
         many it will reach here (0 if the backend could not take it)."""
         frames = PreparedMessage(message)  # captures the message now, before any await
         if self._history_backend is not None:
-            appended = await self._history_backend.append(
-                topic, frames.message, self.history_size, self.history_ttl
-            )
+            limits = self.limits_of(topic)
+            appended = await self._history_backend.append(topic, frames.message, limits.size, limits.ttl)
             return len(self._topics.get(topic, ())) if appended is not None else 0
         publication = None
         if self.history_size and self._backend is None:
@@ -565,6 +584,7 @@ async def open_hub(
     history_size: int = 0,
     history_ttl: float | None = 300.0,
     queue_bytes: int = DEFAULT_QUEUE_BYTES,
+    history_limits: Callable[[str], HistoryLimits | None] | None = None,
 ) -> AsyncIterator[Hub]:
     """A hub whose tasks live in this block; leaving it cancels them.
 
@@ -573,15 +593,19 @@ async def open_hub(
     "latest" (only the newest of each topic is kept: conflation).
 
     `history_size` publications per topic (none older than `history_ttl` seconds) are
-    kept for `subscribe(..., since=position)`, and publications get positions; in one
-    process only, not with a backend. The hub holds a stream for each topic published to
-    within `history_ttl` (or ever, with `history_ttl=None`), and each subscribed topic.
+    kept for `subscribe(..., since=position)`, and publications get positions: in this
+    process, or in Redis with a backend that keeps history (`RedisBackend`,
+    `RedisClusterBackend`). `history_limits(topic)` may give a topic limits of its own (a
+    `HistoryLimits`; None: the hub's). In process, the hub holds a stream for each topic
+    published to within its ttl (or ever, with no ttl), and each subscribed topic.
 
     Inside the block (and in every task started from it, such as a server's handlers),
     `current_hub()` returns this hub.
     """
     async with open_nursery_unwrapped() as nursery:
-        hub = Hub(nursery, backend, queue_size, on_overflow, history_size, history_ttl, queue_bytes)
+        hub = Hub(
+            nursery, backend, queue_size, on_overflow, history_size, history_ttl, queue_bytes, history_limits
+        )
         if backend is not None:
             await nursery.start(_run_backend, backend, hub)
         token = _current_hub.set(hub)

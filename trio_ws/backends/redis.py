@@ -593,7 +593,7 @@ class RedisBackend:
             self._channel(topic),
             kind,
             data,
-            str(max(size, 1)),
+            str(size),
             ttl_ms,
             self._fresh_epoch(),
             self._writer,
