@@ -1,11 +1,14 @@
 """`RedisBackend`: carry a hub's publishes between processes over Redis pub/sub.
 
-One connection listens (SUBSCRIBE), another publishes; both speak RESP (`resp`). A topic is
-subscribed in Redis only while some local subscriber wants it. If Redis goes away, local
-subscribers keep being served: both connections come back with back-off and jitter, on
-time, however often the application publishes, and the listener resubscribes. A silent
-connection is found out by a health check (PING). Publishes are numbered per topic
-(`sequence`), so a receiver counts the ones it missed and drops any it already has.
+One connection listens (SUBSCRIBE, or SSUBSCRIBE on a cluster's primary: `sharding`),
+another publishes, pipelined (`pipeline`); both speak RESP (`resp`). A topic is subscribed
+in Redis only while some local subscriber wants it. If Redis goes away, local subscribers
+keep being served: both connections come back with back-off and jitter, on time, however
+often the application publishes, and the listener resubscribes. A silent connection is
+found out by a health check (PING). Plain publishes are numbered per topic (`sequence`), so
+a receiver counts the ones it missed and drops any it already has. With history, a Lua
+script gives each publication its offset and keeps it in a Redis Stream (`streams`);
+presence is kept in Redis too (`presence`).
 """
 
 from __future__ import annotations
