@@ -135,9 +135,15 @@ async def test_slow_subscriber_is_handled_by_policy_and_fast_ones_keep_up(policy
 
 def test_hub_options_are_checked() -> None:
     with pytest.raises(ValueError, match="on_overflow"):
-        trio_ws.Hub(None, None, 8, "block")  # type: ignore[arg-type]
+        trio_ws.HubConfig(queue_size=8, on_overflow="block")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="queue_size"):
-        trio_ws.Hub(None, None, 0, "drop_oldest")  # type: ignore[arg-type]
+        trio_ws.HubConfig(queue_size=0)
+    with pytest.raises(ValueError, match="queue_bytes"):
+        trio_ws.HubConfig(queue_bytes=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="history_size"):
+        trio_ws.HubConfig(history_size=-1)
+    with pytest.raises(TypeError, match="unknown hub option"):
+        trio_ws.HubConfig().replace(queue_sise=3)  # type: ignore[call-arg]
 
 
 async def test_current_hub() -> None:

@@ -20,7 +20,11 @@ def message(tag: str, size: int = 100) -> trio_ws.PreparedMessage:
     return trio_ws.PreparedMessage(tag.encode().ljust(size, b"."))
 
 
-def drain(queue: SubscriberQueue) -> list[bytes]:
+def put(queue: SubscriberQueue[trio_ws.PreparedMessage], topic: str, frames: trio_ws.PreparedMessage) -> bool:
+    return queue.put(topic, frames, len(frames.payload))
+
+
+def drain(queue: SubscriberQueue[trio_ws.PreparedMessage]) -> list[bytes]:
     out: list[bytes] = []
 
     async def take() -> None:
@@ -34,9 +38,9 @@ def drain(queue: SubscriberQueue) -> list[bytes]:
 
 
 def test_drop_oldest_keeps_the_newest_within_both_limits() -> None:
-    queue = SubscriberQueue(size=100, max_bytes=1000, policy="drop_oldest")
+    queue = SubscriberQueue[trio_ws.PreparedMessage](size=100, max_bytes=1000, policy="drop_oldest")
     for i in range(20):
-        assert queue.put("t", message(f"m{i}"))
+        assert put(queue, "t", message(f"m{i}"))
         assert len(queue) <= 10 and queue.queued_bytes <= 1000
     assert queue.dropped == 10
     assert drain(queue) == [f"m{i}".encode() for i in range(10, 20)]
@@ -44,43 +48,43 @@ def test_drop_oldest_keeps_the_newest_within_both_limits() -> None:
 
 
 def test_disconnect_refuses_what_would_cross_either_limit_and_queues_nothing_of_it() -> None:
-    by_bytes = SubscriberQueue(size=100, max_bytes=250, policy="disconnect")
-    assert by_bytes.put("t", message("a")) and by_bytes.put("t", message("b"))
-    assert not by_bytes.put("t", message("c")), "300 bytes is past 250"
+    by_bytes = SubscriberQueue[trio_ws.PreparedMessage](size=100, max_bytes=250, policy="disconnect")
+    assert put(by_bytes, "t", message("a")) and put(by_bytes, "t", message("b"))
+    assert not put(by_bytes, "t", message("c")), "300 bytes is past 250"
     assert drain(by_bytes) == [b"a", b"b"]
-    by_count = SubscriberQueue(size=2, max_bytes=10**6, policy="disconnect")
-    assert by_count.put("t", message("a")) and by_count.put("t", message("b"))
-    assert not by_count.put("t", message("c"))
+    by_count = SubscriberQueue[trio_ws.PreparedMessage](size=2, max_bytes=10**6, policy="disconnect")
+    assert put(by_count, "t", message("a")) and put(by_count, "t", message("b"))
+    assert not put(by_count, "t", message("c"))
 
 
 def test_latest_keeps_the_newest_of_each_topic_in_its_place() -> None:
-    queue = SubscriberQueue(size=64, max_bytes=10**6, policy="latest")
+    queue = SubscriberQueue[trio_ws.PreparedMessage](size=64, max_bytes=10**6, policy="latest")
     for i in range(100):
         for topic in ("a", "b", "c"):
-            assert queue.put(topic, message(f"{topic}{i}"))
+            assert put(queue, topic, message(f"{topic}{i}"))
     assert len(queue) == 3
     assert queue.dropped == 297
     assert drain(queue) == [b"a99", b"b99", b"c99"]
 
 
 def test_latest_past_the_byte_limit_drops_another_topic_never_the_newest() -> None:
-    queue = SubscriberQueue(size=64, max_bytes=1000, policy="latest")
-    queue.put("a", message("a0", 400))
-    queue.put("b", message("b0", 400))
-    queue.put("a", message("a1", 700))  # a replaces a0 in the front place: 1100 bytes
+    queue = SubscriberQueue[trio_ws.PreparedMessage](size=64, max_bytes=1000, policy="latest")
+    put(queue, "a", message("a0", 400))
+    put(queue, "b", message("b0", 400))
+    put(queue, "a", message("a1", 700))  # a replaces a0 in the front place: 1100 bytes
     assert drain(queue) == [b"a1"], "b0 goes, not the newest value of a"
 
 
 def test_one_message_larger_than_the_byte_limit_is_still_queued_alone() -> None:
-    queue = SubscriberQueue(size=8, max_bytes=100, policy="drop_oldest")
-    queue.put("t", message("small", 50))
-    queue.put("t", message("huge", 5000))
+    queue = SubscriberQueue[trio_ws.PreparedMessage](size=8, max_bytes=100, policy="drop_oldest")
+    put(queue, "t", message("small", 50))
+    put(queue, "t", message("huge", 5000))
     assert drain(queue) == [b"huge"]
 
 
 def test_queue_bytes_is_checked() -> None:
     with pytest.raises(ValueError, match="queue_bytes"):
-        trio_ws.Hub(None, None, 8, "drop_oldest", queue_bytes=0)  # type: ignore[arg-type]
+        trio_ws.HubConfig(queue_bytes=0)
 
 
 @asynccontextmanager

@@ -71,7 +71,7 @@ def test_info_must_be_json() -> None:
         async with trio_ws.open_hub() as hub:
 
             async def handler(ws: trio_ws.WebSocket) -> None:
-                with pytest.raises(TypeError):
+                with pytest.raises(ValueError, match="info must be JSON"):
                     async with hub.subscribe(ws, "room", info={"not json": object()}):
                         pass
                 assert not hub.topics

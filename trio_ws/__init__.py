@@ -25,7 +25,8 @@ from .exceptions import (
 from .extensions.permessage_deflate import DeflateConfig
 from .history import HistoryLimits, Publication, StreamPosition
 from .http import Headers, Request, Response
-from .hub import Hub, Subscription, current_hub, open_hub, presence_topic
+from .hub import Hub, PublicationChannel, Subscription, current_hub, open_hub, presence_topic
+from .hub_config import HubConfig
 from .options import ConnectionOptions
 from .prepared import PreparedMessage
 from .protocol import State
@@ -45,6 +46,8 @@ __all__ = [
     "DeflateConfig",
     "Headers",
     "Hub",
+    "HubConfig",
+    "PublicationChannel",
     "InvalidHandshake",
     "InvalidRedirect",
     "InvalidURI",

@@ -12,18 +12,29 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from .protocol import Data
 
 __all__ = [
     "StreamPosition",
     "Publication",
     "HistoryLimits",
     "TopicHistory",
+    "HistoryStore",
     "new_epoch",
     "check_history_limits",
+    "MAX_OFFSET",
+    "MAX_EPOCH_LENGTH",
+    "MAX_IDLE_STREAMS",
 ]
+
+#: The largest offset a position may have (Redis counts offsets in a signed 64-bit integer).
+MAX_OFFSET = 2**63 - 1
+#: The longest epoch a position may have, in characters (the hub's are 16 to 32).
+MAX_EPOCH_LENGTH = 64
+#: Streams kept, per hub in one process, for topics that keep nothing and have no
+#: subscriber, beyond those younger than their ttl: past it, the longest idle goes.
+MAX_IDLE_STREAMS = 10_000
 
 
 def new_epoch() -> str:
@@ -34,20 +45,37 @@ def new_epoch() -> str:
 @dataclass(frozen=True, slots=True)
 class StreamPosition:
     """Where a subscriber is in a topic's stream: the last offset it saw, in an epoch.
-    Offset 0 is the position before the first publication."""
+    Offset 0 is the position before the first publication.
+
+    Apps build positions from what clients send, so both fields are checked: `offset` an
+    int (not a bool, not a float) from 0 to `MAX_OFFSET`, `epoch` a str of at most
+    `MAX_EPOCH_LENGTH` characters; anything else raises ValueError. A well-formed position
+    that a hub never gave (another epoch, an offset past the latest) resumes nothing:
+    `recovered` is False.
+    """
 
     offset: int
     epoch: str
+
+    def __post_init__(self) -> None:
+        offset, epoch = self.offset, self.epoch
+        if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
+            raise ValueError(f"a position's offset is an int from 0 to {MAX_OFFSET}, not {offset!r:.40}")
+        if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH:
+            raise ValueError(
+                f"a position's epoch is a str of at most {MAX_EPOCH_LENGTH} characters, not {epoch!r:.80}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class Publication:
     """One publication to a topic, with its position (`offset`, `epoch`). From a hub that
-    keeps no history (`history_size=0`, or a backend), `offset` is None and `epoch` "".
+    keeps no history (`history_size=0`), and on a presence topic, `offset` is None and
+    `epoch` "". `data` is what was published: a str, or (for bytes-like) an immutable copy.
     """
 
     topic: str
-    data: Data
+    data: str | bytes
     offset: int | None
     epoch: str
 
@@ -73,7 +101,7 @@ class TopicHistory:
     """One topic's next offset and its latest publications: at most `size` of them, none
     older than `ttl` seconds (None: no age limit)."""
 
-    __slots__ = ("_kept", "_last", "epoch", "size", "topic", "ttl")
+    __slots__ = ("_kept", "_last", "epoch", "size", "topic", "touched", "ttl")
 
     def __init__(self, topic: str, epoch: str, size: int, ttl: float | None) -> None:
         check_history_limits(size, ttl)
@@ -82,19 +110,23 @@ class TopicHistory:
         self.size = size
         self.ttl = ttl
         self._last = 0  # the offset of the latest publication
-        self._kept: deque[tuple[float, Publication]] = deque()
+        # (when published, payload bytes, publication), oldest first
+        self._kept: deque[tuple[float, int, Publication]] = deque()
+        #: When a publication or a subscriber last used this stream (`HistoryStore`).
+        self.touched = 0.0
 
     @property
     def position(self) -> StreamPosition:
         """The position of the latest publication (offset 0 before the first)."""
         return StreamPosition(self._last, self.epoch)
 
-    def append(self, data: Data, now: float) -> Publication:
-        """Give `data` the next offset and keep it, dropping what falls out of the limits."""
+    def append(self, data: str | bytes, now: float, size: int | None = None) -> Publication:
+        """Give `data` (of `size` payload bytes: its length by default) the next offset
+        and keep it, dropping what falls out of the limits."""
         self._last += 1
         publication = Publication(self.topic, data, self._last, self.epoch)
         if self.size:
-            self._kept.append((now, publication))
+            self._kept.append((now, len(data) if size is None else size, publication))
             if len(self._kept) > self.size:
                 self._kept.popleft()
         self._expire(now)
@@ -106,12 +138,29 @@ class TopicHistory:
         self._expire(now)
         if position.epoch != self.epoch or not 0 <= position.offset <= self._last:
             return None
-        first_kept = self._kept[0][1].offset if self._kept else self._last + 1
-        assert first_kept is not None
-        if position.offset + 1 < first_kept:
+        return self.read(position.offset, len(self._kept), 2**63, now)
+
+    def read(self, after: int, max_count: int, max_bytes: int, now: float) -> list[Publication] | None:
+        """The publications after offset `after`, oldest first: at most `max_count` of
+        them and `max_bytes` of payload (but at least one), [] if `after` is the latest,
+        None if the one after it is no longer kept (or was never given)."""
+        self._expire(now)
+        if not 0 <= after <= self._last:
             return None
-        skip = position.offset + 1 - first_kept
-        return [publication for _, publication in list(self._kept)[skip:]]
+        kept = self._kept
+        first_kept = kept[0][2].offset if kept else self._last + 1
+        assert first_kept is not None
+        if after + 1 < first_kept:
+            return None
+        batch: list[Publication] = []
+        total = 0
+        for index in range(after + 1 - first_kept, len(kept)):
+            _, size, publication = kept[index]
+            if batch and (len(batch) >= max_count or total + size > max_bytes):
+                break
+            batch.append(publication)
+            total += size
+        return batch
 
     def is_empty(self, now: float) -> bool:
         """Whether nothing is kept any more: a stream without subscribers can then go, and
@@ -125,6 +174,58 @@ class TopicHistory:
         kept = self._kept
         while kept and kept[0][0] <= now - self.ttl:
             kept.popleft()
+
+
+class HistoryStore:
+    """A hub's topic streams in one process, by topic, the least recently used first.
+
+    A stream stays while it keeps a publication, has a subscriber, or was used (published
+    to, or a position handed out) within its ttl: so a subscriber that saw a quiet topic
+    resumes from its position whole, as long as Redis would keep that topic's position
+    too. Without a ttl, at most `MAX_IDLE_STREAMS` streams that keep nothing and have no
+    subscriber stay. Each use looks at the two least recently used streams and drops those
+    that may go: what the store holds is bounded by the topics used within their ttl.
+    """
+
+    def __init__(self, limits_of: Callable[[str], HistoryLimits], in_use: Callable[[str], bool]) -> None:
+        self._limits_of = limits_of
+        self._in_use = in_use
+        self._streams: dict[str, TopicHistory] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def get(self, topic: str) -> TopicHistory | None:
+        """`topic`'s stream if it has one, unchanged."""
+        return self._streams.get(topic)
+
+    def use(self, topic: str, now: float) -> TopicHistory:
+        """`topic`'s stream (a new one, in a new epoch, if it has none), moved to the end."""
+        streams = self._streams
+        stream = streams.pop(topic, None)
+        if stream is None:
+            limits = self._limits_of(topic)
+            stream = TopicHistory(topic, new_epoch(), limits.size, limits.ttl)
+        streams[topic] = stream
+        stream.touched = now
+        for _ in range(2):
+            oldest = next(iter(streams))
+            if oldest == topic:
+                break
+            if not self.forget_if_idle(oldest, now):  # still needed: look again after the others
+                streams[oldest] = streams.pop(oldest)
+        return stream
+
+    def forget_if_idle(self, topic: str, now: float) -> bool:
+        """Drop `topic`'s stream if it may go (see the class docstring); whether it did."""
+        stream = self._streams.get(topic)
+        if stream is None or self._in_use(topic) or not stream.is_empty(now):
+            return False
+        idle_long = stream.ttl is not None and stream.touched <= now - stream.ttl
+        if not idle_long and (stream.ttl is not None or len(self._streams) <= MAX_IDLE_STREAMS):
+            return False
+        del self._streams[topic]
+        return True
 
 
 def check_history_limits(size: int, ttl: float | None) -> None:

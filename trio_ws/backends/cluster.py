@@ -25,10 +25,10 @@ from ..history import Publication, StreamPosition
 from ..protocol import Data
 from ..tasks import open_nursery_unwrapped
 from .redis import RedisBackend
-from .sharding import SLOTS, key_slot
+from .sharding import SLOTS, key_slot, tagged
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from ..hub_backend import Receiver
 
 __all__ = ["RedisClusterBackend", "parse_slots"]
 
@@ -95,7 +95,7 @@ class RedisClusterBackend:
         self._members: dict[tuple[str, str], str] = {}  # (topic, member): info, joined here
         self._refresh_now = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._hub: Hub | None = None
+        self._hub: Receiver | None = None
         self._retired = {"undelivered": 0, "missed": 0, "rejected": 0}
         self._no_primary = 0  # publishes to a slot without a reachable primary
 
@@ -127,7 +127,9 @@ class RedisClusterBackend:
 
     # ---- the slot map ----------------------------------------------------------------
 
-    async def run(self, hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, hub: Receiver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Read the slot map, start a backend per primary, then follow the map until cancelled."""
         self._hub = hub
         async with open_nursery_unwrapped() as nursery:
@@ -214,7 +216,7 @@ class RedisClusterBackend:
         logger.info("the cluster node %s at %s:%d no longer serves slots here", node_id[:8], *node.address)
 
     def _node_of(self, topic: str) -> ClusterNode | None:
-        owner = self._owners[key_slot(f"{self._prefix}{{{topic}}}")]
+        owner = self._owners[key_slot(tagged(self._prefix, topic))]
         return None if owner is None else self._nodes.get(owner)
 
     async def _subscribe_where_it_lives(self, topic: str) -> None:
@@ -271,13 +273,23 @@ class RedisClusterBackend:
 
     async def position(
         self, topic: str, since: StreamPosition | None, ttl: float | None
+    ) -> tuple[StreamPosition, bool]:
+        """The topic's position, and whether what follows `since` is kept, from its primary."""
+        return await self._primary_of(topic).position(topic, since, ttl)
+
+    async def read(
+        self, topic: str, after: StreamPosition, max_count: int, max_bytes: int, ttl: float | None
     ) -> tuple[StreamPosition, list[Publication] | None]:
-        """The topic's position and what follows `since`, from its primary."""
+        """The position, and the publications after `after`, from the topic's primary
+        (`RedisBackend.read`)."""
+        return await self._primary_of(topic).read(topic, after, max_count, max_bytes, ttl)
+
+    def _primary_of(self, topic: str) -> RedisBackend:
         node = self._node_of(topic)
         if node is None:
             self.refresh_soon()
             raise ConnectionError(f"no reachable primary serves topic {topic!r}")
-        return await node.backend.position(topic, since, ttl)
+        return node.backend
 
     async def join(self, topic: str, member: str, info: str) -> None:
         """Add `member` to the topic's presence (again on a new primary, if its slot moves)."""
@@ -297,7 +309,4 @@ class RedisClusterBackend:
 
     async def members(self, topic: str) -> dict[str, str]:
         """The topic's members, from its primary (ConnectionError while it has none)."""
-        node = self._node_of(topic)
-        if node is None:
-            raise ConnectionError(f"no reachable primary serves topic {topic!r}")
-        return await node.backend.members(topic)
+        return await self._primary_of(topic).members(topic)

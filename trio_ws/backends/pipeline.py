@@ -73,6 +73,7 @@ class Pipeline:
         self._room = trio.Event()  # set whenever fewer than max_in_flight are unanswered
         self._room.set()
         self._calls_since_yield = 0
+        self._silence: trio.CancelScope | None = None  # the reader's wait for data
         self.closed = False
 
     def __len__(self) -> int:
@@ -88,7 +89,12 @@ class Pipeline:
         if self.closed:
             raise ConnectionError("the Redis connection is closed")
         self._outgoing += encoded
-        self._waiting.append((encoded, on_reply, trio.current_time()))
+        now = trio.current_time()
+        if not self._waiting and self._silence is not None:
+            # The reader waits for the health check, not for an answer: this command's
+            # answer is due sooner, and the reader must fail the connection then.
+            self._silence.deadline = min(self._silence.deadline, now + self.timeout)
+        self._waiting.append((encoded, on_reply, now))
         self._output_queued.set()
         if len(self._waiting) >= self.max_in_flight:
             self._room = trio.Event()
@@ -150,21 +156,29 @@ class Pipeline:
         pinged = False
         while True:
             self._answer_buffered()
-            deadline = connection.last_received_at + self.health_check_interval / (1 if pinged else 2)
-            owed_since = None
+            silent_until = connection.last_received_at + self.health_check_interval / (1 if pinged else 2)
+            deadline = silent_until
             if self._waiting:  # an answer is owed: it must come within `timeout`
-                owed_since = max(self._waiting[0][2], connection.last_received_at)
-                deadline = min(deadline, owed_since + self.timeout)
-            with trio.move_on_at(deadline):
+                deadline = min(deadline, self._answer_due())
+            with trio.move_on_at(deadline) as self._silence:
                 await connection.receive()
                 pinged = False
                 continue
-            if owed_since is not None and trio.current_time() >= owed_since + self.timeout:
+            self._silence = None
+            now = trio.current_time()
+            if self._waiting and now >= self._answer_due():
                 raise ConnectionError(f"no answer from Redis within {self.timeout:g} s")
+            if now < silent_until:
+                continue  # woken for a command sent meanwhile, whose answer is not due yet
             if pinged:
                 raise ConnectionError(f"no answer to a PING within {self.health_check_interval / 2:g} s")
             self.send_nowait(("PING",))
             pinged = True
+
+    def _answer_due(self) -> float:
+        """When the oldest unanswered command's answer is late: `timeout` after it was
+        sent, or after the latest data, whichever is later (a long reply is still coming)."""
+        return max(self._waiting[0][2], self.connection.last_received_at) + self.timeout
 
     def _answer_buffered(self) -> None:
         """Hand each reply received so far to its command, oldest first."""

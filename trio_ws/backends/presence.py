@@ -9,6 +9,8 @@ drops those before it answers. Both keys expire a TTL after the last refresh of 
 
 from __future__ import annotations
 
+from .sharding import tagged
+
 __all__ = ["JOIN", "LEAVE", "MEMBERS", "presence_keys", "members_of"]
 
 # KEYS: members, expiry. ARGV: member id, info (JSON), ttl in ms.
@@ -44,7 +46,8 @@ return redis.call('HGETALL', KEYS[1])
 
 def presence_keys(prefix: str, topic: str) -> tuple[str, str]:
     """The members hash and the expiry set of `topic` (one hash slot: the `{topic}` tag)."""
-    return f"{prefix}{{{topic}}}:presence", f"{prefix}{{{topic}}}:presence:expiry"
+    start = tagged(prefix, topic)
+    return f"{start}:presence", f"{start}:presence:expiry"
 
 
 def members_of(reply: object) -> dict[str, str]:

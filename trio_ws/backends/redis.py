@@ -27,6 +27,7 @@ from ..backoff import Backoff
 from ..history import Publication, StreamPosition, new_epoch
 from ..protocol import Data
 from ..tasks import open_nursery_unwrapped
+from ..topics import check_topic
 from ..uri import redacted
 from .pipeline import OnReply, Pipeline
 from .presence import JOIN, LEAVE, MEMBERS, members_of, presence_keys
@@ -37,16 +38,18 @@ from .streams import (
     APPEND,
     HISTORY_MARK,
     POSITION,
+    READ,
     MalformedPublication,
     decode_entries,
     decode_publication,
     encode_publication,
     history_keys,
     position_of,
+    read_reply,
 )
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from ..hub_backend import Receiver
 
 __all__ = ["RedisBackend", "redacted"]
 
@@ -56,8 +59,14 @@ _NUMBER_SIZE = 8
 _HEADER_SIZE = ORIGIN_SIZE + 1 + _NUMBER_SIZE  # origin, kind (b"t" or b"b"), number
 _REPLY_SLACK = 65536  # room in a reply for the channel name and RESP framing
 _FIRST_BACKOFF = 0.05  # seconds before the first reconnection attempt
-_HISTORY_BATCH = 64  # history entries asked for in one XRANGE (the publisher's reply bound)
-_SCRIPTS = {"APPEND": APPEND, "POSITION": POSITION, "JOIN": JOIN, "LEAVE": LEAVE, "MEMBERS": MEMBERS}
+_SCRIPTS = {
+    "APPEND": APPEND,
+    "POSITION": POSITION,
+    "READ": READ,
+    "JOIN": JOIN,
+    "LEAVE": LEAVE,
+    "MEMBERS": MEMBERS,
+}
 
 
 def _is_moved(error: BaseException) -> bool:
@@ -68,6 +77,15 @@ def _is_moved(error: BaseException) -> bool:
 
 def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+def _ttl_ms(ttl: float | None) -> str:
+    """A history ttl as the scripts take it: milliseconds, "0" for none."""
+    return "0" if ttl is None else str(max(1, round(ttl * 1000)))
+
+
+def _fields(position: StreamPosition) -> tuple[int, str]:
+    return position.offset, position.epoch
 
 
 class RedisBackend:
@@ -151,7 +169,9 @@ class RedisBackend:
         )
         self._prefix = channel_prefix
         self._pubsub = PLAIN if cluster_node is None else SHARDED
-        self._writer = cluster_node or ""
+        #: The Redis process the publisher is connected to (its run_id): an epoch another
+        #: process made cannot be vouched for (`streams`).
+        self.run_id = ""
         #: Called when Redis says a topic is served elsewhere now (a MOVED answer, or a
         #: channel it unsubscribed): set by `RedisClusterBackend`.
         self.on_moved: Callable[[], None] | None = None
@@ -163,9 +183,10 @@ class RedisBackend:
         #: Seconds a member of a topic's presence outlives its process's last heartbeat.
         self.presence_ttl = presence_ttl
         self._members: dict[tuple[str, str], str] = {}  # (topic, member id): info, joined here
-        # A listener reads one message per reply; the publisher up to _HISTORY_BATCH.
+        # A listener reads one message per reply; the publisher a batch of history, which
+        # `read` bounds to max_message_size (and one message more).
         self._listener_reply_size = max_message_size + _HEADER_SIZE + _REPLY_SLACK
-        self._publisher_reply_size = _HISTORY_BATCH * self._listener_reply_size
+        self._publisher_reply_size = 2 * max_message_size + _REPLY_SLACK
         self._numbering = Numbering()
         self._gaps = GapTracker()
         self._wanted: set[str] = set()
@@ -191,9 +212,9 @@ class RedisBackend:
 
     # ---- connections -----------------------------------------------------------------
 
-    async def _connect(self, max_reply_size: int) -> RespConnection:
+    async def _connect(self, max_reply_size: int, *, publisher: bool = False) -> RespConnection:
         """A connection that is logged in and on the right db, and reads replies of at most
-        `max_reply_size` bytes."""
+        `max_reply_size` bytes; for the `publisher`, `run_id` is read from it too."""
         with trio.fail_after(self._timeout):
             stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
             if self._ssl_context is not None:
@@ -209,10 +230,25 @@ class RedisBackend:
                 if self._db:
                     await connection.send("SELECT", str(self._db))
                     await connection.reply()
+                if publisher:
+                    self.run_id = await self._run_id_of(connection)
             except BaseException:
                 await connection.aclose()
                 raise
         return connection
+
+    async def _run_id_of(self, connection: RespConnection) -> str:
+        """The run_id of the Redis process at the other end (changed by every restart)."""
+        await connection.send("INFO", "server")
+        try:
+            reply = await connection.reply()
+        except ConnectionError as exc:  # INFO forbidden (an ACL): restarts go unnoticed
+            logger.warning("cannot read the run_id of Redis at %s (%s)", self.url, _why(exc))
+            return "unknown"
+        for line in reply.splitlines() if isinstance(reply, bytes) else ():
+            if line.startswith(b"run_id:"):
+                return line[7:].strip().decode("ascii", "replace")[:64]
+        return "unknown"
 
     async def query(self, *args: bytes | str) -> Any:
         """One command on a connection of its own, closed after the answer: for what is
@@ -231,11 +267,13 @@ class RedisBackend:
         finally:
             await connection.aclose()
 
-    async def run(self, hub: Hub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, hub: Receiver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Connect, then publish and listen for publishes from other processes until cancelled."""
         try:
             listener = await self._connect(self._listener_reply_size)
-            publisher = await self._connect(self._publisher_reply_size)
+            publisher = await self._connect(self._publisher_reply_size, publisher=True)
         except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
             raise ConnectionError(f"cannot reach Redis at {self.url}: {_why(exc)}") from exc
         try:
@@ -247,7 +285,7 @@ class RedisBackend:
         finally:
             await self._drop_listener()
 
-    async def _keep_listening(self, listener: RespConnection, hub: Hub) -> None:
+    async def _keep_listening(self, listener: RespConnection, hub: Receiver) -> None:
         backoff = Backoff(_FIRST_BACKOFF, self._max_backoff)
         while True:
             try:
@@ -300,7 +338,7 @@ class RedisBackend:
                 with trio.CancelScope(shield=True):
                     await publisher.aclose()
                 self._owed(pipeline.unanswered())
-            publisher = await self._reconnect(backoff, self._publisher_reply_size)
+            publisher = await self._reconnect(backoff, self._publisher_reply_size, publisher=True)
 
     async def _keep_presence_fresh(self) -> None:
         """Join again, every third of `presence_ttl`, each member this process holds: their
@@ -330,6 +368,7 @@ class RedisBackend:
     async def join(self, topic: str, member: str, info: str) -> None:
         """Add `member` (with `info`, JSON) to `topic`'s presence, for every process; kept
         fresh by this process until `leave`. Never raises for a lost connection."""
+        check_topic(topic)
         self._members[topic, member] = info
         try:
             await self._script(
@@ -340,6 +379,7 @@ class RedisBackend:
 
     async def leave(self, topic: str, member: str) -> None:
         """Remove `member` from `topic`'s presence."""
+        check_topic(topic)
         self._members.pop((topic, member), None)
         try:
             await self._script("LEAVE", (*presence_keys(self._prefix, topic), member))
@@ -349,6 +389,7 @@ class RedisBackend:
     async def members(self, topic: str) -> dict[str, str]:
         """Every process's members of `topic`, to their info (JSON); raises ConnectionError
         if Redis cannot be asked."""
+        check_topic(topic)
         reply = await self._script("MEMBERS", presence_keys(self._prefix, topic))
         try:
             return members_of(reply)
@@ -364,12 +405,14 @@ class RedisBackend:
             elif on_reply is not None and on_reply != self._published:
                 on_reply(ConnectionError(f"lost the connection to Redis: {self._publisher_down_because}"))
 
-    async def _reconnect(self, backoff: Backoff, max_reply_size: int) -> RespConnection:
+    async def _reconnect(
+        self, backoff: Backoff, max_reply_size: int, *, publisher: bool = False
+    ) -> RespConnection:
         """Try again and again, with back-off, until a connection is made."""
         while True:
             await trio.sleep(backoff.next_delay())
             try:
-                connection = await self._connect(max_reply_size)
+                connection = await self._connect(max_reply_size, publisher=publisher)
             except (*_STREAM_ERRORS, trio.TooSlowError):
                 continue
             backoff.reset()
@@ -382,7 +425,7 @@ class RedisBackend:
         if listener is not None:
             await listener.aclose()
 
-    async def _listen(self, listener: RespConnection, hub: Hub) -> None:
+    async def _listen(self, listener: RespConnection, hub: Receiver) -> None:
         """Deliver what the listener receives; a connection silent too long is dead."""
         async with self._listener_lock:
             self._listener = listener
@@ -406,7 +449,7 @@ class RedisBackend:
                 await listener.send("PING")
             pinged = True
 
-    def _handle(self, hub: Hub, reply: Any) -> None:
+    def _handle(self, hub: Receiver, reply: Any) -> None:
         """One reply on the listener: a message, a subscription confirmed or ended, or a pong."""
         if not isinstance(reply, list) or len(reply) < 2 or not isinstance(reply[1], bytes):
             return  # not a push Redis sends in subscribed mode: nothing for us
@@ -427,7 +470,7 @@ class RedisBackend:
     def _channel(self, topic: str) -> str:
         return self._pubsub.channel(self._prefix, topic)
 
-    def _received(self, hub: Hub, topic: str, payload: object) -> None:
+    def _received(self, hub: Receiver, topic: str, payload: object) -> None:
         """Deliver a message another process published; anything malformed is skipped.
 
         Whatever arrives from Redis is untrusted: any client of that Redis can publish on
@@ -466,7 +509,7 @@ class RedisBackend:
             self._missed_now(topic, missed)
         hub.deliver_locally(topic, message)
 
-    def _received_with_position(self, hub: Hub, topic: str, payload: bytes) -> None:
+    def _received_with_position(self, hub: Receiver, topic: str, payload: bytes) -> None:
         """Deliver a publication `APPEND` made (from any process, this one included)."""
         if len(payload) > _HEADER_SIZE + 20 + self.max_message_size:
             self._reject(topic, f"a message larger than max_message_size ({self.max_message_size})")
@@ -502,6 +545,7 @@ class RedisBackend:
 
     async def subscribe(self, topic: str) -> None:
         """Subscribe in Redis; returns once Redis confirmed (at once if it is unreachable)."""
+        check_topic(topic)
         self._wanted.add(topic)
         event = self._confirmed.setdefault(topic, trio.Event())
         async with self._listener_lock:
@@ -517,6 +561,7 @@ class RedisBackend:
 
     async def unsubscribe(self, topic: str) -> None:
         """Unsubscribe in Redis (no local subscriber wants `topic` any more)."""
+        check_topic(topic)
         self._wanted.discard(topic)
         self._confirmed.pop(topic, None)
         self._gaps.forget(topic)
@@ -535,7 +580,9 @@ class RedisBackend:
         unreachable, publishes are counted in `undelivered` and logged when the outage
         starts and ends; the connection comes back with back-off on its own, however often
         the application publishes. A publish cancelled while waiting for room is counted too.
+        An invalid topic raises ValueError (`trio_ws.topics.check_topic`).
         """
+        check_topic(topic)
         data = message.encode() if isinstance(message, str) else bytes(message)
         if len(data) > self.max_message_size:
             self._undelivered_now(ValueError(f"a message of {len(data)} bytes, over max_message_size"))
@@ -584,12 +631,12 @@ class RedisBackend:
         there (one script: atomic); None, counted in `undelivered`, if Redis did not
         confirm it. It reaches this process's subscribers too through Redis, in offset order.
         """
+        check_topic(topic)
         kind, data = encode_publication(message)
         if len(data) > self.max_message_size:
             self._undelivered_now(ValueError(f"a message of {len(data)} bytes, over max_message_size"))
             return None
         meta, history = history_keys(self._prefix, topic)
-        ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
         arguments = (
             meta,
             history,
@@ -597,9 +644,9 @@ class RedisBackend:
             kind,
             data,
             str(size),
-            ttl_ms,
+            _ttl_ms(ttl),
             self._fresh_epoch(),
-            self._writer,
+            self.run_id,
             self._pubsub.publish,
         )
         try:
@@ -610,42 +657,71 @@ class RedisBackend:
         except BaseException:
             self.undelivered += 1
             raise
-        if not (isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], int)):
-            self._undelivered_now(ConnectionError(f"an APPEND reply not in its form: {reply!r}"))
+        if not (isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], bytes)):
+            reply = None
+        try:
+            position = StreamPosition(reply[1], reply[0].decode("ascii", "replace")) if reply else None
+        except ValueError:
+            position = None
+        if position is None:
+            self._undelivered_now(ConnectionError("an APPEND reply not in its form"))
             return None
-        return Publication(topic, message, reply[1], reply[0].decode("ascii", "replace"))
+        return Publication(topic, message if isinstance(message, str) else bytes(message), *_fields(position))
 
     async def position(
         self, topic: str, since: StreamPosition | None, ttl: float | None
-    ) -> tuple[StreamPosition, list[Publication] | None]:
-        """`topic`'s position now, and every publication after `since` if its history in
-        Redis still has them all (else None; always None without `since`). Raises
-        ConnectionError if Redis cannot be asked."""
+    ) -> tuple[StreamPosition, bool]:
+        """`topic`'s position now, and whether its history in Redis still has every
+        publication after `since` (always False without `since`). Raises ConnectionError
+        if Redis cannot be asked, or answers out of form."""
+        check_topic(topic)
         meta, history = history_keys(self._prefix, topic)
         after = since.offset if since is not None else 0
-        ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
+        arguments = (meta, history, str(after), _ttl_ms(ttl), self._fresh_epoch(), self.run_id)
         try:
-            arguments = (meta, history, str(after), ttl_ms, self._fresh_epoch(), self._writer)
-            reply = await self._script("POSITION", arguments)
-            current, kept = position_of(reply)
+            current, kept = position_of(await self._script("POSITION", arguments))
         except MalformedPublication as exc:
             raise ConnectionError(str(exc)) from None
-        if since is None or since.epoch != current.epoch or not kept or since.offset > current.offset:
+        if since is None or since.epoch != current.epoch or since.offset > current.offset:
+            return current, False
+        return current, kept
+
+    async def read(
+        self, topic: str, after: StreamPosition, max_count: int, max_bytes: int, ttl: float | None
+    ) -> tuple[StreamPosition, list[Publication] | None]:
+        """`topic`'s position now, and the publications after `after` in its history in
+        Redis, oldest first (one script: both at once): at most `max_count`, and
+        `max_bytes` of data (never more than `max_message_size`), but at least one; [] if
+        `after` is the latest; None if the one after it is gone (or the epoch is another).
+        Raises ConnectionError if Redis cannot be asked, or answers out of form (a batch
+        that does not follow `after` is out of form)."""
+        check_topic(topic)
+        meta, history = history_keys(self._prefix, topic)
+        count, size = max(1, min(max_count, 1024)), max(1, min(max_bytes, self.max_message_size))
+        arguments = (
+            meta,
+            history,
+            str(after.offset),
+            str(count),
+            str(size),
+            _ttl_ms(ttl),
+            self._fresh_epoch(),
+            self.run_id,
+        )
+        try:
+            current, kept, entries = read_reply(await self._script("READ", arguments))
+            batch = decode_entries(topic, current.epoch, entries)
+        except MalformedPublication as exc:
+            raise ConnectionError(str(exc)) from None
+        if current.epoch != after.epoch or not kept or after.offset > current.offset:
             return current, None
-        missed: list[Publication] = []
-        first = since.offset + 1
-        while first <= current.offset:
-            last = min(first + _HISTORY_BATCH - 1, current.offset)
-            entries = await self._call("XRANGE", history, f"{first}-0", f"{last}-0")
-            try:
-                batch = decode_entries(topic, current.epoch, entries)
-            except MalformedPublication as exc:
-                raise ConnectionError(str(exc)) from None
-            if [publication.offset for publication in batch] != list(range(first, last + 1)):
-                return current, None  # trimmed meanwhile: whole or not at all
-            missed += batch
-            first = last + 1
-        return current, missed
+        if [publication.offset for publication in batch] != list(
+            range(after.offset + 1, after.offset + 1 + len(batch))
+        ):
+            raise ConnectionError("a READ reply whose entries do not follow the position asked")
+        if len(batch) > count or (not batch and after.offset < current.offset):
+            raise ConnectionError("a READ reply with more entries than asked, or none when some are due")
+        return current, batch
 
     async def _script(self, name: str, arguments: tuple[bytes | str, ...]) -> Any:
         """Run one of `streams`' scripts: two keys, then its arguments."""

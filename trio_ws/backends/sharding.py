@@ -4,6 +4,11 @@ Plain Redis carries a topic's publishes with SUBSCRIBE/PUBLISH on `<prefix><topi
 cluster shards them: SSUBSCRIBE/SPUBLISH on `<prefix>{<topic>}`, whose hash tag puts the
 channel in the same slot as the topic's history and presence keys, so that one script on
 one primary writes the entry and publishes it. `key_slot` is the cluster's slot of a key.
+
+A topic goes in a hash tag escaped (`hash_tag`: `%` and `}` as `%25` and `%7D`), so that
+every topic, braces and all, makes a tag that ends where it should and names one slot:
+`{a}b}` would otherwise tag only `a`, and `}` nothing at all, scattering a topic's keys and
+channel over several slots.
 """
 
 from __future__ import annotations
@@ -11,9 +16,24 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass
 
-__all__ = ["PubSub", "PLAIN", "SHARDED", "key_slot", "SLOTS"]
+__all__ = ["PubSub", "PLAIN", "SHARDED", "key_slot", "SLOTS", "hash_tag", "topic_of_tag", "tagged"]
 
 SLOTS = 16384
+
+
+def hash_tag(topic: str) -> str:
+    """`topic` escaped for a hash tag: no `}` in it, and no two topics alike."""
+    return topic.replace("%", "%25").replace("}", "%7D")
+
+
+def topic_of_tag(tag: str) -> str:
+    """The topic `hash_tag` escaped."""
+    return tag.replace("%7D", "}").replace("%25", "%")
+
+
+def tagged(prefix: str, topic: str) -> str:
+    """`<prefix>{<topic, escaped>}`: how a topic's keys (and sharded channel) start."""
+    return f"{prefix}{{{hash_tag(topic)}}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +49,13 @@ class PubSub:
     tagged: bool  # whether the topic goes in a hash tag: `{topic}`
 
     def channel(self, prefix: str, topic: str) -> str:
-        return f"{prefix}{{{topic}}}" if self.tagged else prefix + topic
+        return tagged(prefix, topic) if self.tagged else prefix + topic
 
     def topic(self, prefix: str, channel: bytes) -> str:
         """The topic of one of our channels (undecodable bytes are replaced)."""
         name = channel[len(prefix.encode()) :]
         if self.tagged and name.startswith(b"{") and name.endswith(b"}"):
-            name = name[1:-1]
+            return topic_of_tag(name[1:-1].decode("utf-8", "replace"))
         return name.decode("utf-8", "replace")
 
     def publish_prefix(self) -> bytes:
