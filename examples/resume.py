@@ -59,12 +59,15 @@ async def feed(ws: trio_ws.WebSocket, topic: str) -> None:
     try:
         since = position_in(ws.path)
     except ValueError:
-        await ws.close(trio_ws.CloseCode.POLICY_VIOLATION, "offset must be a number")
+        await ws.close(trio_ws.CloseCode.POLICY_VIOLATION, "offset must be a number from 0, epoch text")
         return
-    async with hub.subscribe(ws, topic, since=since, format=as_json, first=start_message):
-        async for message in ws:
-            if isinstance(message, str):
-                await hub.publish(topic, message)
+    try:
+        async with hub.subscribe(ws, topic, since=since, format=as_json, first=start_message):
+            async for message in ws:
+                if isinstance(message, str):
+                    await hub.publish(topic, message)
+    except ValueError as exc:  # a topic the hub refuses (too long, a lone surrogate)
+        await ws.close(trio_ws.CloseCode.POLICY_VIOLATION, f"invalid topic: {type(exc).__name__}")
 
 
 async def main(port: int) -> None:

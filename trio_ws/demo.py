@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -49,10 +50,10 @@ def _position_in(join: dict[str, Any]) -> StreamPosition | None:
     since = join.get("since")
     if not isinstance(since, dict):
         return None
-    offset, epoch = since.get("offset"), since.get("epoch")
-    if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 and isinstance(epoch, str):
-        return StreamPosition(offset, epoch)
-    return None
+    try:
+        return StreamPosition(since.get("offset"), since.get("epoch"))  # type: ignore[arg-type]
+    except ValueError:  # not a position a hub gives: start live
+        return None
 
 
 def _record_in(pub: Publication) -> Any:
@@ -130,13 +131,31 @@ class DemoApp:
             )
 
         since = _position_in(join) if hub.history_size else None  # (--history-size 0: no resuming)
+        try:
+            await self._chat(ws, room, name, since, welcome)
+        except ValueError as exc:  # a room the hub refuses (say, a lone surrogate): this client only
+            await ws.send(_error(f"invalid room: {exc}"))
+            await ws.close(1008, "invalid room")
+
+    async def _chat(
+        self,
+        ws: WebSocket,
+        room: str,
+        name: str,
+        since: StreamPosition | None,
+        welcome: Callable[[Subscription], str],
+    ) -> None:
+        hub = current_hub()
         # The room first: its welcome goes before any of its messages. Then its joins and
         # leaves, and a snapshot of who is present, taken once both are in force.
         async with (
             hub.subscribe(ws, room, since=since, format=_as_message, first=welcome, info={"name": name}),
             hub.subscribe(ws, presence_topic(room), format=_as_presence_change(room)),
         ):
-            present = await hub.presence(room)
+            try:
+                present = await hub.presence(room)
+            except ConnectionError:  # Redis is away: who is here is unknown for now
+                present = {}
             people = [{"id": member, "name": info["name"]} for member, info in present.items()
                       if isinstance(info, dict) and isinstance(info.get("name"), str)]  # fmt: skip
             await ws.send(_event("present", room, people=people))
