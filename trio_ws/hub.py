@@ -109,6 +109,10 @@ class PublicationChannel(trio.abc.ReceiveChannel[Publication]):
                 ) from None
             raise
 
+    def receive_nowait(self) -> Publication:
+        """The next publication if one is waiting, else `trio.WouldBlock`."""
+        return self._receive.receive_nowait()
+
     async def aclose(self) -> None:
         """Stop receiving (the subscription ends with its `open_channel` block)."""
         await self._receive.aclose()
