@@ -91,7 +91,9 @@ async def check_topics(hub: trio_ws.Hub, topics: list[str], seen: Counter[str]) 
 
 def check_shares(seen: Counter[str], mode: str) -> None:
     total = sum(seen.values())
-    print(f"{mode}: {total} topics; " + ", ".join(f"{kind} {n / total:.0%}" for kind, n in sorted(seen.items())))
+    print(
+        f"{mode}: {total} topics; " + ", ".join(f"{kind} {n / total:.0%}" for kind, n in sorted(seen.items()))
+    )
     for kind in ("refused: lone surrogate", "refused: empty", "refused: too long", "presence topic",
                  "braces or escapes", "control characters", "other"):  # fmt: skip
         assert seen[kind] > 0, f"no example reached {kind!r}"

@@ -22,6 +22,7 @@ import inspect
 import itertools
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Unpack
@@ -231,7 +232,7 @@ class Hub:
         """
         wanted = _check_topics((topic,))
         send, receive = trio.open_memory_channel[Publication](0)
-        sink = ChannelSink(send, f"channel-{next(self._member_numbers)}")
+        sink = ChannelSink(send, f"channel-{uuid.uuid4().hex[:16]}")  # unique across processes
         async with self._subscribed(sink, wanted, queue_size, on_overflow, queue_bytes, since, info) as (
             subscription
         ):
