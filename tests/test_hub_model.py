@@ -269,7 +269,7 @@ class HubModel(RuleBasedStateMachine):
 
     @invariant()
     def presence_is_the_live_subscriptions_with_info(self) -> None:
-        if not hasattr(self, "hub") or self.mode.startswith("relay") and self.restarts:
+        if not hasattr(self, "hub") or (self.mode.startswith("relay") and self.restarts):
             return  # after a restart without data, members come back with the heartbeat
         for topic in TOPICS:
             want = {s.subscription.member: s.info for s in self.subscribers if s.topic == topic and s.info}

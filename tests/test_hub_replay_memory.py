@@ -59,9 +59,8 @@ async def test_12_clients_resuming_57_mib_and_reading_nothing_cost_at_most_their
         await trio.sleep(2)  # every replay has filled its socket and waits
         grown = rss_of() - before
         assert all(sub.recovered for sub in started)
-        print(
-            f"{mode}: 12 silent resumes of {HISTORY * SIZE / 2**20:.0f} MiB grew RSS by {grown / 2**20:.1f} MiB"
-        )
+        size = HISTORY * SIZE / 2**20
+        print(f"{mode}: 12 silent resumes of {size:.0f} MiB grew RSS by {grown / 2**20:.1f} MiB")
         assert grown < CLIENTS * QUEUE_BYTES + 64 * 2**20
         # A client that does read gets every missed publication, in order, then a live one.
         async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/0:{epoch}", max_size=2**17) as reader:

@@ -104,13 +104,13 @@ def check_shares(seen: Counter[str], mode: str) -> None:
 def test_any_topic_in_one_process(batches: list[list[str]]) -> None:
     for history_size in (0, 5):
 
-        async def run() -> None:
+        async def run(history_size: int) -> None:
             async with trio_ws.open_hub(history_size=history_size) as hub:
                 for batch in batches:
                     await check_topics(hub, batch, SEEN["in process"])
                 assert not hub.topics
 
-        trio.run(run)
+        trio.run(run, history_size)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -118,13 +118,13 @@ def test_any_topic_in_one_process(batches: list[list[str]]) -> None:
 def test_any_topic_through_redis(redis_server: RedisServer, batch: list[str]) -> None:
     for history_size in (0, 5):
 
-        async def run() -> None:
+        async def run(history_size: int) -> None:
             backend = trio_ws.RedisBackend(redis_server.url)
             async with trio_ws.open_hub(backend, history_size=history_size) as hub:
                 await check_topics(hub, batch, SEEN["redis"])
             assert backend.rejected == 0 and backend.undelivered == 0
 
-        trio.run(run)
+        trio.run(run, history_size)
 
 
 SEEN: dict[str, Counter[str]] = {"in process": Counter(), "redis": Counter(), "cluster": Counter()}
