@@ -187,6 +187,30 @@ async def test_hub_topics() -> None:
             assert await other.recv() == "from outside"  # and nothing from prices before it
 
 
+async def test_hub_channel() -> None:
+    """A task subscribed with open_channel sees every chat line, in order, beside the
+    WebSocket subscribers."""
+    faq = load("hub_channel")
+    async with trio_ws.open_hub(history_size=100) as hub, trio.open_nursery() as nursery:
+        await nursery.start(faq.audit, hub)
+        async with (
+            trio_ws.open_server(faq.chat, "127.0.0.1", 0) as server,
+            trio_ws.connect(ws_url(server)) as ann,
+            trio_ws.connect(ws_url(server)) as bob,
+        ):
+            with trio.fail_after(5):
+                while len(hub.subscribers("chat")) < 2:
+                    await trio.sleep(0.01)
+            for line in ("hello", "hi ann", "bye"):
+                await ann.send(line)
+                assert [await ann.recv(), await bob.recv()] == [line, line]
+            with trio.fail_after(5):
+                while len(faq.AUDIT) < 3:
+                    await trio.sleep(0.01)
+        assert faq.AUDIT == ["1: hello", "2: hi ann", "3: bye"]
+        nursery.cancel_scope.cancel()
+
+
 async def test_handler_arguments() -> None:
     import functools
 

@@ -163,3 +163,26 @@ def test_no_module_uses_another_modules_underscore_names() -> None:
 )
 def test_the_cycle_finder_finds_cycles(edges: dict[str, set[str]], expected: list[list[str]]) -> None:
     assert cycles(edges) == expected
+
+
+def test_the_hub_and_its_delivery_modes_reach_subscriptions_only_through_public_methods() -> None:
+    """hub.py and delivery.py drive `Subscription` (subscription.py) through its public
+    methods: neither touches an underscore attribute of anything but `self`, and neither
+    defines what subscription.py defines."""
+    for module in ("trio_ws.hub", "trio_ws.delivery"):
+        uses = [
+            f"{module}:{node.lineno} .{node.attr}"
+            for node in ast.walk(TREES[module])
+            if isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ]
+        assert not uses, f"private attributes reached on other objects: {uses}"
+    subscription_names = private_names_defined("trio_ws.subscription")
+    assert "_go_live" in subscription_names and "_held" in subscription_names  # the test sees them
+    for module in ("trio_ws.hub", "trio_ws.delivery"):
+        reached = {
+            node.attr for node in ast.walk(TREES[module]) if isinstance(node, ast.Attribute)
+        } & subscription_names
+        assert not reached, f"{module} reaches Subscription's private names: {sorted(reached)}"
