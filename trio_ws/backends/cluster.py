@@ -58,7 +58,9 @@ def parse_slots(reply: object) -> tuple[list[str | None], dict[str, tuple[str, i
         start, end, primary = entry[0], entry[1], entry[2]
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end < SLOTS):
             raise ValueError("a CLUSTER SLOTS range outside the slots")
-        if len(primary) < 3 or not isinstance(primary[0], bytes) or not isinstance(primary[1], int):
+        if len(primary) < 3 or not (
+            isinstance(primary[0], bytes) and isinstance(primary[1], int) and isinstance(primary[2], bytes)
+        ):
             raise ValueError("a CLUSTER SLOTS node not in its form")
         node_id = primary[2].decode("ascii", "replace")
         primaries[node_id] = (primary[0].decode("ascii", "replace"), primary[1])

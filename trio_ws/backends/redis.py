@@ -441,7 +441,7 @@ class RedisBackend:
                 while (reply := listener.buffered_reply()) is not NO_REPLY:  # all of them, at once
                     if isinstance(reply, Exception):
                         raise reply
-                    self._handle(hub, reply)
+                    self.handle_push(hub, reply)
                 continue
             if pinged:
                 raise ConnectionError(f"no answer to a PING within {self._health_check_interval / 2:g} s")
@@ -449,8 +449,11 @@ class RedisBackend:
                 await listener.send("PING")
             pinged = True
 
-    def _handle(self, hub: Receiver, reply: Any) -> None:
-        """One reply on the listener: a message, a subscription confirmed or ended, or a pong."""
+    def handle_push(self, hub: Receiver, reply: object) -> None:
+        """One reply on the listener: a message, a subscription confirmed or ended, or a pong.
+
+        Anything may arrive here (any client of the Redis can publish on our channels): what
+        is not ours in form is counted in `rejected`, and nothing raises."""
         if not isinstance(reply, list) or len(reply) < 2 or not isinstance(reply[1], bytes):
             return  # not a push Redis sends in subscribed mode: nothing for us
         kind, topic = reply[0], self._pubsub.topic(self._prefix, reply[1])

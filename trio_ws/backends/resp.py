@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["command", "RespConnection", "ReplyTooLarge", "NO_REPLY"]
+__all__ = ["command", "RespConnection", "RespReader", "ReplyTooLarge", "NO_REPLY"]
 
 #: What `buffered_reply` returns while no whole reply has arrived (hiredis's marker).
 NO_REPLY = False
@@ -32,16 +32,43 @@ def command(*args: bytes | str) -> bytes:
     return b"".join(parts)
 
 
+class RespReader:
+    """Replies from RESP bytes (sans I/O): hiredis's `Reader`, with every way it can fail
+    on bytes that are not RESP (a protocol error; a RESP3 map keyed by an aggregate, which
+    makes it raise TypeError) turned into ConnectionError: the connection is unusable."""
+
+    def __init__(self) -> None:
+        import hiredis  # an optional dependency: the redis extra
+
+        self._reader = hiredis.Reader()
+        self._error_type = hiredis.ReplyError
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self._reader.feed(data)  # type: ignore[arg-type]  # any buffer will do
+
+    def __len__(self) -> int:
+        """Bytes fed and not parsed yet."""
+        return int(self._reader.len())
+
+    def reply(self) -> Any:
+        """The next whole reply, or `NO_REPLY`; an error reply comes as a ConnectionError
+        instance (not raised); bytes that are not RESP raise ConnectionError."""
+        try:
+            reply = self._reader.gets()
+        except Exception as exc:
+            raise ConnectionError(f"Redis sent what is not RESP ({type(exc).__name__}: {exc})") from None
+        if isinstance(reply, self._error_type):
+            return ConnectionError(f"Redis answered with an error: {reply}")
+        return reply
+
+
 class RespConnection:
     """One RESP connection: send commands, read replies of at most `max_reply_size` bytes."""
 
     def __init__(self, stream: trio.abc.Stream, max_reply_size: int) -> None:
-        import hiredis  # an optional dependency: the redis extra
-
         self.stream = stream
         self.max_reply_size = max_reply_size
-        self._reader = hiredis.Reader()
-        self._error_type = hiredis.ReplyError
+        self._reader = RespReader()
         #: `trio.current_time()` when data last arrived (or the connection was made).
         self.last_received_at = trio.current_time()
 
@@ -58,11 +85,8 @@ class RespConnection:
 
     def buffered_reply(self) -> Any:
         """The next reply already received, or `NO_REPLY`; an error reply comes as a
-        ConnectionError instance (not raised)."""
-        reply = self._reader.gets()
-        if isinstance(reply, self._error_type):
-            return ConnectionError(f"Redis answered with an error: {reply}")
-        return reply
+        ConnectionError instance (not raised); what is not RESP raises ConnectionError."""
+        return self._reader.reply()
 
     async def receive(self) -> None:
         """Read what Redis sent next; raises ConnectionError on EOF or past `max_reply_size`."""
@@ -70,8 +94,8 @@ class RespConnection:
         if not data:
             raise ConnectionError("Redis closed the connection")
         self.last_received_at = trio.current_time()
-        self._reader.feed(data)  # type: ignore[arg-type]  # any buffer will do
-        if self._reader.len() > self.max_reply_size:
+        self._reader.feed(data)
+        if len(self._reader) > self.max_reply_size:
             raise ReplyTooLarge(f"a reply of more than {self.max_reply_size} bytes")
 
     async def aclose(self) -> None:
