@@ -34,6 +34,38 @@ async def receive(channel: trio_ws.PublicationChannel, count: int, seconds: floa
     return out
 
 
+def as_row(publication: Publication) -> str:
+    return json.dumps([publication.offset, publication.epoch, publication.data])
+
+
+@asynccontextmanager
+async def ws_subscribed(
+    hub: trio_ws.Hub, topic: str, since: StreamPosition | None = None
+) -> AsyncIterator[tuple[trio_ws.Subscription, trio_ws.WebSocket]]:
+    """A WebSocket client subscribed to `topic` (from `since`) through a real server: its
+    subscription, and the client's end, which gets each publication as [offset, epoch, data]."""
+    subscriptions: list[trio_ws.Subscription] = []
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        async with hub.subscribe(ws, topic, since=since, format=as_row) as subscription:
+            subscriptions.append(subscription)
+            await ws.wait_closed()
+
+    async with (
+        trio_ws.open_server(handler, "127.0.0.1", 0) as server,
+        trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as ws,
+    ):
+        with trio.fail_after(5):
+            while not subscriptions:
+                await trio.sleep(0.005)
+        yield subscriptions[0], ws
+
+
+async def rows(ws: trio_ws.WebSocket, count: int) -> list[list[object]]:
+    with trio.fail_after(5):
+        return [json.loads(await ws.recv()) for _ in range(count)]
+
+
 # ---- 1: one client's topic must never end the worker --------------------------------------
 
 
@@ -124,30 +156,33 @@ async def test_redis_restarted_from_an_older_snapshot_starts_a_new_epoch(tmp_pat
     try:
         backend = trio_ws.RedisBackend(redis.url, max_backoff=0.2)
         async with trio_ws.open_hub(backend, history_size=100) as hub:
-            async with hub.open_channel("t") as channel:
+            async with ws_subscribed(hub, "t") as (_, ws):
                 for i in range(1, 11):
                     await hub.publish("t", f"m{i}")
                 assert redis.command("SAVE").startswith(b"+OK")
                 for i in range(11, 16):
                     await hub.publish("t", f"m{i}")
-                seen = await receive(channel, 15)
-            assert [p.offset for p in seen] == list(range(1, 16))
-            epoch, first_run = seen[-1].epoch, backend.run_id
+                seen = await rows(ws, 15)
+            assert [row[0] for row in seen] == list(range(1, 16))
+            epoch = str(seen[-1][1])
             redis.kill()
             await trio.to_thread.run_sync(redis.start)
             assert (tmp_path / "dump.rdb").exists()
-            with trio.fail_after(10):  # the backend reconnects, to another Redis process
-                while backend.run_id == first_run:
-                    await trio.sleep(0.05)
+            async with ws_subscribed(hub, "ready") as (_, ready):
+                with trio.fail_after(10):  # the backend is back, on another Redis process
+                    while True:
+                        await hub.publish("ready", "x")
+                        with trio.move_on_after(0.1):
+                            await ready.recv()
+                            break
             for position in (StreamPosition(15, epoch), StreamPosition(12, epoch), StreamPosition(10, epoch)):
-                async with hub.open_channel("t", since=position) as resumed:
-                    sub = resumed.subscription
-                assert sub.recovered is False, f"{position} must not be recovered after a rollback"
-                assert sub.position is not None and sub.position.epoch != epoch
-            async with hub.open_channel("t") as channel:
+                async with ws_subscribed(hub, "t", since=position) as (sub, _):
+                    assert sub.recovered is False, f"{position} must not be recovered after a rollback"
+                    assert sub.position is not None and sub.position.epoch != epoch
+            async with ws_subscribed(hub, "t") as (_, ws):
                 await hub.publish("t", "after")
-                (after,) = await receive(channel, 1)
-            assert after.epoch != epoch and after.offset == 1
+                (after,) = await rows(ws, 1)
+            assert after[1] != epoch and after[0] == 1
     finally:
         redis.kill()
 
@@ -278,16 +313,16 @@ async def test_every_redis_command_answers_or_fails_within_its_timeout(redis_ser
 
 async def test_resuming_a_quiet_topic_from_its_given_position_is_recovered() -> None:
     async with trio_ws.open_hub(history_size=10) as hub:
-        async with hub.open_channel("quiet") as channel:
-            start = channel.subscription.position
+        async with ws_subscribed(hub, "quiet") as (sub, _):
+            start = sub.position
         assert start is not None and start.offset == 0
         await trio.sleep(0.01)  # its last subscriber gone: the stream must keep its epoch
-        async with hub.open_channel("quiet", since=start) as channel:
-            assert channel.subscription.recovered is True
-            assert channel.subscription.position == start
+        async with ws_subscribed(hub, "quiet", since=start) as (sub, ws):
+            assert sub.recovered is True
+            assert sub.position == start
             await hub.publish("quiet", "first")
-            (first,) = await receive(channel, 1)
-        assert first.epoch == start.epoch and first.offset == 1
+            (first,) = await rows(ws, 1)
+        assert first[:2] == [1, start.epoch]
 
 
 async def test_a_quiet_topic_forgets_its_epoch_only_after_its_ttl(autojump_clock: trio.abc.Clock) -> None:

@@ -33,6 +33,10 @@ async def test_12_clients_resuming_57_mib_and_reading_nothing_cost_at_most_their
     started: list[trio_ws.Subscription] = []
 
     async def handler(ws: trio_ws.WebSocket) -> None:
+        if ws.path == "/watch":  # the position of each publication, as it comes
+            async with hub.subscribe(ws, "t", format=lambda p: f"{p.offset}:{p.epoch}", queue_size=HISTORY):
+                await ws.wait_closed()
+            return
         offset, epoch = ws.path[1:].split(":")
         async with hub.subscribe(ws, "t", since=StreamPosition(int(offset), epoch)) as sub:
             started.append(sub)
@@ -42,14 +46,15 @@ async def test_12_clients_resuming_57_mib_and_reading_nothing_cost_at_most_their
         trio_ws.open_hub(backend, history_size=HISTORY, history_ttl=None, queue_bytes=QUEUE_BYTES) as hub,
         trio_ws.open_server(handler, "127.0.0.1", 0, compression=None) as server,
     ):
-        async with hub.open_channel("t") as channel:
+        async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/watch") as watch:
+            await trio.sleep(0.1)
             for i in range(HISTORY):
                 await hub.publish("t", json.dumps(i).ljust(SIZE))
             with trio.fail_after(30):
-                async for publication in channel:
-                    if publication.offset == HISTORY:
+                while True:
+                    offset, epoch = str(await watch.recv()).split(":")
+                    if int(offset) == HISTORY:
                         break
-        epoch = publication.epoch
         gc.collect()
         before = rss_of()
         silent = [await RawClient.connect(server.port, path=f"/0:{epoch}") for _ in range(CLIENTS)]
