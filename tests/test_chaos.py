@@ -64,10 +64,13 @@ async def two_workers(redis_url: str, **options: Any) -> AsyncIterator[Run]:
     """Two chaos workers on `redis_url`, two subscribed clients on each, all recording."""
     workers = []
     for _ in range(2):
-        process = ExampleProcess(
-            "chaos_worker.py",
-            json.dumps({"url": redis_url, **options}),
-            path=ROOT / "tests" / "chaos_worker.py",
+        # Started in a thread: a relay in this loop must forward the worker's first commands.
+        process = await trio.to_thread.run_sync(
+            lambda: ExampleProcess(
+                "chaos_worker.py",
+                json.dumps({"url": redis_url, **options}),
+                path=ROOT / "tests" / "chaos_worker.py",
+            )
         )
         workers.append(Worker(process, 0, process.url))
     for worker in workers:
