@@ -208,6 +208,7 @@ class Hub:
                 message = first(subscription)
                 if inspect.isawaitable(message):
                     message = await message
+                PreparedMessage(message)  # what cannot be sent is a TypeError here, not later
                 subscription.send_first(message)
             await self._run(subscription, info is not None)
             yield subscription
