@@ -10,20 +10,9 @@ from collections.abc import Callable
 
 import trio
 
-from trio_ws.backends.presence import JOIN, LEAVE, MEMBERS
-from trio_ws.backends.streams import APPEND, POSITION, READ
+from trio_ws.backends.redis import SCRIPTS as SCRIPT_TEXTS
 
-SCRIPTS = {
-    hashlib.sha1(text.encode()).hexdigest(): name
-    for name, text in {
-        "APPEND": APPEND,
-        "POSITION": POSITION,
-        "READ": READ,
-        "JOIN": JOIN,
-        "LEAVE": LEAVE,
-        "MEMBERS": MEMBERS,
-    }.items()
-}
+SCRIPTS = {hashlib.sha1(text.encode()).hexdigest(): name for name, text in SCRIPT_TEXTS.items()}
 
 
 def bulk(data: bytes) -> bytes:

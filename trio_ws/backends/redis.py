@@ -51,7 +51,7 @@ from .streams import (
 if TYPE_CHECKING:
     from ..hub_backend import Receiver
 
-__all__ = ["RedisBackend", "redacted"]
+__all__ = ["RedisBackend", "redacted", "SCRIPTS"]
 
 logger = logging.getLogger("trio_ws.redis")
 _STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError)
@@ -59,7 +59,8 @@ _NUMBER_SIZE = 8
 _HEADER_SIZE = ORIGIN_SIZE + 1 + _NUMBER_SIZE  # origin, kind (b"t" or b"b"), number
 _REPLY_SLACK = 65536  # room in a reply for the channel name and RESP framing
 _FIRST_BACKOFF = 0.05  # seconds before the first reconnection attempt
-_SCRIPTS = {
+#: Our Lua scripts by name (loaded on every new publishing connection).
+SCRIPTS = {
     "APPEND": APPEND,
     "POSITION": POSITION,
     "READ": READ,
@@ -200,7 +201,7 @@ class RedisBackend:
         self._epochs_made = 0
         self._resend: list[tuple[bytes, OnReply | None]] = []  # publishes owed to the next connection
         self._script_hashes = {
-            name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SCRIPTS.items()
+            name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()
         }
         self._outage = 0  # publishes that reached only this process since Redis was lost
         #: Publishes from this process that may not have reached Redis (so the others).
@@ -311,7 +312,7 @@ class RedisBackend:
                 health_check_interval=self._health_check_interval,
                 max_in_flight=self.max_in_flight,
             )
-            for text in _SCRIPTS.values():  # before any EVALSHA: Redis may have restarted
+            for text in SCRIPTS.values():  # before any EVALSHA: Redis may have restarted
                 pipeline.send_nowait(("SCRIPT", "LOAD", text), self._published)
             resend, self._resend = self._resend, []
             for encoded, on_reply in resend:
