@@ -2,7 +2,8 @@
 and through a real 3-primary Redis Cluster, with and without history. Every publication
 reaches exactly its topic's subscribers, or the one call is refused with ValueError; the
 hub and its backend go on either way. The shares of examples reaching each kind of topic
-are printed and checked, so a strategy that stops reaching one fails the test."""
+are printed and checked, so a strategy that stops reaching one fails the test; every batch
+holds one topic of each kind besides its random ones."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import trio_ws
 from trio_ws.topics import MAX_TOPIC_BYTES, PRESENCE_SUFFIX
 
 from .conftest import RedisCluster, RedisServer
+from .strategies import examples
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,9 +30,26 @@ topic_names = st.one_of(
     st.text(max_size=30),  # anything, lone surrogates included
     st.text(alphabet=TRICKY, max_size=6).map(lambda t: t + PRESENCE_SUFFIX),
     st.sampled_from(["", "}", "{", "{}", "%7D", "%", "x" * MAX_TOPIC_BYTES, "x" * (MAX_TOPIC_BYTES + 1)]),
-    st.text(max_size=5).map(lambda t: t + "\udc80"),  # what json.loads makes of "\\udc80"
     st.integers(MAX_TOPIC_BYTES - 2, MAX_TOPIC_BYTES + 2).map(lambda n: "é" * (n // 2)),
 )
+
+#: One topic of each kind, drawn afresh: every batch reaches every kind, and its other
+#: topics (`topic_names`) mix them at random.
+one_of_each_kind = st.tuples(
+    st.text(max_size=5).map(lambda t: t + "\udc80"),  # what json.loads makes of "\\udc80"
+    st.just(""),
+    st.integers(MAX_TOPIC_BYTES + 1, MAX_TOPIC_BYTES + 64).map(lambda n: "x" * n),
+    st.text(alphabet=TRICKY, max_size=6).map(lambda t: t + PRESENCE_SUFFIX),
+    st.text(alphabet="{}%", min_size=1, max_size=6),
+    st.text(alphabet="\x00\n\r", min_size=1, max_size=4),
+    st.text(alphabet="abc é", min_size=1, max_size=8),
+)
+
+
+def batches_of(min_size: int, max_size: int) -> st.SearchStrategy[list[str]]:
+    return st.tuples(st.lists(topic_names, min_size=min_size, max_size=max_size), one_of_each_kind).map(
+        lambda drawn: [*drawn[0], *drawn[1]]
+    )
 
 
 def kind_of(topic: str) -> str:
@@ -99,8 +118,10 @@ def check_shares(seen: Counter[str], mode: str) -> None:
         assert seen[kind] > 0, f"no example reached {kind!r}"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(st.lists(topic_names, min_size=1, max_size=25), min_size=1, max_size=4))
+@settings(
+    max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(batches_of(0, 25), min_size=1, max_size=4))
 def test_any_topic_in_one_process(batches: list[list[str]]) -> None:
     for history_size in (0, 5):
 
@@ -113,8 +134,10 @@ def test_any_topic_in_one_process(batches: list[list[str]]) -> None:
         trio.run(run, history_size)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batch=st.lists(topic_names, min_size=5, max_size=30))
+@settings(
+    max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch=batches_of(0, 30))
 def test_any_topic_through_redis(redis_server: RedisServer, batch: list[str]) -> None:
     for history_size in (0, 5):
 
@@ -132,7 +155,7 @@ SEEN: dict[str, Counter[str]] = {"in process": Counter(), "redis": Counter(), "c
 
 def test_any_topic_through_a_redis_cluster(redis_cluster: RedisCluster) -> None:
     @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(batch=st.lists(topic_names, min_size=5, max_size=30))
+    @given(batch=batches_of(0, 30))
     def through_cluster(batch: list[str]) -> None:
         async def run() -> None:
             backend = trio_ws.RedisClusterBackend(redis_cluster.url)
