@@ -58,7 +58,7 @@ logger = logging.getLogger("trio_ws.hub")
 Formatter = Callable[[Publication], Data]
 
 #: Publications a replay reads from the history at once, at most (and half `queue_bytes`).
-REPLAY_BATCH = 64
+REPLAY_BATCH = 256
 
 
 class Phase(enum.Enum):
@@ -327,9 +327,10 @@ class Subscription:
         return 0 if self._held is None else self._held.queued_bytes
 
     def replay_batch_limits(self) -> tuple[int, int]:
-        """How much a replay reads at once: publications, and payload bytes (half of
-        `queue_bytes`; the held buffer has the other half)."""
-        return min(self.queue.size, REPLAY_BATCH), max(1, self.queue.max_bytes // 2)
+        """How much a replay reads at once: publications (`REPLAY_BATCH`: a batch of small
+        ones costs little, and each through Redis is a round trip), and payload bytes (half
+        of `queue_bytes`; the held buffer has the other half)."""
+        return REPLAY_BATCH, max(1, self.queue.max_bytes // 2)
 
     # ---- what the hub calls ----------------------------------------------------------
 
