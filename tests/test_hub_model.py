@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ import trio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from trio.testing import MockClock
 
 import trio_ws
 from trio_ws import Publication, StreamPosition
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.timeout(300)
 
 TOPICS = ("a", "b")
 HISTORY = 6
+HISTORY_TTL = 10.0  # in one process, on a MockClock that the model jumps
 QUEUE = 1000
 BRANCHES: Counter[str] = Counter()  # interesting branches reached, over every run
 
@@ -52,6 +55,7 @@ class Subscriber:
     received: list[Publication] = field(default_factory=list)
     witness_count: int = 0  # what the witness had when this one started (no history)
     model_recovered: bool | None = None
+    witness: bool = False
 
     @property
     def subscription(self) -> trio_ws.Subscription:
@@ -62,6 +66,7 @@ class Subscriber:
 class HubModel(RuleBasedStateMachine):
     mode = "local history"
     redis: RedisServer | None = None
+    redis_dir: Path | None = None  # where its snapshot is SAVEd
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,6 +77,9 @@ class HubModel(RuleBasedStateMachine):
         self.restarted_at = 0  # the number of restarts so far
         self.restarts = 0
         self.epoch_restart: dict[str, int] = {}  # epoch: restarts when first seen
+        self.received_at: dict[tuple[str, int], float] = {}  # (epoch, offset): when the witness got it
+        self.saved = False
+        self.clock = MockClock(rate=1.0)
         self._start_loop()
 
     # ---- the hub's own thread ------------------------------------------------------------
@@ -82,13 +90,16 @@ class HubModel(RuleBasedStateMachine):
 
         async def main() -> None:
             history = HISTORY if "history" in self.mode else 0
-            backend = None
+            backend, ttl = None, HISTORY_TTL
             if self.mode.startswith("relay"):
                 assert self.redis is not None
                 self.redis.command("FLUSHALL")  # nothing of the previous example's
-                backend = trio_ws.RedisBackend(self.redis.url, max_backoff=0.1)
+                self.redis.command("SAVE")  # and no snapshot of it either
+                backend, ttl = trio_ws.RedisBackend(self.redis.url, max_backoff=0.1), 300.0
             self.backend = backend
-            async with trio_ws.open_hub(backend, history_size=history, queue_size=QUEUE) as hub:
+            async with trio_ws.open_hub(
+                backend, history_size=history, history_ttl=ttl, queue_size=QUEUE
+            ) as hub:
                 self.hub = hub
                 self.token = trio.lowlevel.current_trio_token()
                 async with trio.open_nursery() as nursery:
@@ -98,7 +109,8 @@ class HubModel(RuleBasedStateMachine):
                     await self._stop.wait()
                     nursery.cancel_scope.cancel()
 
-        self.thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+        clock = self.clock if self.mode.startswith("local") else None
+        self.thread = threading.Thread(target=trio.run, args=(main,), kwargs={"clock": clock}, daemon=True)
         self.thread.start()
         assert ready.wait(10), "the hub did not start"
 
@@ -120,6 +132,8 @@ class HubModel(RuleBasedStateMachine):
                     started.set()
                     async for publication in channel:
                         sub.received.append(publication)
+                        if sub.witness and publication.offset is not None:
+                            self.received_at[publication.epoch, publication.offset] = trio.current_time()
 
         self.nursery.start_soon(hold)
         with trio.fail_after(5):
@@ -143,7 +157,7 @@ class HubModel(RuleBasedStateMachine):
     @initialize()
     def witnesses(self) -> None:
         for topic in TOPICS:
-            self.witness[topic] = Subscriber(topic, None, None)
+            self.witness[topic] = Subscriber(topic, None, None, witness=True)
             self.call(self._subscribe, self.witness[topic])
             position = self.witness[topic].subscription.position
             if position is not None:
@@ -168,6 +182,9 @@ class HubModel(RuleBasedStateMachine):
             current = latest.epoch
             assert latest.offset is not None
             model = since.epoch == current and latest.offset - since.offset <= HISTORY
+            if model and self.mode == "local history" and since.offset < latest.offset:
+                now = trio.from_thread.run_sync(trio.current_time, trio_token=self.token)
+                model = self.received_at[since.epoch, since.offset + 1] > now - HISTORY_TTL
         sub = Subscriber(topic, since, info, witness_count=len(witness), model_recovered=model)
         self.call(self._subscribe, sub)
         self.subscribers.append(sub)
@@ -207,14 +224,27 @@ class HubModel(RuleBasedStateMachine):
             self.positions.append((sub.topic, sub.received[-1].position))  # where it would resume
         BRANCHES["drop"] += 1
 
-    @precondition(lambda self: self.mode.startswith("relay") and self.restarts < 2)
+    @precondition(lambda self: self.mode.startswith("relay"))
     @rule()
-    def restart_redis_without_its_data(self) -> None:
+    def save_a_snapshot(self) -> None:
         assert self.redis is not None
+        assert self.redis.command("SAVE").startswith(b"+OK")
+        self.saved = True
+        BRANCHES["snapshot saved"] += 1
+
+    @precondition(lambda self: self.mode.startswith("relay") and self.restarts < 2)
+    @rule(with_data=st.booleans())
+    def restart_redis(self, with_data: bool) -> None:
+        """SIGKILL, then start again: from the last SAVEd snapshot (positions roll back),
+        or with no data at all."""
+        assert self.redis is not None and self.redis_dir is not None
         self.redis.kill()
+        snapshot = self.redis_dir / "dump.rdb"
+        if not with_data:
+            snapshot.unlink(missing_ok=True)
         self.redis.start()
         self.restarts += 1
-        BRANCHES["restart"] += 1
+        BRANCHES["restart from a snapshot" if with_data and self.saved else "restart without data"] += 1
 
         async def reconnected() -> None:
             with trio.fail_after(10):  # the hub's subscriptions are back in Redis
@@ -227,6 +257,13 @@ class HubModel(RuleBasedStateMachine):
 
         self.call(reconnected)
         self.call(self._settle)
+
+    @precondition(lambda self: self.mode == "local history")
+    @rule(seconds=st.sampled_from([2.0, 5.0, HISTORY_TTL + 1]))
+    def let_time_pass(self, seconds: float) -> None:
+        """Jump the hub's clock: publications older than the ttl leave the history."""
+        trio.from_thread.run_sync(self.clock.jump, seconds, trio_token=self.token)
+        BRANCHES["time passed"] += 1
 
     # ---- what must hold after every step ---------------------------------------------------
 
@@ -298,10 +335,15 @@ def test_the_hub_in_one_process_keeps_the_model(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["relay", "relay history"])
-def test_the_hub_through_redis_keeps_the_model(redis_server: RedisServer, mode: str) -> None:
-    machine = type("Model", (HubModel,), {"mode": mode, "redis": redis_server})
+def test_the_hub_through_redis_keeps_the_model(tmp_path: Path, mode: str) -> None:
+    redis = RedisServer("--dir", str(tmp_path), "--dbfilename", "dump.rdb")  # SAVE writes there
+    redis.start()
+    machine = type("Model", (HubModel,), {"mode": mode, "redis": redis, "redis_dir": tmp_path})
     machine.TestCase.settings = settings(MODEL_SETTINGS, max_examples=6, stateful_step_count=10)
-    machine.TestCase().runTest()
+    try:
+        machine.TestCase().runTest()
+    finally:
+        redis.kill()
 
 
 def test_the_model_reached_its_interesting_branches() -> None:
@@ -309,5 +351,13 @@ def test_the_model_reached_its_interesting_branches() -> None:
     if not BRANCHES:
         pytest.skip("run with the models")
     print("model branches:", dict(BRANCHES))
-    for branch in ("resume recovered=True", "resume recovered=False", "drop", "replayed", "restart"):
+    for branch in (
+        "resume recovered=True",
+        "resume recovered=False",
+        "drop",
+        "replayed",
+        "restart without data",
+        "restart from a snapshot",
+        "time passed",
+    ):
         assert BRANCHES[branch] > 0, f"no step reached {branch}"
