@@ -442,3 +442,33 @@ async def test_the_presence_topic_keeps_no_history_in_redis(redis_server: RedisS
         with pytest.raises(ValueError, match="presence topic keeps none"):
             async with hub.open_channel(trio_ws.presence_topic("room"), since=StreamPosition(0, "e")):
                 pass
+
+
+@pytest.mark.parametrize("mode", ["in process", "redis"])
+async def test_two_subscriptions_of_one_connection_are_two_members(
+    redis_server: RedisServer, mode: str
+) -> None:
+    """Both had the connection's id: the first to leave took the other out of presence()."""
+    backend = trio_ws.RedisBackend(redis_server.url) if mode == "redis" else None
+    async with trio_ws.open_hub(backend) as hub:
+        left = trio.Event()
+
+        async def handler(ws: trio_ws.WebSocket) -> None:
+            async with hub.subscribe(ws, "room", info={"tab": 1}) as first:
+                async with hub.subscribe(ws, "room", info={"tab": 2}) as second:
+                    assert first.member != second.member
+                    assert first.member.startswith(str(ws.id))
+                    assert await hub.presence("room") == {first.member: {"tab": 1}, second.member: {"tab": 2}}
+                with trio.fail_after(5):
+                    while len(await hub.presence("room")) != 1:
+                        await trio.sleep(0.01)
+                assert await hub.presence("room") == {first.member: {"tab": 1}}
+                left.set()
+                await ws.wait_closed()
+
+        async with (
+            trio_ws.open_server(handler, "127.0.0.1", 0) as server,
+            trio_ws.connect(f"ws://127.0.0.1:{server.port}/"),
+        ):
+            with trio.fail_after(5):
+                await left.wait()
