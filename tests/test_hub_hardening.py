@@ -472,3 +472,32 @@ async def test_two_subscriptions_of_one_connection_are_two_members(
         ):
             with trio.fail_after(5):
                 await left.wait()
+
+
+@pytest.mark.parametrize("subscription_ends_first", [True, False])
+async def test_a_hub_that_closes_takes_its_members_out_of_every_process_presence(
+    redis_server: RedisServer, subscription_ends_first: bool
+) -> None:
+    """Before, a process that shut down cleanly left its members in Redis for presence_ttl
+    (15 s): its leaves were cancelled with the hub's nursery."""
+    async with (
+        trio_ws.open_hub(trio_ws.RedisBackend(redis_server.url)) as other,
+        other.open_channel(trio_ws.presence_topic("room")) as events,
+    ):
+        async with trio_ws.open_hub(trio_ws.RedisBackend(redis_server.url)) as closing:
+            channel_block = closing.open_channel("room", info={"name": "ann"})
+            channel = await channel_block.__aenter__()
+            member = channel.subscription.member
+            with trio.fail_after(5):
+                while member not in await other.presence("room"):
+                    await trio.sleep(0.01)
+            if subscription_ends_first:
+                await channel_block.__aexit__(None, None, None)
+        started = trio.current_time()
+        assert await other.presence("room") == {}
+        assert trio.current_time() - started < 1
+        with trio.fail_after(5):
+            kinds = [json.loads((await events.receive()).data)["type"] for _ in range(2)]
+        assert kinds == ["join", "leave"]
+        if not subscription_ends_first:
+            await channel_block.__aexit__(None, None, None)  # after its hub: nothing more to do

@@ -71,6 +71,9 @@ class Delivery(Protocol):
     def position(self, topic: str) -> StreamPosition:
         """The position of `topic`'s latest publication, where this process knows it."""
 
+    async def flush(self) -> None:
+        """Return once what was published has left this process (or cannot)."""
+
 
 def _unpositioned(topic: str, frames: PreparedMessage) -> Fanout:
     return Fanout(Publication(topic, frames.message, None, ""), frames)
@@ -101,6 +104,9 @@ class LocalDelivery:
 
     def position(self, topic: str) -> StreamPosition:
         raise ValueError("position() needs history: open the hub with history_size > 0")
+
+    async def flush(self) -> None:
+        await trio.lowlevel.checkpoint()
 
 
 class LocalHistory(LocalDelivery):
@@ -189,6 +195,9 @@ class Relay:
 
     def position(self, topic: str) -> StreamPosition:
         raise ValueError("position() is for a hub in one process; with a backend, see subscription.position")
+
+    async def flush(self) -> None:
+        await self.backend.flush()
 
 
 class RelayHistory(Relay):

@@ -60,6 +60,8 @@ logger = logging.getLogger("trio_ws.hub")
 
 #: The largest `info` a subscriber may have, in bytes of JSON.
 MAX_INFO_BYTES = 16384
+#: Seconds a closing hub waits for its leaves to reach the other processes, at most.
+CLOSE_GRACE = 1.0
 
 #: What `subscribe(first=...)` is: a function of the subscription, plain or async.
 FirstMessage = Callable[[Subscription], Data | Awaitable[Data]]
@@ -133,6 +135,8 @@ class Hub:
         self._delivery: Delivery = choose_delivery(self, backend, config.history_size > 0, config.limits_of)
         self._member_numbers = itertools.count(1)
         self._closed = False
+        self._background = 0  # tasks started by _in_background and not finished
+        self._idle: trio.Event | None = None  # set when they are all done
 
     # ---- options ----------------------------------------------------------------------
 
@@ -327,14 +331,18 @@ class Hub:
     def _in_background(self, task: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run `task(*args)` in the hub's nursery, unless the hub is closed."""
         if not self._closed:
+            self._background += 1
             self._nursery.start_soon(self._logged, task, *args)
 
-    @staticmethod
-    async def _logged(task: Callable[..., Awaitable[None]], *args: object) -> None:
+    async def _logged(self, task: Callable[..., Awaitable[None]], *args: object) -> None:
         try:
             await task(*args)
         except Exception:  # a backend's failure must not end the hub
             logger.exception("the hub's background task %s failed", getattr(task, "__name__", task))
+        finally:
+            self._background -= 1
+            if not self._background and self._idle is not None:
+                self._idle.set()
 
     async def _forget(self, topic: str) -> None:
         if topic not in self._topics:  # nobody subscribed again meanwhile
@@ -435,8 +443,19 @@ class Hub:
         """The topics with at least one local subscriber."""
         return frozenset(self._topics)
 
-    def close(self) -> None:
-        """Start nothing more in the background (the hub's block is ending)."""
+    async def aclose(self, grace: float = CLOSE_GRACE) -> None:
+        """End: for at most `grace` seconds, let the leaves and unsubscriptions already
+        under way finish and make the members still here leave, so that other processes
+        see them go now rather than a `presence_ttl` later; then start nothing more."""
+        with trio.move_on_after(grace, shield=True):
+            while self._background:
+                self._idle = trio.Event()
+                await self._idle.wait()
+            for topic, members in list(self._members.items()):
+                for member, info_json in list(members.items()):
+                    await self._leave(topic, member, json.loads(info_json))
+                    members.pop(member, None)
+            await self._delivery.flush()
         self._closed = True
 
 
@@ -476,7 +495,7 @@ async def open_hub(
             yield hub
         finally:
             _current_hub.reset(token)
-            hub.close()
+            await hub.aclose()
             nursery.cancel_scope.cancel()
 
 

@@ -37,6 +37,9 @@ class Backend(Protocol):
     async def publish(self, topic: str, message: Data) -> None:
         """Send a publish to the other processes; never raises for a lost connection."""
 
+    async def flush(self) -> None:
+        """Return once the publishes sent so far have left this process (or cannot)."""
+
 
 @runtime_checkable
 class HistoryBackend(Backend, Protocol):

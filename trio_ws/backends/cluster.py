@@ -264,6 +264,12 @@ class RedisClusterBackend:
             return
         await node.backend.publish(topic, message)
 
+    async def flush(self) -> None:
+        """`RedisBackend.flush` on every primary."""
+        for node in list(self._nodes.values()):
+            await node.backend.flush()
+        await trio.lowlevel.checkpoint()
+
     async def append(self, topic: str, message: Data, size: int, ttl: float | None) -> Publication | None:
         """Append to the topic's history on its primary (`RedisBackend.append`)."""
         node = self._node_of(topic)

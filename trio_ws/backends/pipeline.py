@@ -13,6 +13,7 @@ the owner decides which may be sent again on a new connection.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -113,6 +114,15 @@ class Pipeline:
         if self._calls_since_yield >= _YIELD_EVERY:
             self._calls_since_yield = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def answered(self) -> None:
+        """Return once every command sent so far has its answer (or the connection ended)."""
+        if self._waiting and not self.closed:
+            reply = Reply()
+            self.send_nowait(("PING",), reply)  # answered after every command before it
+            with contextlib.suppress(ConnectionError):  # the connection ended: nothing to wait for
+                await reply.wait()
+        await trio.lowlevel.checkpoint()
 
     async def call(self, *args: bytes | str) -> Any:
         """Send a command and return its reply (an error reply raises ConnectionError)."""

@@ -600,6 +600,15 @@ class RedisBackend:
         payload = b"".join([self._numbering.origin, kind, number.to_bytes(_NUMBER_SIZE, "big"), data])
         pipeline.send_nowait((self._pubsub.publish, self._channel(topic), payload), self._published)
 
+    async def flush(self) -> None:
+        """Return once every publish queued so far has Redis's answer, or the connection
+        failed (a closing hub calls this, bounded by its grace period)."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            await pipeline.answered()
+        else:
+            await trio.lowlevel.checkpoint()
+
     @property
     def in_flight(self) -> int:
         """Commands sent to Redis (or owed to the next connection) and not answered yet."""
