@@ -49,7 +49,7 @@ class HostileRedis:
             try:
                 await stream.send_all(raw)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.subscribed.remove(stream)
+                self._forget(stream)
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         buffer = bytearray()
@@ -61,8 +61,12 @@ class HostileRedis:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            if stream in self.subscribed:
-                self.subscribed.remove(stream)
+            self._forget(stream)
+
+    def _forget(self, stream: trio.SocketStream) -> None:
+        """Stop pushing to `stream` (its connection ended: seen by `push` or by `_serve`)."""
+        if stream in self.subscribed:
+            self.subscribed.remove(stream)
 
     def _answer(self, stream: trio.SocketStream, command: list[bytes]) -> bytes:
         name = command[0].upper().decode()
@@ -72,7 +76,8 @@ class HostileRedis:
         if name == "SCRIPT":
             return bulk(hashlib.sha1(command[2]).hexdigest().encode())
         if name in ("SUBSCRIBE", "SSUBSCRIBE"):
-            self.subscribed.append(stream)
+            if stream not in self.subscribed:
+                self.subscribed.append(stream)
             kind = name.lower().encode()
             return b"".join(array(bulk(kind), bulk(channel), b":1\r\n") for channel in command[1:])
         if name in ("UNSUBSCRIBE", "SUNSUBSCRIBE"):
