@@ -20,12 +20,15 @@ import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypedDict, Unpack
 
 from .connection import WebSocket
 from .extensions.permessage_deflate import DeflateConfig
+from .forwarded import TrustedProxies
 from .handshake import SelectSubprotocol
 from .http import HeadersLike, Request, Response
+from .hub_config import HubConfig
 from .options import PRODUCT, ConnectionOptions
 from .proxy import USE_ENVIRONMENT, UseEnvironment, check_proxy_url
 
@@ -37,6 +40,7 @@ __all__ = [
     "Handler",
     "ProcessRequest",
     "ProcessResponse",
+    "Lifespan",
     "DEFAULT_SERVER_HEADER",
     "DEFAULT_USER_AGENT",
     "configured",
@@ -50,6 +54,9 @@ __all__ = [
 Handler = Callable[[WebSocket], Awaitable[None]]
 ProcessRequest = Callable[[Request], Response | Awaitable[Response | None] | None]
 ProcessResponse = Callable[[Request, Response], Response | Awaitable[Response | None] | None]
+#: `lifespan(server, hub)`: an async context manager around the life of a serving process.
+#: It is given the `WebSocketServer` and the `Hub` (None without `hub=`).
+Lifespan = Callable[[Any, Any], AbstractAsyncContextManager[object]]
 
 DEFAULT_SERVER_HEADER = PRODUCT
 DEFAULT_USER_AGENT = PRODUCT
@@ -84,11 +91,37 @@ class ServerConfig(ConnectionOptions):
     """Set `SO_REUSEPORT`, to share the port between processes."""
     backlog: int | None = None
     """The listen backlog; None for the system's maximum."""
+    graceful_timeout: float | None = 10
+    """Seconds a drain (`server.drain()`; SIGTERM under `python -m trio_ws serve`) lets
+    handlers finish after accepting stops, before the rest are closed with 1001; None: no limit."""
+    hub: HubConfig | None = None
+    """A hub opened with the server, in every process that serves (`current_hub()` finds it);
+    None: no hub."""
+    lifespan: Lifespan | None = None
+    """`lifespan(server, hub)`, an async context manager entered before the server accepts
+    and left once it has drained: where an app starts the tasks and opens the resources that
+    live as long as the process."""
+    forwarded_allow_ips: Sequence[str] | str | None = None
+    """Reverse proxies (addresses, networks such as "10.0.0.0/8", or "*") whose
+    `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` headers are believed: the
+    client they name becomes `ws.remote_address`. From any other peer they are ignored."""
 
     def __post_init__(self) -> None:
         if not callable(self.handler):  # a sync function returning an awaitable is a handler too
             raise TypeError(f"handler is {describe(self.handler)}, not a handler: {EXPECTED_HANDLER}")
         super().__post_init__()
+        if self.graceful_timeout is not None and (
+            not isinstance(self.graceful_timeout, (int, float)) or not self.graceful_timeout >= 0
+        ):
+            raise ValueError(
+                f"graceful_timeout must be a non-negative number of seconds, not {self.graceful_timeout!r}"
+            )
+        if self.hub is not None and not isinstance(self.hub, HubConfig):
+            raise TypeError(f"hub must be a trio_ws.HubConfig, not {describe(self.hub)}")
+        if self.lifespan is not None and not callable(self.lifespan):
+            raise TypeError(f"lifespan must be `f(server, hub) -> an async context manager`, not {self.lifespan!r}")
+        if self.forwarded_allow_ips is not None:
+            TrustedProxies(self.forwarded_allow_ips)  # a bad address fails here
 
     def _counts(self) -> tuple[str, ...]:
         return (*super()._counts(), "max_connections", "backlog")
@@ -143,6 +176,7 @@ class _SharedOptions(TypedDict, total=False):
     max_queue_bytes: int | None
     write_limit: int
     logger: logging.Logger | None
+    redact_logs: bool
 
 
 class ServeOptions(_SharedOptions, total=False):
@@ -158,6 +192,10 @@ class ServeOptions(_SharedOptions, total=False):
     max_connections: int | None
     reuse_port: bool
     backlog: int | None
+    graceful_timeout: float | None
+    hub: HubConfig | None
+    lifespan: Lifespan | None
+    forwarded_allow_ips: Sequence[str] | str | None
 
 
 class ConnectOptions(_SharedOptions, total=False):

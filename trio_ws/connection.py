@@ -243,6 +243,16 @@ class WebSocket:
         browser); `send()` waits while it is over `write_limit`."""
         return self._outbox.buffered
 
+    @property
+    def bytes_received(self) -> int:
+        """Bytes of frames received so far (after the handshake; compressed as they came)."""
+        return self._proto.bytes_received
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of frames handed to the network so far (after the handshake)."""
+        return self._proto.bytes_sent
+
     def __repr__(self) -> str:
         return f"<WebSocket {self.id} {self.remote_address} {self.state.name}>"
 

@@ -108,6 +108,9 @@ class Request:
     method: str = "GET"
     #: "1.1" for every upgrade the server accepts (HTTP/1.0 gets 505).
     http_version: str = "1.1"
+    #: "wss" when the client came over TLS (to this server, or to a trusted proxy that
+    #: says so in `X-Forwarded-Proto` or `Forwarded`), else "ws".
+    scheme: str = "ws"
 
     @property
     def path_only(self) -> str:

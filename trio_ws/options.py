@@ -67,6 +67,9 @@ class ConnectionOptions:
     """Bytes waiting for the network before `send()` waits."""
     logger: logging.Logger | None = None
     """Where connection events go; None for the `trio_ws.server` or `trio_ws.client` logger."""
+    redact_logs: bool = True
+    """Log query values and passwords of URIs as *** (a token in `?token=` stays out of logs);
+    False shows them, for debugging."""
 
     def __post_init__(self) -> None:
         queue_marks(self.max_queue)

@@ -93,6 +93,8 @@ class Protocol:
         "_out_opcode",
         "_parser",
         "_pong",
+        "bytes_received",
+        "bytes_sent",
         "close_rcvd",
         "close_sent",
         "deflate",
@@ -119,6 +121,10 @@ class Protocol:
         self._parser.max_payload = max_size
         self._mask = role is Role.CLIENT
         self._out = bytearray()
+        #: Bytes fed in with `feed_data` (frames, as they came off the wire).
+        self.bytes_received = 0
+        #: Bytes taken out with `data_to_send` (frames, as handed to the wire).
+        self.bytes_sent = 0
         # The payload of the automatic pong not yet written to `_out`, if any.
         self._pong: bytes | None = None
         # Incoming fragmented message: its opcode, its payload so far (bounded by max_size
@@ -151,6 +157,7 @@ class Protocol:
         wait in the frame parser.
         """
         if self.state is not State.CLOSED:
+            self.bytes_received += len(data)
             self._parser.feed(data)
 
     def next_event(self) -> Event | None:
@@ -446,6 +453,7 @@ class Protocol:
         self._write_pong()
         out = self._out
         self._out = bytearray()
+        self.bytes_sent += len(out)
         return out
 
     @property

@@ -7,7 +7,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, Unpack
 
 import trio
@@ -22,16 +22,20 @@ from .config import (
 from .connection import WebSocket
 from .exceptions import CloseCode, ConnectionClosed
 from .extensions.permessage_deflate import config_for
+from .forwarded import TrustedProxies
 from .handshake import RejectHandshake, ServerHandshake
 from .http import Request, Response
+from .hub import Hub, open_hub
 from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
 from .protocol import Protocol, Role, State
 from .sockets import peer_address, receive_some, send_all
 from .tasks import open_nursery_unwrapped
+from .uri import redacted_target
 
 __all__ = [
     "serve",
+    "serve_listeners",
     "open_server",
     "build_server",
     "ServerConfig",
@@ -43,14 +47,29 @@ __all__ = [
 
 _RETRY_AFTER = 5  # seconds, in the 503 answer past max_connections
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_USE_CONFIG: Any = object()  # drain()'s default: the configuration's graceful_timeout
+
+#: One line per HTTP answer (refusals, upgrades) and per closed connection, at INFO.
+access_logger = logging.getLogger("trio_ws.access")
 
 
 class WebSocketServer:
     """A running server: where it listens, its open connections, and `aclose`."""
 
-    def __init__(self, config: ServerConfig, listeners: list[trio.SocketListener]) -> None:
+    def __init__(
+        self, config: ServerConfig, listeners: list[trio.SocketListener], hub: Hub | None = None
+    ) -> None:
         #: The configuration it runs.
         self.config = config
+        #: The hub `config.hub` opened with it, else None.
+        self.hub = hub
+        #: Set once the server stops accepting (`drain()` or `aclose()`): a handler or the
+        #: lifespan can wait on it to tell its clients to move elsewhere.
+        self.draining = trio.Event()
+        self._trusted = (
+            None if config.forwarded_allow_ips is None else TrustedProxies(config.forwarded_allow_ips)
+        )
+        self._redact = config.redact_logs
         self._handler = config.handler
         self._max_connections = config.max_connections
         self._upgraded = 0  # connections past the 101, not yet finished
@@ -81,6 +100,7 @@ class WebSocketServer:
         self._closing = False
         self._close_frame: tuple[int, str] | None = None  # what aclose() closes with, if it does
         self._finished = trio.Event()
+        self._handlers_done = trio.Event()  # every connection (handshake or handler) has ended
         #: The keepalive pings of every connection, from one task (started by `serve`).
         self.keepalive = KeepaliveTimers()
 
@@ -110,29 +130,56 @@ class WebSocketServer:
         self._closing = True
         if close_connections:
             self._close_frame = (code, reason)
-        self._accepting.cancel()
         for scope in self._handshakes:
             scope.cancel()
-        for listener in self._listeners:
-            await listener.aclose()
+        await self._stop_accepting()
         if close_connections:
             async with trio.open_nursery() as nursery:
                 for ws in list(self.connections):
                     nursery.start_soon(ws.close, code, reason)
         await self._finished.wait()
 
+    async def drain(self, graceful_timeout: float | None = _USE_CONFIG) -> None:
+        """Stop accepting at once; let the handlers finish for up to `graceful_timeout`
+        seconds (the configuration's by default; None: no limit); then `aclose()` the rest
+        with 1001, each close bounded by `close_timeout`.
+
+        Handshakes already under way still upgrade, so a client that connected just before
+        is served, not refused. `draining` is set as it begins.
+        """
+        if graceful_timeout is _USE_CONFIG:
+            graceful_timeout = self.config.graceful_timeout
+        await self._stop_accepting()
+        with trio.move_on_after(float("inf") if graceful_timeout is None else graceful_timeout):
+            await self._handlers_done.wait()
+        await self.aclose()
+
+    async def _stop_accepting(self) -> None:
+        self.draining.set()
+        self._accepting.cancel()
+        for listener in self._listeners:
+            await listener.aclose()
+
     async def _run(self, task_status: trio.TaskStatus[WebSocketServer]) -> None:
+        lifespan: AbstractAsyncContextManager[object] = nullcontext()
+        if self.config.lifespan is not None:
+            lifespan = self.config.lifespan(self, self.hub)
         try:
             async with trio.open_nursery() as timers:
                 timers.start_soon(self.keepalive.run)
-                async with trio.open_nursery() as connections:
-                    with self._accepting:
-                        async with trio.open_nursery() as accepting:
-                            for listener in self._listeners:
-                                accepting.start_soon(self._accept_loop, listener, connections)
-                            task_status.started(self)
+                # Entered before the first accept and left once every connection ended: the
+                # app's own tasks outlive every handler that might use them.
+                async with lifespan:
+                    async with trio.open_nursery() as connections:
+                        with self._accepting:
+                            async with trio.open_nursery() as accepting:
+                                for listener in self._listeners:
+                                    accepting.start_soon(self._accept_loop, listener, connections)
+                                task_status.started(self)
+                    self._handlers_done.set()
                 timers.cancel_scope.cancel()  # every connection has ended
         finally:
+            self._handlers_done.set()
             for listener in self._listeners:
                 listener.socket.close()
             self._finished.set()
@@ -202,9 +249,19 @@ class WebSocketServer:
         except EOFError:
             return None
         except RejectHandshake as rejection:
+            self._log_answer(remote, None, rejection.response.status)
             await send_all(stream, handshake.send_response(rejection.response))
             return None
+        if self._ssl_context is not None:
+            request.scheme = "wss"
+        if self._trusted is not None:  # believe a trusted proxy about who the client is
+            forwarded = self._trusted.client_of(remote, request.headers)
+            if forwarded is not None:
+                request.remote_address = forwarded.remote_address
+                if forwarded.scheme is not None:
+                    request.scheme = "wss" if forwarded.scheme in ("https", "wss") else "ws"
         response = await self._respond(handshake, request)
+        self._log_answer(request.remote_address, request, response.status)
         if response.status == 101:
             self._upgraded += 1  # counted from here, so concurrent handshakes respect the limit
         try:
@@ -226,6 +283,19 @@ class WebSocketServer:
             on_closed=self.connections.discard,
             **self._connection_options,
         )
+
+    def _log_answer(self, client: Any, request: Request | None, status: int) -> None:
+        """The access log's line for an HTTP answer: who, what (query redacted), status."""
+        if access_logger.isEnabledFor(logging.INFO):
+            what = (
+                "-"
+                if request is None
+                else f"{request.method} {self._target(request.path)} HTTP/{request.http_version}"
+            )
+            access_logger.info('%s - "%s" %d', _client(client), what, status)
+
+    def _target(self, path: str) -> str:
+        return redacted_target(path) if self._redact else path
 
     async def _respond(self, handshake: ServerHandshake, request: Request) -> Response:
         """The answer to a request: process_request's, else the upgrade or its refusal."""
@@ -260,9 +330,7 @@ class WebSocketServer:
 
     async def _run_handler(self, ws: WebSocket) -> None:
         self.connections.add(ws)
-        logs = self.logger.isEnabledFor(logging.INFO)  # else no per-connection logger is built
-        if logs:
-            ws.logger.info("connection open: %s", ws.path)
+        opened_at = trio.current_time()
         try:
             async with ws.running(self.keepalive):
                 try:
@@ -282,8 +350,24 @@ class WebSocketServer:
         finally:
             self.connections.discard(ws)
             self._upgraded -= 1
-            if logs:
-                ws.logger.info("connection closed: code %s", ws.close_code)
+            if access_logger.isEnabledFor(logging.INFO):
+                access_logger.info(
+                    '%s - "WebSocket %s" closed %s after %.2f s, %d bytes in, %d bytes out',
+                    _client(ws.remote_address),
+                    self._target(ws.path),
+                    ws.close_code,
+                    trio.current_time() - opened_at,
+                    ws.bytes_received,
+                    ws.bytes_sent,
+                )
+
+
+def _client(address: Any) -> str:
+    """ "host:port" for the access log ("[::1]:port" for IPv6)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return "-" if address is None else str(address)
 
 
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -322,13 +406,34 @@ async def serve(
     """
     config = configured(handler, options)  # a bad option fails here, before listening
     listeners = await open_listeners(host, port, backlog=config.backlog, reuse_port=config.reuse_port)
-    await build_server(config, listeners)._run(task_status)
+    await serve_listeners(config, listeners, task_status=task_status)
 
 
-def build_server(config: ServerConfig, listeners: list[trio.SocketListener]) -> WebSocketServer:
+async def serve_listeners(
+    config: ServerConfig,
+    listeners: list[trio.SocketListener],
+    *,
+    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`serve` on listeners already open (sockets inherited from a supervisor, say): the
+    hub of `config.hub` opens first, then `config.lifespan`, then the server accepts."""
+    hub_context: AbstractAsyncContextManager[Hub | None] = nullcontext(None)
+    if config.hub is not None:
+        hub_context = open_hub(config.hub)
+    try:
+        async with hub_context as hub:
+            await build_server(config, listeners, hub)._run(task_status)
+    finally:
+        for listener in listeners:  # also when the hub could not open
+            listener.socket.close()
+
+
+def build_server(
+    config: ServerConfig, listeners: list[trio.SocketListener], hub: Hub | None = None
+) -> WebSocketServer:
     """The server `config` describes, over `listeners`, which may be none (then feed it
     streams with `serve_stream`)."""
-    return WebSocketServer(config, listeners)
+    return WebSocketServer(config, listeners, hub)
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .exceptions import InvalidURI
 
-__all__ = ["WebSocketURI", "parse_uri", "redacted"]
+__all__ = ["WebSocketURI", "parse_uri", "redacted", "redacted_target", "redacted_query"]
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,24 @@ def parse_uri(uri: str) -> WebSocketURI:
 
 
 def redacted(url: str) -> str:
-    """`url` with its password (if any) replaced by ***, for messages and logs."""
+    """`url` with its password (if any) and the value of each query parameter replaced by
+    ***, for messages and logs: `ws://u:***@host/feed?token=***`."""
     parsed = urllib.parse.urlsplit(url)
-    if parsed.password is None:
-        return url
-    user = parsed.username or ""
-    host = parsed.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{user}:***@{host}"))
+    if parsed.password is not None:
+        user = parsed.username or ""
+        host = parsed.netloc.rpartition("@")[2]
+        parsed = parsed._replace(netloc=f"{user}:***@{host}")
+    return urllib.parse.urlunsplit(parsed._replace(query=redacted_query(parsed.query)))
+
+
+def redacted_target(target: str) -> str:
+    """A request target ("/feed?token=abc") with each query value replaced by ***."""
+    path, mark, query = target.partition("?")
+    return path + mark + redacted_query(query)
+
+
+def redacted_query(query: str) -> str:
+    """"token=abc&since=3" as "token=***&since=***": the names stay, for debugging."""
+    if not query:
+        return query
+    return "&".join(part.partition("=")[0] + ("=***" if "=" in part else "") for part in query.split("&"))
