@@ -119,7 +119,8 @@ class ServerConfig(ConnectionOptions):
         if self.hub is not None and not isinstance(self.hub, HubConfig):
             raise TypeError(f"hub must be a trio_ws.HubConfig, not {describe(self.hub)}")
         if self.lifespan is not None and not callable(self.lifespan):
-            raise TypeError(f"lifespan must be `f(server, hub) -> an async context manager`, not {self.lifespan!r}")
+            expected = "f(server, hub) -> async context manager"
+            raise TypeError(f"lifespan must be `{expected}`, not {describe(self.lifespan)}")
         if self.forwarded_allow_ips is not None:
             TrustedProxies(self.forwarded_allow_ips)  # a bad address fails here
 
