@@ -112,10 +112,24 @@ async def test_workers_without_redis_warn_that_hub_topics_stay_per_process() -> 
     assert proc.returncode == 0, rest
 
 
-async def test_workers_need_a_fixed_port() -> None:
-    command = serve_chat("0", "--workers", "2")
-    proc = await trio.run_process(command, cwd=ROOT, capture_stderr=True, check=False)
-    assert proc.returncode != 0 and b"fixed --port" in proc.stderr
+async def test_workers_on_port_0_share_the_one_port_the_supervisor_bound() -> None:
+    """The supervisor opens the socket and the workers inherit it, so port 0 works: every
+    worker and the ready line name the same port, and it answers."""
+    proc = subprocess.Popen(
+        serve_chat("0", "--workers", "2"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [readline_within(proc.stdout, 30) for _ in range(3)]
+        ports = {line.split("ws://127.0.0.1:")[1].split("/")[0] for line in lines}
+        assert len(ports) == 1 and "0" not in ports, lines
+        assert "2 workers ready" in lines[2], lines
+        async with trio_ws.connect(f"ws://127.0.0.1:{ports.pop()}/chat/x?name=a") as ws:
+            assert ws.state is trio_ws.State.OPEN
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
 
 
 async def test_chat_example_alone() -> None:

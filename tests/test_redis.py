@@ -72,7 +72,7 @@ class Workers:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "trio_ws", "serve", target, "--port", str(self.port),
-             "--workers", str(workers), "--redis", redis_url, *extra],
+             "--workers", str(workers), "--redis", redis_url, "--graceful-timeout", "0.5", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},  # the workers' lines must not interleave
         )  # fmt: skip
@@ -254,6 +254,8 @@ async def test_unreachable_redis_at_start_is_a_clear_error() -> None:
 
 
 async def test_sigterm_to_the_runner_closes_every_worker_gracefully(workers: Workers) -> None:
+    """SIGTERM drains: the chat's handlers never end on their own, so once the graceful
+    timeout (0.5 s here) is over every client gets 1001, and the runner exits 0."""
     async with clients_on_every_worker(workers, "bye") as by_worker:
         workers.proc.send_signal(signal.SIGTERM)
         for group in by_worker.values():

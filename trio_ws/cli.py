@@ -24,15 +24,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import importlib
+import json
 import logging
 import os
 import signal
+import socket
 import ssl
-import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import trio
 
@@ -50,15 +51,17 @@ from .config import (
 )
 from .connection import WebSocket
 from .exceptions import ConnectionClosed, WebSocketError
-from .history import check_history_limits
-from .hub import open_hub
-from .server import serve
+from .hub_config import HubConfig, HubOptions
+from .listeners import open_listeners
+from .server import WebSocketServer, serve_listeners
+from .supervisor import WORKER_VARIABLE, Supervisor
 
 __all__ = ["main", "REDIS_URL_VARIABLE"]
 
 REDIS_URL_VARIABLE = "TRIO_WS_REDIS_URL"
+ARGS_VARIABLE = "TRIO_WS_WORKER_ARGS"  # a worker's parsed command line, as JSON
+log = logging.getLogger("trio_ws.cli")
 DEMO_TARGET = "trio_ws.demo:config"
-DEMO_HISTORY_SIZE = 500  # messages each demo room keeps for pages that reconnect
 
 
 def load_target(target: str) -> ServerConfig:
@@ -114,6 +117,17 @@ SERVE_FLAGS = (
     ServeFlag("ping_timeout", _or_none(float), "seconds to wait for a pong, then 1011 (none: forever)"),
     ServeFlag("close_timeout", float, "seconds to wait for the peer while closing"),
     ServeFlag("compression", _compression, "deflate (permessage-deflate) or none"),
+    ServeFlag(
+        "graceful_timeout",
+        _or_none(float),
+        "seconds a drain (SIGTERM) lets handlers finish before closing the rest with 1001 (none: no limit)",
+    ),
+    ServeFlag(
+        "forwarded_allow_ips",
+        str,
+        "comma-separated proxy addresses or networks (or *) whose X-Forwarded-For, "
+        "X-Forwarded-Proto and Forwarded headers are believed",
+    ),
 )
 
 
@@ -128,6 +142,10 @@ def flag_options(args: argparse.Namespace) -> ServeOptions:
                 options[flag.option] = flag.parse(text)
             except ValueError:
                 raise ValueError(f"{flag.flag}: {text!r} is not a valid value ({flag.help})") from None
+    if args.reuse_port:
+        options["reuse_port"] = True
+    if args.redact_logs is not None:
+        options["redact_logs"] = args.redact_logs
     if args.origin:
         options["origins"] = [None if origin == "none" else origin for origin in args.origin]
     if args.certfile:
@@ -137,74 +155,117 @@ def flag_options(args: argparse.Namespace) -> ServeOptions:
     return options  # type: ignore[return-value]  # each value parsed to its option's type above
 
 
-def worker_command(args: argparse.Namespace) -> list[str]:
-    """The command line of one worker: the runner's, but one process and a shared port.
-    The Redis URL goes through the environment, so that no command line shows a password."""
-    command = [sys.executable, "-m", "trio_ws", "serve", args.target, "--host", args.host]
-    command += ["--port", str(args.port), "--reuse-port"]
-    for flag in SERVE_FLAGS:
-        if getattr(args, flag.option) is not None:
-            command += [flag.flag, getattr(args, flag.option)]
-    command += ["--history-size", str(args.history_size), "--history-ttl", str(args.history_ttl)]
-    command += ["--presence-ttl", str(args.presence_ttl)] + (["--cluster"] if args.cluster else [])
-    for origin in args.origin or ():
-        command += ["--origin", origin]
-    if args.certfile:
-        command += ["--certfile", args.certfile] + (["--keyfile", args.keyfile] if args.keyfile else [])
-    return command
-
-
-async def run_worker(args: argparse.Namespace) -> None:
-    """One process: a hub (with Redis if asked), the server, a graceful exit on SIGTERM/SIGINT."""
-    config = load_target(args.target).replace(**flag_options(args))
-    if args.reuse_port:
-        config = config.replace(reuse_port=True)
-    backend: RedisBackend | RedisClusterBackend | None = None
+def hub_of(config: ServerConfig, args: argparse.Namespace) -> HubConfig:
+    """The hub the CLI opens: the target's `hub` (or a plain one), with --redis and the hub
+    flags replacing its values."""
+    hub = config.hub if config.hub is not None else HubConfig()
+    changes: HubOptions = {}
     if args.redis:
         kind = RedisClusterBackend if args.cluster else RedisBackend
-        backend = kind(args.redis, presence_ttl=args.presence_ttl)
+        changes["backend"] = (
+            kind(args.redis)
+            if args.presence_ttl is None
+            else kind(args.redis, presence_ttl=args.presence_ttl)
+        )
+    if args.history_size is not None:
+        changes["history_size"] = args.history_size
+    if args.history_ttl is not None:
+        changes["history_ttl"] = args.history_ttl
+    return hub.replace(**changes) if changes else hub
+
+
+def app_config(args: argparse.Namespace, options: ServeOptions) -> ServerConfig:
+    """What `serve` runs: the target's configuration, each flag given replacing its value."""
+    config = load_target(args.target).replace(**options)
+    return config.replace(hub=hub_of(config, args))
+
+
+def configure_logging(level: str | None) -> None:
+    """Log to stderr unless the app configured logging itself (its configuration stays);
+    --log-level sets the level of trio_ws's loggers either way."""
+    if not logging.getLogger().handlers:
+        numeric = logging.WARNING if level is None else getattr(logging, level.upper())
+        logging.basicConfig(level=numeric, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if level is not None:
+        logging.getLogger("trio_ws").setLevel(level.upper())
+
+
+def say(line: str) -> None:
+    """A line on stdout in one write, newline included: workers share stdout, and an
+    unbuffered print() writes the line and its newline separately."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def inherited_listeners(fds: list[int]) -> list[trio.SocketListener]:
+    """Listeners over the sockets a supervisor opened and passed down."""
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=fd))) for fd in fds]
+
+
+async def run_worker(config: ServerConfig, args: argparse.Namespace, worker: dict[str, Any] | None) -> None:
+    """One serving process: alone, or a worker of a `Supervisor` (`worker` then holds its
+    sockets, its ready pipe and the supervisor's pid). SIGTERM or SIGINT drains; a second
+    one stops at once."""
+    if worker is None:
+        listeners = await open_listeners(
+            args.host, args.port, backlog=config.backlog, reuse_port=config.reuse_port
+        )
+    else:
+        listeners = inherited_listeners(worker["fds"])
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        hub = open_hub(backend=backend, history_size=args.history_size, history_ttl=args.history_ttl)
-        async with hub, trio.open_nursery() as nursery:
-            server = await nursery.start(functools.partial(serve, config, args.host, args.port))
+        async with trio.open_nursery() as nursery:
+
+            async def serving(task_status: trio.TaskStatus[WebSocketServer]) -> None:
+                await serve_listeners(config, listeners, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained, or closed by the app: nothing left to follow
+
+            server: WebSocketServer = await nursery.start(serving)
             scheme = "ws" if config.ssl_context is None else "wss"
-            # One write, newline included: workers share stdout, and an unbuffered print()
-            # writes the line and its newline separately, interleaving with the others.
-            sys.stdout.write(f"worker {os.getpid()} listening on {scheme}://{args.host}:{server.port}/\n")
-            sys.stdout.flush()
-            async for _ in signals:
-                await server.aclose()
-                break
+            say(f"worker {os.getpid()} listening on {scheme}://{args.host}:{server.port}/")
+            if worker is not None:
+                os.write(worker["ready_fd"], b"r")
+                os.close(worker["ready_fd"])
+                nursery.start_soon(watch_supervisor, worker["supervisor"], server)
+            async for signum in signals:
+                if server.draining.is_set():
+                    log.warning("%s again: stopping now", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+                log.warning(
+                    "%s: draining: accepting stopped, handlers have %s s to finish (again: stop now)",
+                    signal.Signals(signum).name,
+                    config.graceful_timeout,
+                )
+                nursery.start_soon(server.drain)
 
 
-def run_workers(args: argparse.Namespace) -> int:
-    """Start N worker processes sharing the port; forward SIGTERM/SIGINT; wait for them."""
-    if args.port == 0:
-        raise SystemExit("--workers needs a fixed --port: each worker would pick another one")
-    command = worker_command(args)
+async def watch_supervisor(supervisor: int, server: WebSocketServer) -> None:
+    """Drain if the supervisor died (SIGKILL leaves workers orphaned, adopted by init)."""
+    while os.getppid() == supervisor:  # noqa: ASYNC110 -- no event says a parent died: poll
+        await trio.sleep(1)
+    log.warning("the supervisor (pid %d) is gone: draining", supervisor)
+    await server.drain()
+
+
+async def supervise(config: ServerConfig, args: argparse.Namespace) -> int:
+    """`--workers N`: open the sockets here and keep N workers on them (`Supervisor`)."""
+    listeners = await open_listeners(args.host, args.port, backlog=config.backlog)
+    port = listeners[0].socket.getsockname()[1]
+    scheme = "ws" if config.ssl_context is None else "wss"
     environment = dict(os.environ)
-    if args.redis:  # through the environment: the workers' command lines show no password
-        environment[REDIS_URL_VARIABLE] = args.redis
-    workers: list[subprocess.Popen[bytes]] = []
-    signals_received = 0
-
-    def stop(signum: int, frame: object) -> None:
-        """The first signal asks the workers to close gracefully; a second one kills them."""
-        nonlocal signals_received
-        signals_received += 1
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM if signals_received == 1 else signal.SIGKILL)
-
-    # Before the first worker starts: a signal that came any later would kill this process
-    # alone and leave the workers running, orphaned.
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for _ in range(args.workers):
-        workers.append(subprocess.Popen(command, env=environment))
-        if signals_received:  # stopping already: this one too
-            workers[-1].send_signal(signal.SIGTERM)
-    return max(worker.wait() for worker in workers)
+    # The workers take the parsed command line from the environment, where no `ps` shows
+    # the Redis URL's password.
+    worker_args = {**vars(args), "workers": 1, "port": port}
+    environment[ARGS_VARIABLE] = json.dumps(worker_args)
+    command = [sys.executable, "-m", "trio_ws", "serve", args.target]
+    supervisor = Supervisor(
+        command,
+        environment,
+        [listener.socket for listener in listeners],
+        args.workers,
+        url=f"{scheme}://{args.host}:{port}/",
+    )
+    return await supervisor.run()
 
 
 EXIT_NORMAL, EXIT_NO_CONNECTION, EXIT_USAGE, EXIT_ABNORMAL = 0, 1, 2, 3
@@ -298,21 +359,53 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True) -> None:
     if target:
         parser.add_argument("target", help="pkg.module:name: a handler, a Router or a trio_ws.ServerConfig")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to listen on, 0 for any (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port, supervised: one that dies is replaced, SIGHUP restarts "
+        "them one generation at a time (default: %(default)s)",
+    )
+    parser.add_argument("--pid-file", metavar="PATH", help="write the (supervisor's) pid here while it runs")
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="the level of trio_ws's loggers; info shows the access log on trio_ws.access "
+        "(default: warning, or what the app's own logging configuration says)",
+    )
     options = parser.add_argument_group("server options (each replaces the target's own)")
+    defaults = {field.name: field.default for field in dataclasses.fields(ServerConfig)}
     for flag in SERVE_FLAGS:
-        options.add_argument(flag.flag, dest=flag.option, metavar=flag.option.upper(), help=flag.help)
+        default = defaults[flag.option]
+        shown = "none" if default is None else default
+        options.add_argument(
+            flag.flag, dest=flag.option, metavar=flag.option.upper(), help=f"{flag.help} (default: {shown})"
+        )
     options.add_argument(
         "--origin",
         action="append",
         metavar="ORIGIN",
-        help="an allowed Origin; none allows requests without one",
+        help="an allowed Origin; none allows requests without one (default: any Origin)",
     )
     options.add_argument("--certfile", metavar="PEM", help="serve wss:// with this certificate chain")
     options.add_argument(
         "--keyfile", metavar="PEM", help="the certificate's private key, if not in --certfile"
+    )
+    options.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=None,
+        help="set SO_REUSEPORT, so that separate serve processes share the port (--workers does not need it)",
+    )
+    options.add_argument(
+        "--redact-logs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log query values and passwords as *** (default: yes)",
     )
     parser.add_argument(
         "--redis",
@@ -325,29 +418,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True)
         action="store_true",
         help="the --redis URL is a node of a Redis Cluster (sharded pub/sub, Redis 7)",
     )
-    hub = parser.add_argument_group("hub options")
+    hub = parser.add_argument_group("hub options (each replaces the target's HubConfig value)")
     hub.add_argument(
         "--history-size",
         type=int,
-        default=0,
         metavar="N",
-        help="publications each hub topic keeps, with positions, for resuming (default: %(default)s)",
+        help="publications each hub topic keeps, with positions, for resuming (default: 0)",
     )
     hub.add_argument(
         "--history-ttl",
         type=float,
-        default=300.0,
         metavar="SECONDS",
         help="how long a publication is kept at most (default: 300)",
     )
     hub.add_argument(
         "--presence-ttl",
         type=float,
-        default=15.0,
         metavar="SECONDS",
         help="with --redis: how soon a dead process's subscribers leave the presence (default: 15)",
     )
-    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
 def parser_for() -> argparse.ArgumentParser:
@@ -367,7 +456,7 @@ def parser_for() -> argparse.ArgumentParser:
         description="The chat demo (trio_ws.demo:config): open http://HOST:PORT/ in a browser.",
     )
     add_serve_arguments(demo, target=False)
-    demo.set_defaults(target=DEMO_TARGET, history_size=DEMO_HISTORY_SIZE)
+    demo.set_defaults(target=DEMO_TARGET)
     return parser
 
 
@@ -396,55 +485,59 @@ def options_or_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def run_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    worker = json.loads(os.environ.pop(WORKER_VARIABLE, "null"))
+    if worker is not None:  # a worker of a supervisor: the same command line as its own
+        args = argparse.Namespace(**json.loads(os.environ.pop(ARGS_VARIABLE)))
     options = options_or_usage(parser, args)
     try:  # a target or an option that cannot run is refused here, before any worker starts
-        load_target(args.target).replace(**options)
-        check_history_limits(args.history_size, args.history_ttl)
         if args.cluster and not args.redis:
             raise ValueError("--cluster needs --redis URL (a node of the cluster)")
-        if not args.presence_ttl > 0:
+        if args.presence_ttl is not None and not args.presence_ttl > 0:
             raise ValueError(f"--presence-ttl must be a positive number of seconds, not {args.presence_ttl}")
+        config = app_config(args, options)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"error: {args.target}: {exc}") from None
-    if args.workers > 1 and not args.redis:
-        logging.getLogger("trio_ws.cli").warning(
+    configure_logging(args.log_level)
+    if args.workers > 1 and config.hub is not None and config.hub.backend is None:
+        log.warning(
             "--workers %d without --redis: each process has a hub of its own, so a publish reaches "
             "only the clients of the process that made it",
             args.workers,
         )
-    if args.workers > 1:
-        return run_workers(args)
-    try:
-        trio.run(run_worker, args)
-    except ConnectionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with pid_file(args.pid_file if worker is None else None):
+        try:
+            if args.workers > 1:
+                return trio.run(supervise, config, args)
+            trio.run(run_worker, config, args, worker)
+        except (ConnectionError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
+
+
+@contextlib.contextmanager
+def pid_file(path: str | None) -> Iterator[None]:
+    """Write this process's pid to `path` while it runs, for a process manager."""
+    if path is None:
+        yield
+        return
+    with open(path, "w") as file:
+        file.write(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def run_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """`serve trio_ws.demo:config`, announcing the page; in this process unless --workers
-    or --redis ask for worker processes."""
-    if args.workers > 1 or args.redis:
-        print(f"chat demo on http://{args.host}:{args.port}/", flush=True)
-        return run_serve(parser, args)
-    from . import demo  # the demo's page and handler, loaded only when asked for
-
-    options = options_or_usage(parser, args)
-    try:
-        config = demo.config.replace(**options)
-        trio.run(demo.run, args.host, args.port, config, args.history_size, args.history_ttl)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    """`serve trio_ws.demo:config`, announcing the page first."""
+    print(f"chat demo on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    return run_serve(parser, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if argv and argv[0].startswith(("ws://", "wss://")):
         argv = ["connect", *argv]
     parser = parser_for()
@@ -456,4 +549,5 @@ def main(argv: list[str] | None = None) -> int:
         return run_serve(parser, args)
     if args.command == "demo":
         return run_demo(parser, args)
+    configure_logging(None)
     return run_client(parser, args)

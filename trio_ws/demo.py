@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 from typing import Any
 
@@ -20,16 +20,19 @@ import trio
 
 from .config import ServerConfig
 from .connection import WebSocket
+from .exceptions import CloseCode
 from .history import Publication, StreamPosition
 from .http import Request, Response
-from .hub import Subscription, current_hub, open_hub, presence_topic
-from .server import open_server
+from .hub import Subscription, current_hub, presence_topic
+from .hub_config import HubConfig
+from .server import WebSocketServer
 
-__all__ = ["DemoApp", "app", "config", "run"]
+__all__ = ["DemoApp", "app", "config"]
 
 MAX_TEXT = 1000  # characters in one chat message
 MAX_NAME = 40  # characters in a nickname or a room name
 MAX_FRAME = 2**16  # bytes in one WebSocket message: larger closes with 1009
+HISTORY_SIZE = 500  # messages each room keeps for pages that reconnect
 JOIN_TIMEOUT = 30
 
 
@@ -184,17 +187,25 @@ class DemoApp:
 
 
 app = DemoApp()
+
+
+@contextlib.asynccontextmanager
+async def move_pages_on_drain(server: WebSocketServer, hub: object) -> AsyncIterator[None]:
+    """The demo's lifespan: once the server drains (SIGTERM, a rolling restart), every page
+    is closed with 1012 (service restart) at once, and reconnects to a process that serves,
+    instead of waiting out the graceful timeout."""
+    async with trio.open_nursery() as nursery:
+
+        async def move_pages() -> None:
+            await server.draining.wait()
+            for ws in list(server.connections):
+                nursery.start_soon(ws.close, CloseCode.SERVICE_RESTART, "server restarting")
+
+        nursery.start_soon(move_pages)
+        yield
+        nursery.cancel_scope.cancel()
+
 #: What `python -m trio_ws demo` serves, in one process or in several.
-config = ServerConfig(handler=app, max_size=MAX_FRAME)
-
-
-async def run(host: str, port: int, demo: ServerConfig, history_size: int, history_ttl: float | None) -> None:
-    """The demo (`config`, or a variant of it) in this process, until cancelled: what
-    `python -m trio_ws demo` runs, unless --workers or --redis ask for worker processes.
-    Each room keeps `history_size` messages for pages that reconnect."""
-    async with (
-        open_hub(history_size=history_size, history_ttl=history_ttl),
-        open_server(demo, host, port) as server,
-    ):
-        print(f"chat demo on http://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
-        await trio.sleep_forever()
+config = ServerConfig(
+    handler=app, max_size=MAX_FRAME, hub=HubConfig(history_size=HISTORY_SIZE), lifespan=move_pages_on_drain
+)

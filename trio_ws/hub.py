@@ -300,7 +300,10 @@ class Hub:
         if len(topics) != 1:
             raise ValueError(f"since= resumes one topic, not {len(topics)}: subscribe to each on its own")
         if not self.history_size:
-            raise ValueError("since= needs history: open the hub with history_size > 0")
+            raise ValueError(
+                "since= needs history: give the hub history_size > 0 (HubConfig(history_size=N), "
+                "ServerConfig(hub=...), or serve --history-size N)"
+            )
         if not positioned:
             raise ValueError(f"since= needs a topic with history; a presence topic keeps none: {since!r}")
 
