@@ -116,7 +116,11 @@ async def test_workers_on_port_0_share_the_one_port_the_supervisor_bound() -> No
     """The supervisor opens the socket and the workers inherit it, so port 0 works: every
     worker and the ready line name the same port, and it answers."""
     proc = subprocess.Popen(
-        serve_chat("0", "--workers", "2"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        serve_chat("0", "--workers", "2"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import inspect
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Unpack
 
@@ -27,13 +28,27 @@ from .client import connect
 from .config import ClientConfig, ConnectOptions, client_configured
 from .connection import WebSocket
 from .exceptions import InvalidHandshake, InvalidRedirect
+from .http import HeadersLike
 from .tasks import open_nursery_unwrapped
 from .uri import parse_uri, redacted
 
-__all__ = ["reconnect", "Connections", "ProcessException", "default_process_exception", "retry_after"]
+__all__ = [
+    "reconnect",
+    "Connections",
+    "ProcessException",
+    "Attempt",
+    "AttemptTarget",
+    "default_process_exception",
+    "retry_after",
+]
 
 #: Decides what a failed attempt means: None to retry, or the exception to raise.
 ProcessException = Callable[[Exception], Exception | None]
+#: What one attempt connects to: a URI, or a URI and the extra headers of that attempt.
+AttemptTarget = str | tuple[str, HeadersLike]
+#: Called before each attempt (plain or async): where to connect this time, e.g. with the
+#: position to resume from or a fresh token in the query.
+Attempt = Callable[[], AttemptTarget | Awaitable[AttemptTarget]]
 
 
 def default_process_exception(exc: Exception) -> Exception | None:
@@ -120,7 +135,7 @@ class Connections:
 
 @asynccontextmanager
 async def reconnect(
-    uri: str,
+    uri: str | Attempt,
     config: ClientConfig | None = None,
     *,
     initial_delay: float = 1.0,
@@ -131,6 +146,11 @@ async def reconnect(
     """Connect to `uri` again after each drop, with `connect()`'s options: a `config`,
     keyword options, or both. A bad option fails here, before the first attempt.
 
+    `uri` may instead be a function (plain or async) called before each attempt, giving
+    the URI, or `(uri, extra_headers)`, of that attempt: a client that resumes puts its
+    latest position there, and a client whose token expires puts a fresh one. What it
+    raises goes through `process_exception` like a failed attempt.
+
     Failed attempts are spaced by a back-off that doubles from `initial_delay` up to
     `max_delay`, each delay drawn from half to all of the current step; a connection that
     stayed open for `max_delay` resets it. A `Retry-After` header (429, 503) is honoured,
@@ -138,11 +158,17 @@ async def reconnect(
     raise from the loop; the default is `default_process_exception`. Every retry is
     logged with its delay and cause.
     """
-    parse_uri(uri)  # a bad URI fails here, not in the first attempt
+    if isinstance(uri, str):
+        parse_uri(uri)  # a bad URI fails here, not in the first attempt
+    elif not callable(uri):
+        raise TypeError(f"reconnect() takes a URI or a function giving one, not {uri!r}")
     options = client_configured(config, connect_options)
     backoff = Backoff(initial_delay, max_delay)  # checks the delays
     decide = process_exception or default_process_exception
     logger = options.logger or logging.getLogger("trio_ws.client")
+
+    def shown(target: str) -> str:
+        return redacted(target) if options.redact_logs else target
     send, receive = trio.open_memory_channel[WebSocket | Exception](0)
     connections = Connections(receive)
 
@@ -150,8 +176,10 @@ async def reconnect(
         async with send:
             while not connections._stopping:
                 with connections._new_attempt():
+                    target = uri if isinstance(uri, str) else "(not known yet)"
                     try:
-                        held = await _connect_once(uri, options, send, connections)
+                        target, attempt_options = await _attempt(uri, options)
+                        held = await _connect_once(target, attempt_options, send, connections)
                     except Exception as exc:
                         decision = decide(exc)
                         if decision is not None:
@@ -161,7 +189,7 @@ async def reconnect(
                         delay = min(backoff.next_delay() if asked is None else asked, max_delay)
                         logger.warning(
                             "could not connect to %s (%s); retrying in %.2f s",
-                            redacted(uri),
+                            shown(target),
                             _why(exc),
                             delay,
                         )
@@ -173,7 +201,7 @@ async def reconnect(
                     if held >= max_delay:
                         backoff.reset()  # it stayed up: the next failure starts from the beginning
                     delay = backoff.next_delay()
-                    logger.info("connection to %s ended; reconnecting in %.2f s", redacted(uri), delay)
+                    logger.info("connection to %s ended; reconnecting in %.2f s", shown(target), delay)
                     await trio.sleep(delay)
 
     async with open_nursery_unwrapped() as nursery:
@@ -182,6 +210,22 @@ async def reconnect(
             yield connections
         finally:
             connections._stop()
+
+
+async def _attempt(uri: str | Attempt, options: ClientConfig) -> tuple[str, ClientConfig]:
+    """The URI and options of the next attempt."""
+    if isinstance(uri, str):
+        return uri, options
+    target = uri()
+    if inspect.isawaitable(target):
+        target = await target
+    if isinstance(target, tuple):
+        target, headers = target
+        options = options.replace(extra_headers=headers)
+    if not isinstance(target, str):
+        raise TypeError(f"reconnect()'s function must give a URI or (URI, headers), not {target!r}")
+    parse_uri(target)
+    return target, options
 
 
 async def _connect_once(

@@ -218,7 +218,7 @@ class Supervisor:
         logger.error("worker %d %s; starting another", worker.pid, how)
         assert self._nursery is not None
         self._nursery.start_soon(
-            self._top_up, 0.0 if len(self._deaths) == 1 else 0.5 * 2 ** len(self._deaths)
+            self._top_up, 0.0 if len(self._deaths) == 1 else min(0.1 * 2 ** len(self._deaths), 5.0)
         )
 
     async def _top_up(self, delay: float = 0.0) -> None:
