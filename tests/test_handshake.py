@@ -51,9 +51,11 @@ async def test_valid_upgrade_gets_101(echo_server: trio_ws.WebSocketServer) -> N
     await raw.stream.aclose()
 
 
-async def test_plain_get_gets_400_saying_why(echo_server: trio_ws.WebSocketServer) -> None:
-    status, _, body = await http_exchange(echo_server.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    assert status == 400
+async def test_plain_get_gets_426_saying_why(echo_server: trio_ws.WebSocketServer) -> None:
+    status, headers, body = await http_exchange(
+        echo_server.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    assert status == 426 and headers["upgrade"] == "websocket"
     assert b"not an upgrade" in body and b"Upgrade: websocket" in body
 
 

@@ -138,10 +138,11 @@ class ServerHandshake:
         """The 101 response for a valid upgrade request; `RejectHandshake` otherwise."""
         headers = request.headers
         if "websocket" not in [t.lower() for t in _tokens(headers, "Upgrade")]:
-            raise _reject(
-                400,
+            raise _reject(  # 426 names the protocol to upgrade to (RFC 9110, 15.5.22)
+                426,
                 "this is a WebSocket endpoint and the request is not an upgrade "
                 "(expected the header Upgrade: websocket)",
+                {"Upgrade": "websocket", "Connection": "Upgrade"},
             )
         if "upgrade" not in [t.lower() for t in _tokens(headers, "Connection")]:
             raise _reject(400, "expected the header Connection: Upgrade")
