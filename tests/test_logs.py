@@ -127,16 +127,18 @@ async def test_the_client_redacts_queries_in_its_logs(caplog: pytest.LogCaptureF
 @given(st.text())
 def test_redaction_keeps_no_query_value_and_every_name(query: str) -> None:
     target = redacted_target("/path?" + query)
-    for part in query.split("&"):
-        name, sep, value = part.partition("=")
-        assert (name + sep + ("***" if sep else "")) in target
-    assert target.startswith("/path")
+    path, _, shown = target.partition("?")
+    assert path == "/path"
+    expected = [
+        name + sep + ("***" if sep else "") for name, sep, _ in (p.partition("=") for p in query.split("&"))
+    ]
+    assert shown.split("&") == expected
 
 
-@given(st.from_regex(r"[a-z]{1,8}=[^&#\s]{1,20}(&[a-z]{1,8}=[^&#\s]{1,20}){0,3}", fullmatch=True))
+@given(st.from_regex(r"[a-z]{1,8}=[^&#*\s]{1,20}(&[a-z]{1,8}=[^&#*\s]{1,20}){0,3}", fullmatch=True))
 def test_a_uri_redacted_shows_no_value_of_its_query(query: str) -> None:
     shown = redacted(f"wss://user:pass@example.com/x?{query}")
     assert "pass" not in shown.replace("***", "")
     for part in query.split("&"):
-        name, _, value = part.partition("=")
-        assert f"{name}=***" in shown
+        name = part.partition("=")[0]
+        assert f"{name}=***" in shown and part not in shown
