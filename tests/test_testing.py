@@ -96,3 +96,31 @@ async def test_connect_in_memory_in_one_line() -> None:
         with pytest.raises(TypeError, match="unknown server options: port"):
             async with connect_in_memory(router, "/echo", server_options={"port": 1}):
                 pass
+
+
+async def test_a_plain_http_request_in_memory_gets_the_whole_response() -> None:
+    """A health check answered by process_request, a Router's 404 and the 426 of a plain
+    GET on a WebSocket route, each as a `Response`; the config's hub and lifespan run."""
+    from tests import deploy_app
+
+    response = await trio_ws.testing.request_in_memory(deploy_app.config, "/healthz")
+    assert (response.status, response.body) == (200, b"ok\n")
+    assert deploy_app.state["server"].hub is not None  # the lifespan was entered, with the hub
+    response = await trio_ws.testing.request_in_memory(deploy_app.config, "/nowhere", headers={"X-A": "1"})
+    assert response.status == 404
+    response = await trio_ws.testing.request_in_memory(deploy_app.config, "/echo")
+    assert response.status == 426 and response.headers["Upgrade"] == "websocket"
+    assert b"not an upgrade" in response.body
+
+
+async def test_an_in_memory_server_opens_the_configs_hub_for_its_handlers() -> None:
+    from tests import deploy_app
+
+    async with (
+        trio_ws.testing.open_in_memory_server(deploy_app.config) as server,
+        server.connect("/ticks") as ws,
+    ):
+        start = await ws.recv()
+        assert '"recovered": null' in start
+        assert '"offset": ' in await ws.recv()  # the lifespan's ticker publishes
+        assert (await server.request("/healthz")).status == 200
