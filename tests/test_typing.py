@@ -75,3 +75,27 @@ def test_connect_takes_a_config_and_keywords() -> None:
         ("config", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         ("options", inspect.Parameter.VAR_KEYWORD),
     ]
+
+
+async def test_mypy_strict_finds_trio_ws_from_a_users_own_directory(tmp_path: typing.Any) -> None:
+    """A user's app outside this checkout, checked with the mypy of the environment the
+    README's command installed into: trio_ws and its types are found (setuptools' default
+    editable install would hide them behind an import hook)."""
+    readme = (ROOT / "README.md").read_text()
+    assert "editable_mode=compat" in readme.split("```")[1]  # the README's install is the one tested
+    app = tmp_path / "user_app.py"
+    app.write_text(
+        "import trio_ws\n\n"
+        "async def handler(ws: trio_ws.WebSocket) -> None:\n"
+        "    async for message in ws:\n"
+        "        await ws.send(message)\n\n"
+        "config = trio_ws.ServerConfig(handler=handler, hub=trio_ws.HubConfig(history_size=10))\n"
+    )
+    result = await trio.run_process(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(app)],
+        cwd=tmp_path,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout.decode()
