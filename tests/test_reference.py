@@ -110,3 +110,56 @@ async def test_strict_mode_fails_on_a_broken_reference(tmp_path: Path, breakage:
         page.write(breakage)
     code, output = await build(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert code != 0 and complaint in output, output
+
+
+#: How the guide names an object in code: `ws.recv()`, `server.connections`, `CloseCode.X`...
+PREFIXES = {
+    "ws": "WebSocket",
+    "server": "WebSocketServer",
+    "sub": "Subscription",
+    "subscription": "Subscription",
+    "connections": "Connections",
+    "backend": "RedisBackend",
+    "hub": "Hub",
+    "CloseCode": "CloseCode",
+    "State": "State",
+    "ServerConfig": "ServerConfig",
+    "ClientConfig": "ClientConfig",
+    "HubConfig": "HubConfig",
+    "Request": "Request",
+    "Response": "Response",
+    "Publication": "Publication",
+    "StreamPosition": "StreamPosition",
+}
+PAGES = ["guide.md", "client.md", "hub.md", "deploy.md", "faq.md", "index.md"]
+
+
+def mentioned(text: str) -> set[tuple[str, str]]:
+    """(class, attribute) for every `prefix.attribute` at the start of a code span."""
+    found = set()
+    for prefix, attribute in re.findall(r"`(?:trio_ws\.)?(\w+)\.(\w+)", text):
+        if prefix in PREFIXES and not attribute.startswith("_"):
+            found.add((PREFIXES[prefix], attribute))
+    return found
+
+
+def missing_from(reference: str, text: str) -> list[str]:
+    return sorted(f"{cls}.{attr}" for cls, attr in mentioned(text) if f'id="trio_ws.{cls}.{attr}"' not in reference)
+
+
+def test_every_attribute_method_and_member_the_docs_name_is_in_the_reference(reference: str) -> None:
+    for page in PAGES:
+        text = (ROOT / "docs" / page).read_text()
+        assert mentioned(text) or page in ("index.md", "faq.md")
+        assert not missing_from(reference, text), f"docs/{page} names what the reference lacks"
+
+
+def test_the_reference_check_fails_on_a_planted_name(reference: str) -> None:
+    planted = "Read `ws.remote_address`, then `ws.no_such_attribute` and `CloseCode.NO_SUCH_CODE`."
+    assert missing_from(reference, planted) == ["CloseCode.NO_SUCH_CODE", "WebSocket.no_such_attribute"]
+
+
+@pytest.mark.parametrize("enum_class", [trio_ws.CloseCode, trio_ws.State])
+def test_every_enum_member_is_in_the_reference(reference: str, enum_class: type[enum.Enum]) -> None:
+    for member in enum_class:
+        assert f'id="trio_ws.{enum_class.__name__}.{member.name}"' in reference

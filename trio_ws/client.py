@@ -189,9 +189,8 @@ def _client_websocket(
     )
 
 
-#: The options of `connect` that are about reaching the server, which `connect_over`
-#: does not take.
 REACHING_OPTIONS = frozenset({"ssl_context", "proxy", "max_redirects"})
+"""The options of `connect` that are about reaching the server, which `connect_over` does not take."""
 
 
 @asynccontextmanager

@@ -54,9 +54,9 @@ __all__ = [
 Handler = Callable[[WebSocket], Awaitable[None]]
 ProcessRequest = Callable[[Request], Response | Awaitable[Response | None] | None]
 ProcessResponse = Callable[[Request, Response], Response | Awaitable[Response | None] | None]
-#: `lifespan(server, hub)`: an async context manager around the life of a serving process.
-#: It is given the `WebSocketServer` and the `Hub` (None without `hub=`).
 Lifespan = Callable[[Any, Any], AbstractAsyncContextManager[object]]
+"""`lifespan(server, hub)`: an async context manager around the life of a serving process. It is given the
+`WebSocketServer` and the `Hub` (None without `hub=`)."""
 
 DEFAULT_SERVER_HEADER = PRODUCT
 DEFAULT_USER_AGENT = PRODUCT
@@ -209,10 +209,10 @@ class ConnectOptions(_SharedOptions, total=False):
     proxy: str | UseEnvironment | None
 
 
-#: The names of the server options: every field of `ServerConfig` but the handler.
 SERVER_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ServerConfig)) - {"handler"}
-#: The names of the client options: every field of `ClientConfig`.
+"""The names of the server options: every field of `ServerConfig` but the handler."""
 CLIENT_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ClientConfig))
+"""The names of the client options: every field of `ClientConfig`."""
 DEFAULT_CLIENT = ClientConfig()
 
 

@@ -51,8 +51,8 @@ from .tasks import open_nursery_unwrapped
 
 __all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle"]
 
-#: What `recv()` returns: `str` for a text message, `bytes` for a binary one.
 Message = str | bytes
+"""What `recv()` returns: `str` for a text message, `bytes` for a binary one."""
 """A whole message: `str` for a text message, `bytes` for a binary one."""
 
 _RECEIVE_SIZE = 2**16
@@ -143,10 +143,13 @@ class WebSocket:
         self._stream = stream
         self._proto = protocol
         self.request = request
+        """The opening handshake's request: `path`, `query`, `headers`, `remote_address`."""
         self.response = response
+        """The opening handshake's response (the 101 and its headers)."""
         self.subprotocol: str | None = response.headers.get("Sec-WebSocket-Protocol")
-        #: Round-trip time of the last keepalive ping, in seconds (0 until one completes).
+        """The subprotocol the handshake agreed on, or None."""
         self.latency = 0.0
+        """Round-trip time of the last keepalive ping, in seconds (0 until one completes)."""
         self._initial_data = initial_data
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -156,7 +159,10 @@ class WebSocket:
         sock = socket_of(stream)
         # The server's request already has it: one system call less per connection.
         self.remote_address: Any = request.remote_address or address(sock, "getpeername")
+        """The peer's (host, port): behind a trusted proxy (`forwarded_allow_ips`), the client
+        it names; None over a stream without a socket (in memory)."""
         self.local_address: Any = address(sock, "getsockname")
+        """This side's (host, port), or None over a stream without a socket."""
         self._base_logger = logger or logging.getLogger("trio_ws")
         self._id: uuid.UUID | None = None  # made on first use, as is the logger
         self._logger: _ConnectionLogger | None = None

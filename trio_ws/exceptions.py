@@ -27,12 +27,12 @@ class CloseCode(enum.IntEnum):
     TLS_HANDSHAKE = 1015
 
 
-#: Codes a close frame may carry on the wire; 1005, 1006 and 1015 are reserved for local use.
 SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+"""Codes a close frame may carry on the wire; 1005, 1006 and 1015 are reserved for local use."""
 
-#: Closing with one of these is a normal end of the connection, not an error.
-#: 1005 (a close frame with no code) counts as normal: the peer closed on purpose.
 OK_CLOSE_CODES = frozenset({1000, 1001, 1005})
+"""Closing with one of these is a normal end of the connection, not an error. 1005 (a close frame with no
+code) counts as normal: the peer closed on purpose."""
 
 
 def is_valid_close_code(code: int) -> bool:

@@ -77,8 +77,8 @@ class Frame:
     rsv3: bool = False
 
 
-#: Pure-Python masking works on this many bytes at a time (a multiple of 4).
 MASK_CHUNK = 2**14
+"""Pure-Python masking works on this many bytes at a time (a multiple of 4)."""
 
 
 def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
@@ -112,8 +112,8 @@ try:
 except ImportError:  # no compiler at install time: the pure-Python version serves
     _apply_mask_c = None
 
-#: XOR `data` with the 4-byte `mask` repeated (RFC 6455 section 5.3): C where built.
 apply_mask = _apply_mask_c or _apply_mask_python
+"""XOR `data` with the 4-byte `mask` repeated (RFC 6455 section 5.3): C where built."""
 
 
 def write_frame(
@@ -168,10 +168,10 @@ class FrameParser:
         self._buf = bytearray()
         self._pos = 0
         self._require_mask = require_mask
-        #: RSV bits (0x40, 0x20, 0x10) that a negotiated extension allows.
         self.allowed_rsv = allowed_rsv
-        #: Largest payload accepted for a data frame; None means no limit.
+        """RSV bits (0x40, 0x20, 0x10) that a negotiated extension allows."""
         self.max_payload: int | None = None
+        """Largest payload accepted for a data frame; None means no limit."""
 
     @property
     def buffered(self) -> int:

@@ -32,8 +32,8 @@ __all__ = [
     "accept_key",
 ]
 
-#: Cap on the bytes of a request or response head; past it the peer gets 431 or an error.
 MAX_HANDSHAKE_SIZE = 16 * 1024
+"""Cap on the bytes of a request or response head; past it the peer gets 431 or an error."""
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 SelectSubprotocol = Callable[[Sequence[str]], "str | None"]
@@ -87,8 +87,8 @@ class ServerHandshake:
     ) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
         self._compression = compression
-        #: The permessage-deflate codec agreed by the last `accept`, if any.
         self.deflate: PerMessageDeflate | None = None
+        """The permessage-deflate codec agreed by the last `accept`, if any."""
         self._max_size = max_size
         self._subprotocols = list(subprotocols or ())
         self._select_subprotocol = select_subprotocol
@@ -270,8 +270,8 @@ class ClientHandshake:
     ) -> None:
         self._uri = uri
         self._compression = compression
-        #: The permessage-deflate codec the server agreed to, if any.
         self.deflate: PerMessageDeflate | None = None
+        """The permessage-deflate codec the server agreed to, if any."""
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_size)
         self._max_body = max_size
         self._subprotocols = list(subprotocols or ())
@@ -301,8 +301,8 @@ class ClientHandshake:
         self.response: Response | None = None
         self._rejection: tuple[int, Headers] | None = None
         self._body = bytearray()
-        #: The subprotocol the server chose, if any.
         self.subprotocol: str | None = None
+        """The subprotocol the server chose, if any."""
 
     def request_bytes(self) -> bytes:
         """The serialized upgrade request."""

@@ -28,13 +28,13 @@ __all__ = [
     "MAX_IDLE_STREAMS",
 ]
 
-#: The largest offset a position may have (Redis counts offsets in a signed 64-bit integer).
 MAX_OFFSET = 2**63 - 1
-#: The longest epoch a position may have, in characters (the hub's are 16 to 32).
+"""The largest offset a position may have (Redis counts offsets in a signed 64-bit integer)."""
 MAX_EPOCH_LENGTH = 64
-#: Streams kept, per hub in one process, for topics that keep nothing and have no
-#: subscriber, beyond those younger than their ttl: past it, the longest idle goes.
+"""The longest epoch a position may have, in characters (the hub's are 16 to 32)."""
 MAX_IDLE_STREAMS = 10_000
+"""Streams kept, per hub in one process, for topics that keep nothing and have no subscriber, beyond those
+younger than their ttl: past it, the longest idle goes."""
 
 
 def new_epoch() -> str:
@@ -112,8 +112,8 @@ class TopicHistory:
         self._last = 0  # the offset of the latest publication
         # (when published, payload bytes, publication), oldest first
         self._kept: deque[tuple[float, int, Publication]] = deque()
-        #: When a publication or a subscriber last used this stream (`HistoryStore`).
         self.touched = 0.0
+        """When a publication or a subscriber last used this stream (`HistoryStore`)."""
 
     @property
     def position(self) -> StreamPosition:

@@ -103,14 +103,14 @@ class Request:
     #: The request target as sent, query string included, e.g. "/chat?room=1".
     path: str
     headers: Headers
-    #: The client's (host, port, ...) as the socket reports it.
     remote_address: Any = None
+    """The client's (host, port, ...) as the socket reports it."""
     method: str = "GET"
-    #: "1.1" for every upgrade the server accepts (HTTP/1.0 gets 505).
     http_version: str = "1.1"
-    #: "wss" when the client came over TLS (to this server, or to a trusted proxy that
-    #: says so in `X-Forwarded-Proto` or `Forwarded`), else "ws".
+    """"1.1" for every upgrade the server accepts (HTTP/1.0 gets 505)."""
     scheme: str = "ws"
+    """"wss" when the client came over TLS (to this server, or to a trusted proxy that says so in
+    `X-Forwarded-Proto` or `Forwarded`), else "ws"."""
 
     @property
     def path_only(self) -> str:

@@ -58,13 +58,13 @@ __all__ = [
 _current_hub: contextvars.ContextVar[Hub] = contextvars.ContextVar("trio_ws_hub")
 logger = logging.getLogger("trio_ws.hub")
 
-#: The largest `info` a subscriber may have, in bytes of JSON.
 MAX_INFO_BYTES = 16384
-#: Seconds a closing hub waits for its leaves to reach the other processes, at most.
+"""The largest `info` a subscriber may have, in bytes of JSON."""
 CLOSE_GRACE = 1.0
+"""Seconds a closing hub waits for its leaves to reach the other processes, at most."""
 
-#: What `subscribe(first=...)` is: a function of the subscription, plain or async.
 FirstMessage = Callable[[Subscription], Data | Awaitable[Data]]
+"""What `subscribe(first=...)` is: a function of the subscription, plain or async."""
 
 
 def _info_json(info: object) -> str:
@@ -126,8 +126,8 @@ class Hub:
 
     def __init__(self, nursery: trio.Nursery, config: HubConfig) -> None:
         self._nursery = nursery
-        #: The hub's options.
         self.config = config
+        """The hub's options."""
         self._topics: dict[str, dict[Subscription, None]] = {}
         self._members: dict[str, dict[str, str]] = {}  # presence here: topic, member id, info (JSON)
         backend = config.backend

@@ -17,9 +17,9 @@ from .protocol import Fragment
 
 __all__ = ["Inbox", "Item", "queue_marks"]
 
-#: What the inbox holds: a whole message (`str` or `bytes`), or a `Fragment` of one that
-#: arrived while the application streamed.
 Item = str | bytes | Fragment
+"""What the inbox holds: a whole message (`str` or `bytes`), or a `Fragment` of one that arrived while the
+application streamed."""
 
 
 class Inbox:
@@ -40,12 +40,12 @@ class Inbox:
 
     def __init__(self, max_queue: int | tuple[int, int | None] | None, max_queue_bytes: int | None) -> None:
         self._items: deque[Item] | None = None  # made on the first message: 0.6 KiB empty
-        #: len() of the items held: bytes, or characters of text.
         self.size = 0
-        #: Messages dropped past `max_queue` while our close frame was out.
+        """len() of the items held: bytes, or characters of text."""
         self.discarded = 0
-        #: No message will come any more: the protocol is done.
+        """Messages dropped past `max_queue` while our close frame was out."""
         self.closed = False
+        """No message will come any more: the protocol is done."""
         self._high, self._low = queue_marks(max_queue)
         self._high_bytes = sys.maxsize if max_queue_bytes is None else max_queue_bytes
         self._low_bytes = self._high_bytes // 4

@@ -18,9 +18,8 @@ from .version import __version__
 
 __all__ = ["ConnectionOptions", "WebSocketOptions", "PRODUCT"]
 
-#: How trio_ws names itself: the default `Server` header of a server and `User-Agent`
-#: header of a client.
 PRODUCT = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
+"""How trio_ws names itself: the default `Server` header of a server and `User-Agent` header of a client."""
 
 
 class WebSocketOptions(TypedDict):

@@ -18,8 +18,8 @@ from .protocol import Protocol, State
 
 __all__ = ["Outbox", "CLOSED_STREAM_ERRORS"]
 
-#: What a stream raises once the connection is gone.
 CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+"""What a stream raises once the connection is gone."""
 
 
 class Outbox:
@@ -47,8 +47,8 @@ class Outbox:
     ) -> None:
         self._stream = stream
         self._proto = protocol
-        #: Bytes buffered past which `wait_for_room()` waits and `has_room` is False.
         self.write_limit = write_limit
+        """Bytes buffered past which `wait_for_room()` waits and `has_room` is False."""
         self._lost = lost  # called once a write finds the connection gone
         # A plain TCP stream's non-blocking socket, written directly while no write is in
         # flight (None for TLS, and once the stream starts closing: its fd may be reused).
@@ -57,8 +57,8 @@ class Outbox:
         # What a write through left unwritten: the writer sends it first, as it is (a copy
         # back into the protocol's buffer would cost a memcpy of up to a whole message).
         self._backlog: memoryview | None = None
-        #: A write found the connection gone: nothing more will be written.
         self.failed = False
+        """A write found the connection gone: nothing more will be written."""
         self._stopped = False  # the stream is closing: the writer ends once flushed
         self._writer_waits = self._fd is None  # a writer task for the whole connection
         self._writer_running = False

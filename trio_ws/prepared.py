@@ -29,10 +29,9 @@ class PreparedMessage:
             self.opcode, self.payload = Opcode.BINARY, bytes(message)
         else:
             raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
-        #: The message as it was when this was made: a str, or an immutable copy of the
-        #: bytes, so that a caller reusing its buffer (or releasing its memoryview) changes
-        #: nothing that is still queued.
         self.message: str | bytes = message if isinstance(message, str) else self.payload
+        """The message as it was when this was made: a str, or an immutable copy of the bytes, so that a
+        caller reusing its buffer (or releasing its memoryview) changes nothing that is still queued."""
         self._frames: dict[object, bytes] = {}
 
     def frame_for(self, protocol: Protocol) -> bytes | None:

@@ -74,9 +74,9 @@ Data = str | bytes | bytearray | memoryview
 
 _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
-#: Each ping is answered while the output not yet taken holds fewer bytes than this;
-#: past it, pongs wait in one pending slot that the latest ping overwrites.
 PONG_BACKLOG = 2**16
+"""Each ping is answered while the output not yet taken holds fewer bytes than this; past it, pongs wait
+in one pending slot that the latest ping overwrites."""
 
 
 class Protocol:
@@ -115,16 +115,16 @@ class Protocol:
         self.role = role
         self.state = State.OPEN
         self.max_size = max_size
-        #: The negotiated permessage-deflate codec, if any.
         self.deflate = deflate
+        """The negotiated permessage-deflate codec, if any."""
         self._parser = FrameParser(require_mask=role is Role.SERVER, allowed_rsv=0x40 if deflate else 0)
         self._parser.max_payload = max_size
         self._mask = role is Role.CLIENT
         self._out = bytearray()
-        #: Bytes fed in with `feed_data` (frames, as they came off the wire).
         self.bytes_received = 0
-        #: Bytes taken out with `data_to_send` (frames, as handed to the wire).
+        """Bytes fed in with `feed_data` (frames, as they came off the wire)."""
         self.bytes_sent = 0
+        """Bytes taken out with `data_to_send` (frames, as handed to the wire)."""
         # The payload of the automatic pong not yet written to `_out`, if any.
         self._pong: bytes | None = None
         # Incoming fragmented message: its opcode, its payload so far (bounded by max_size
@@ -134,18 +134,18 @@ class Protocol:
         self._in_decoder: codecs.IncrementalDecoder | None = None
         self._in_compressed = False
         self._in_streamed = False  # part of it went out as a Fragment: the rest must too
-        #: Whether a fragmented message is given frame by frame as `Fragment` events, each
-        #: bounded by `max_size`, instead of assembled into one bounded by `max_size`.
-        #: The I/O layer sets it while the application streams (`recv_streaming`).
         self.streaming = False
+        """Whether a fragmented message is given frame by frame as `Fragment` events, each bounded by
+        `max_size`, instead of assembled into one bounded by `max_size`. The I/O layer sets it while the
+        application streams (`recv_streaming`)."""
         # Outgoing fragmented message: the opcode of its first frame, or None.
         self._out_opcode: Opcode | None = None
-        #: The close frame received from the peer, if any.
         self.close_rcvd: Close | None = None
-        #: The close frame sent to the peer, if any.
+        """The close frame received from the peer, if any."""
         self.close_sent: Close | None = None
-        #: Why this side failed the connection (RFC 6455 section 7.1.7), if it did.
+        """The close frame sent to the peer, if any."""
         self.failure: Close | None = None
+        """Why this side failed the connection (RFC 6455 section 7.1.7), if it did."""
 
     # ---- receiving -------------------------------------------------------------------
 

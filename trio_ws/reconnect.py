@@ -42,13 +42,13 @@ __all__ = [
     "retry_after",
 ]
 
-#: Decides what a failed attempt means: None to retry, or the exception to raise.
 ProcessException = Callable[[Exception], Exception | None]
-#: What one attempt connects to: a URI, or a URI and the extra headers of that attempt.
+"""Decides what a failed attempt means: None to retry, or the exception to raise."""
 AttemptTarget = str | tuple[str, HeadersLike]
-#: Called before each attempt (plain or async): where to connect this time, e.g. with the
-#: position to resume from or a fresh token in the query.
+"""What one attempt connects to: a URI, or a URI and the extra headers of that attempt."""
 Attempt = Callable[[], AttemptTarget | Awaitable[AttemptTarget]]
+"""Called before each attempt (plain or async): where to connect this time, e.g. with the position to
+resume from or a fresh token in the query."""
 
 
 def default_process_exception(exc: Exception) -> Exception | None:
@@ -95,8 +95,8 @@ class Connections:
         self._holding = False  # a connection is handed out (leaving closes it cleanly)
         self._attempt = trio.CancelScope()  # connecting or backing off (leaving cancels it)
         self._stopping = False
-        #: How many connections were made so far.
         self.opened = 0
+        """How many connections were made so far."""
 
     def __aiter__(self) -> Connections:
         return self

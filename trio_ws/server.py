@@ -49,8 +49,8 @@ _RETRY_AFTER = 5  # seconds, in the 503 answer past max_connections
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _USE_CONFIG: Any = object()  # drain()'s default: the configuration's graceful_timeout
 
-#: One line per HTTP answer (refusals, upgrades) and per closed connection, at INFO.
 access_logger = logging.getLogger("trio_ws.access")
+"""One line per HTTP answer (refusals, upgrades) and per closed connection, at INFO."""
 
 
 class WebSocketServer:
@@ -59,13 +59,13 @@ class WebSocketServer:
     def __init__(
         self, config: ServerConfig, listeners: list[trio.SocketListener], hub: Hub | None = None
     ) -> None:
-        #: The configuration it runs.
         self.config = config
-        #: The hub `config.hub` opened with it, else None.
+        """The configuration it runs."""
         self.hub = hub
-        #: Set once the server stops accepting (`drain()` or `aclose()`): a handler or the
-        #: lifespan can wait on it to tell its clients to move elsewhere.
+        """The hub `config.hub` opened with it, else None."""
         self.draining = trio.Event()
+        """Set once the server stops accepting (`drain()` or `aclose()`): a handler or the lifespan can
+        wait on it to tell its clients to move elsewhere."""
         self._trusted = (
             None if config.forwarded_allow_ips is None else TrustedProxies(config.forwarded_allow_ips)
         )
@@ -90,8 +90,8 @@ class WebSocketServer:
         self._connection_options = config.websocket_options()
         self._max_size = config.max_size
         self.logger = config.logger or logging.getLogger("trio_ws.server")
-        #: Every connection whose handler is running and whose socket is not closed.
         self.connections: set[WebSocket] = set()
+        """Every connection whose handler is running and whose socket is not closed."""
         self._accepting = trio.CancelScope()
         # The cancel scope of every connection still in its opening handshake: stopping
         # cancels them, so neither an idle preconnect nor a slow process_response delays
@@ -101,8 +101,8 @@ class WebSocketServer:
         self._close_frame: tuple[int, str] | None = None  # what aclose() closes with, if it does
         self._finished = trio.Event()
         self._handlers_done = trio.Event()  # every connection (handshake or handler) has ended
-        #: The keepalive pings of every connection, from one task (started by `serve`).
         self.keepalive = KeepaliveTimers()
+        """The keepalive pings of every connection, from one task (started by `serve`)."""
 
     @property
     def addresses(self) -> list[Any]:

@@ -9,13 +9,13 @@ import trio
 
 __all__ = ["SubscriberQueue", "OverflowPolicy", "DEFAULT_QUEUE_BYTES", "POLICIES"]
 
-#: What a full queue does: drop its oldest, disconnect the client (1013), or keep only the
-#: newest publication of each topic (conflation).
 OverflowPolicy = Literal["drop_oldest", "disconnect", "latest"]
+"""What a full queue does: drop its oldest, disconnect the client (1013), or keep only the newest
+publication of each topic (conflation)."""
 POLICIES: tuple[OverflowPolicy, ...] = ("drop_oldest", "disconnect", "latest")
 
-#: Payload bytes a subscriber's queue holds at most, by default (as `max_queue_bytes`).
 DEFAULT_QUEUE_BYTES = 4 * 2**20
+"""Payload bytes a subscriber's queue holds at most, by default (as `max_queue_bytes`)."""
 
 Item = TypeVar("Item")
 
@@ -43,8 +43,8 @@ class SubscriberQueue(Generic[Item]):
         self.size = size
         self.max_bytes = max_bytes
         self.policy = policy
-        #: Items dropped (or, under "latest", replaced by a newer one).
         self.dropped = 0
+        """Items dropped (or, under "latest", replaced by a newer one)."""
         self._items: dict[object, tuple[Item, int]] = {}  # by topic under "latest"
         self._next_key = 0
         self._bytes = 0

@@ -54,11 +54,11 @@ __all__ = [
 
 logger = logging.getLogger("trio_ws.hub")
 
-#: What a subscription sends for a publication (default: its data as it was published).
 Formatter = Callable[[Publication], Data]
+"""What a subscription sends for a publication (default: its data as it was published)."""
 
-#: Publications a replay reads from the history at once, at most (and half `queue_bytes`).
 REPLAY_BATCH = 256
+"""Publications a replay reads from the history at once, at most (and half `queue_bytes`)."""
 
 
 class Phase(enum.Enum):
@@ -199,8 +199,8 @@ class ChannelSink:
     def __init__(self, channel: trio.MemorySendChannel[Publication], id: str) -> None:
         self.channel = channel
         self._id = id
-        #: Why the subscription was dropped (too slow), once it was.
         self.dropped_because: str | None = None
+        """Why the subscription was dropped (too slow), once it was."""
 
     @property
     def id(self) -> str:
@@ -266,27 +266,27 @@ class Subscription:
         positioned: bool = False,
     ) -> None:
         self.sink = sink
-        #: The WebSocket subscribed (None for `open_channel`).
         self.ws = ws
+        """The WebSocket subscribed (None for `open_channel`)."""
         self.topics = topics
-        #: With `info`, the subscriber is in `hub.presence()` of its topics under this id
-        #: (the connection's id, then a number: each subscription is a member of its own).
         self.member = member
-        #: What this subscriber shows in `hub.presence()` (as JSON gives it back), or None.
+        """With `info`, the subscriber is in `hub.presence()` of its topics under this id (the
+        connection's id, then a number: each subscription is a member of its own)."""
         self.info = info
-        #: The publications waiting for a backed-up subscriber, with their limits and policy.
+        """What this subscriber shows in `hub.presence()` (as JSON gives it back), or None."""
         self.queue = queue
+        """The publications waiting for a backed-up subscriber, with their limits and policy."""
         self.format = format
-        #: For a subscription made with `since`: whether every publication after it was
-        #: still in the history when it started (and is replayed first); None without
-        #: `since`. A replay that then falls behind the history (a subscriber slower than
-        #: the history is long) drops what it missed, as a full queue does: see `dropped`.
         self.recovered: bool | None = None
-        #: With history, for a subscription to one topic: the position it starts after
-        #: (what is replayed and every live publication come after it). None without
-        #: history, for several topics or a presence topic, and while the position cannot
-        #: be read (a backend that cannot reach Redis: live publications only, then).
+        """For a subscription made with `since`: whether every publication after it was still in the
+        history when it started (and is replayed first); None without `since`. A replay that then falls
+        behind the history (a subscriber slower than the history is long) drops what it missed, as a full
+        queue does: see `dropped`."""
         self.position: StreamPosition | None = None
+        """With history, for a subscription to one topic: the position it starts after (what is replayed
+        and every live publication come after it). None without history, for several topics or a presence
+        topic, and while the position cannot be read (a backend that cannot reach Redis: live publications
+        only, then)."""
         self.phase = Phase.HELD
         # While held or replaying, with a position to come: the live publications offered
         # meanwhile (half of queue_bytes; the oldest go, as the history still has them).

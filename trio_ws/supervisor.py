@@ -29,9 +29,9 @@ import trio
 
 __all__ = ["Supervisor", "WORKER_VARIABLE", "EXIT_WORKER_DIED", "EXIT_CANNOT_RUN", "describe_exit"]
 
-#: The environment variable that makes `python -m trio_ws serve` a worker: JSON with the
-#: inherited socket fds, the ready pipe and the supervisor's pid.
 WORKER_VARIABLE = "TRIO_WS_WORKER"
+"""The environment variable that makes `python -m trio_ws serve` a worker: JSON with the inherited socket
+fds, the ready pipe and the supervisor's pid."""
 EXIT_WORKER_DIED = 1  # the service ran, but a worker died unasked on the way
 EXIT_CANNOT_RUN = 3  # a worker could not start, or crashed in a loop: the service stopped
 

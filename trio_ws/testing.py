@@ -42,8 +42,8 @@ class InMemoryServer:
     """A server without a socket: each `connect(path)` gets a memory stream of its own."""
 
     def __init__(self, server: WebSocketServer, nursery: trio.Nursery) -> None:
-        #: The server, for its `connections`.
         self.server = server
+        """The server, for its `connections`."""
         self._nursery = nursery
 
     @asynccontextmanager

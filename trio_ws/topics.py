@@ -10,10 +10,10 @@ from __future__ import annotations
 
 __all__ = ["MAX_TOPIC_BYTES", "PRESENCE_SUFFIX", "check_topic", "presence_topic", "is_presence_topic"]
 
-#: The longest topic, in bytes of UTF-8 (its presence topic may add `PRESENCE_SUFFIX`).
 MAX_TOPIC_BYTES = 1024
-#: What `presence_topic` adds to a topic's name.
+"""The longest topic, in bytes of UTF-8 (its presence topic may add `PRESENCE_SUFFIX`)."""
 PRESENCE_SUFFIX = "#presence"
+"""What `presence_topic` adds to a topic's name."""
 
 
 def presence_topic(topic: str) -> str:

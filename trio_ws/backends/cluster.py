@@ -83,8 +83,8 @@ class RedisClusterBackend:
             raise ValueError(
                 f"topology_interval must be a positive number of seconds, not {topology_interval!r}"
             )
-        #: The seed node's URL, with its password (if any) redacted.
         self.url = self._seed.url
+        """The seed node's URL, with its password (if any) redacted."""
         self.topology_interval = topology_interval
         self.max_message_size = self._seed.max_message_size
         self._url = url

@@ -28,9 +28,9 @@ __all__ = ["Pipeline", "Reply", "OnReply"]
 _YIELD_EVERY = 64  # calls of wait_for_room between schedule points while there is room
 _BATCH_BYTES = 65536  # a send waits for more commands until it has this many bytes (or none come)
 
-#: Called with a command's reply (an exception instance for an error reply), or with a
-#: ConnectionError if the connection was lost before the reply came.
 OnReply = Callable[[Any], None]
+"""Called with a command's reply (an exception instance for an error reply), or with a ConnectionError if
+the connection was lost before the reply came."""
 
 
 class Reply:

@@ -158,8 +158,8 @@ class RedisBackend:
             raise ValueError(f"max_message_size must be at least 1 byte, not {max_message_size!r}")
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an int of at least 1, not {max_in_flight!r}")
-        #: The URL, with its password (if any) redacted.
         self.url = redacted(url)
+        """The URL, with its password (if any) redacted."""
         self._host = parsed.hostname
         self._port = port or 6379
         self._username = urllib.parse.unquote(parsed.username) if parsed.username else None
@@ -170,19 +170,19 @@ class RedisBackend:
         )
         self._prefix = channel_prefix
         self._pubsub = PLAIN if cluster_node is None else SHARDED
-        #: The Redis process the publisher is connected to (its run_id): an epoch another
-        #: process made cannot be vouched for (`streams`).
         self.run_id = ""
-        #: Called when Redis says a topic is served elsewhere now (a MOVED answer, or a
-        #: channel it unsubscribed): set by `RedisClusterBackend`.
+        """The Redis process the publisher is connected to (its run_id): an epoch another process made
+        cannot be vouched for (`streams`)."""
         self.on_moved: Callable[[], None] | None = None
+        """Called when Redis says a topic is served elsewhere now (a MOVED answer, or a channel it
+        unsubscribed): set by `RedisClusterBackend`."""
         self._timeout = timeout
         self._max_backoff = max_backoff
         self._health_check_interval = health_check_interval
         self.max_message_size = max_message_size
         self.max_in_flight = max_in_flight
-        #: Seconds a member of a topic's presence outlives its process's last heartbeat.
         self.presence_ttl = presence_ttl
+        """Seconds a member of a topic's presence outlives its process's last heartbeat."""
         self._members: dict[tuple[str, str], str] = {}  # (topic, member id): info, joined here
         # A listener reads one message per reply; the publisher a batch of history, which
         # `read` bounds to max_message_size (and one message more).
@@ -204,12 +204,12 @@ class RedisBackend:
             name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()
         }
         self._outage = 0  # publishes that reached only this process since Redis was lost
-        #: Publishes from this process that may not have reached Redis (so the others).
         self.undelivered = 0
-        #: Publishes from other processes that this one's listener missed (gaps in numbering).
+        """Publishes from this process that may not have reached Redis (so the others)."""
         self.missed = 0
-        #: Messages from Redis that were skipped as malformed or oversized.
+        """Publishes from other processes that this one's listener missed (gaps in numbering)."""
         self.rejected = 0
+        """Messages from Redis that were skipped as malformed or oversized."""
 
     # ---- connections -----------------------------------------------------------------
 

@@ -13,8 +13,8 @@ import trio
 
 __all__ = ["command", "RespConnection", "RespReader", "ReplyTooLarge", "NO_REPLY"]
 
-#: What `buffered_reply` returns while no whole reply has arrived (hiredis's marker).
 NO_REPLY = False
+"""What `buffered_reply` returns while no whole reply has arrived (hiredis's marker)."""
 
 _RECEIVE_SIZE = 65536
 
@@ -69,8 +69,8 @@ class RespConnection:
         self.stream = stream
         self.max_reply_size = max_reply_size
         self._reader = RespReader()
-        #: `trio.current_time()` when data last arrived (or the connection was made).
         self.last_received_at = trio.current_time()
+        """`trio.current_time()` when data last arrived (or the connection was made)."""
 
     async def send(self, *args: bytes | str) -> None:
         await self.stream.send_all(command(*args))

@@ -39,8 +39,8 @@ __all__ = [
     "MalformedPublication",
 ]
 
-#: The first byte of a payload with a position (a plain one starts with a hex digit).
 HISTORY_MARK = b"h"
+"""The first byte of a payload with a position (a plain one starts with a hex digit)."""
 
 # The start of the scripts: the topic's epoch, made afresh (with its stream emptied) if it
 # has none, or if another Redis process wrote it; ARGV[fresh] is a new epoch, ARGV[writer]
