@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 import trio_ws
-from trio_ws.reconnect import default_process_exception
+from trio_ws.reconnection import default_process_exception
 
 from .conftest import echo, free_port
 
@@ -187,7 +187,7 @@ async def test_retry_after_is_honoured(status: int, autojump_clock: trio.testing
 async def test_an_http_date_retry_after_and_the_cap() -> None:
     import email.utils
 
-    from trio_ws.reconnect import retry_after
+    from trio_ws.reconnection import retry_after
 
     soon = email.utils.formatdate(__import__("time").time() + 5, usegmt=True)
     for value, expected in [("2", 2.0), ("0", 0.0), ("soon", None), (soon, 5.0)]:

@@ -144,7 +144,8 @@ def mentioned(text: str) -> set[tuple[str, str]]:
 
 
 def missing_from(reference: str, text: str) -> list[str]:
-    return sorted(f"{cls}.{attr}" for cls, attr in mentioned(text) if f'id="trio_ws.{cls}.{attr}"' not in reference)
+    names = (f"{cls}.{attr}" for cls, attr in mentioned(text))
+    return sorted(name for name in names if f'id="trio_ws.{name}"' not in reference)
 
 
 def test_every_attribute_method_and_member_the_docs_name_is_in_the_reference(reference: str) -> None:
@@ -163,3 +164,13 @@ def test_the_reference_check_fails_on_a_planted_name(reference: str) -> None:
 def test_every_enum_member_is_in_the_reference(reference: str, enum_class: type[enum.Enum]) -> None:
     for member in enum_class:
         assert f'id="trio_ws.{enum_class.__name__}.{member.name}"' in reference
+
+
+@pytest.mark.parametrize("name", ["reconnect", "broadcast"])
+def test_a_function_is_not_shadowed_by_a_module_of_its_name(reference: str, name: str) -> None:
+    """`trio_ws.reconnect` is the function, in the code and in the reference (a module of
+    the same name made the reference show the module, and `Connections` twice)."""
+    assert inspect.isfunction(getattr(trio_ws, name))
+    text = section(reference, name)
+    assert "module" not in text.split()[:3], text[:200]
+    assert reference.count('id="trio_ws.Connections"') == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import testing
 from .backends.cluster import RedisClusterBackend
 from .backends.redis import RedisBackend
-from .broadcast import broadcast
+from .broadcasting import broadcast
 from .client import connect
 from .config import ClientConfig, ServerConfig
 from .connection import Message, WebSocket
@@ -30,7 +30,7 @@ from .hub_config import HubConfig
 from .options import ConnectionOptions
 from .prepared import PreparedMessage
 from .protocol import State
-from .reconnect import Connections, reconnect
+from .reconnection import Connections, default_process_exception, reconnect
 from .router import Router
 from .server import WebSocketServer, open_server, serve
 from .version import __version__
@@ -74,6 +74,7 @@ __all__ = [
     "broadcast",
     "connect",
     "current_hub",
+    "default_process_exception",
     "open_hub",
     "presence_topic",
     "open_server",
