@@ -125,3 +125,14 @@ async def test_process_request_then_the_routers_404_then_max_connections() -> No
                 assert (await http_exchange(server.port, get % b"/healthz"))[0] == 200
                 assert (await refusal(ws_url(server, "/nowhere"))).status == 404
                 assert (await refusal(ws_url(server, "/echo"))).status == 503
+
+
+def test_a_plain_def_handler_is_refused_when_the_config_is_built() -> None:
+    """`def handler(ws)` where `async def` was meant would fail every connection with
+    1011; it is refused at once, naming it. A lambda returning a coroutine still works."""
+
+    def handler(ws: trio_ws.WebSocket) -> None: ...
+
+    with pytest.raises(TypeError, match=r"handler .*handler is a plain function, not `async def`"):
+        trio_ws.ServerConfig(handler=handler)  # type: ignore[arg-type]
+    trio_ws.ServerConfig(handler=lambda ws: ws.close())

@@ -47,6 +47,7 @@ __all__ = [
     "client_configured",
     "check_names",
     "is_handler",
+    "is_plain_function",
     "describe",
     "EXPECTED_HANDLER",
 ]
@@ -107,8 +108,14 @@ class ServerConfig(ConnectionOptions):
     client they name becomes `ws.remote_address`. From any other peer they are ignored."""
 
     def __post_init__(self) -> None:
-        if not callable(self.handler):  # a sync function returning an awaitable is a handler too
+        if not callable(self.handler):
             raise TypeError(f"handler is {describe(self.handler)}, not a handler: {EXPECTED_HANDLER}")
+        if is_plain_function(self.handler):
+            # A `def` where `async def` was meant: every connection would fail with 1011. (A
+            # lambda returning a coroutine is still a handler.)
+            raise TypeError(
+                f"handler {self.handler.__qualname__} is a plain function, not `async def`: {EXPECTED_HANDLER}"
+            )
         super().__post_init__()
         if self.graceful_timeout is not None and (
             not isinstance(self.graceful_timeout, (int, float)) or not self.graceful_timeout >= 0
@@ -237,6 +244,16 @@ def check_names(options: Mapping[str, Any], names: frozenset[str], kind: str) ->
     unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(f"unknown {kind} options: {', '.join(unknown)}")
+
+
+def is_plain_function(candidate: object) -> bool:
+    """A named `def` function that is not `async def` (lambdas excepted)."""
+    function = inspect.unwrap(candidate) if callable(candidate) else candidate
+    return (
+        inspect.isfunction(function)
+        and not inspect.iscoroutinefunction(function)
+        and function.__name__ != "<lambda>"
+    )
 
 
 def is_handler(candidate: object) -> bool:
