@@ -113,9 +113,8 @@ class ServerConfig(ConnectionOptions):
         if is_plain_function(self.handler):
             # A `def` where `async def` was meant: every connection would fail with 1011. (A
             # lambda returning a coroutine is still a handler.)
-            raise TypeError(
-                f"handler {self.handler.__qualname__} is a plain function, not `async def`: {EXPECTED_HANDLER}"
-            )
+            name = self.handler.__qualname__
+            raise TypeError(f"handler {name} is a plain function, not `async def`: {EXPECTED_HANDLER}")
         super().__post_init__()
         if self.graceful_timeout is not None and (
             not isinstance(self.graceful_timeout, (int, float)) or not self.graceful_timeout >= 0
