@@ -305,3 +305,33 @@ def test_sigterm_right_after_start_leaves_no_worker_behind() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise AssertionError(f"a worker outlived the runner (attempt {attempt})") from None
+
+
+async def test_batch_output_into_a_closed_pipe_ends_quietly(echo_server: trio_ws.WebSocketServer) -> None:
+    """`python -m trio_ws URI --batch | head -1`: once head has its line and closes the pipe,
+    the client ends with exit code 0 and no traceback (it was an ExceptionGroup holding a
+    BrokenPipeError)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trio_ws", ws_url(echo_server), "--batch"],
+        stdin=subprocess.PIPE,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    assert process.stdin is not None and process.stderr is not None
+    async with trio.lowlevel.FdStream(read_end) as head:
+        await process.stdin.send_all(b"".join(b"line %d\n" % n for n in range(200)))
+        with trio.fail_after(10):
+            assert (await head.receive_some(8)).startswith(b"line 0")
+    # head has closed its end: what the client prints next fails with EPIPE
+    await process.stdin.send_all(b"".join(b"more %d\n" % n for n in range(2000)))
+    await process.stdin.aclose()
+    with trio.fail_after(10):
+        errors = b""
+        async for chunk in process.stderr:
+            errors += chunk
+        code = await process.wait()
+    assert code == 0 and b"Traceback" not in errors, errors.decode()

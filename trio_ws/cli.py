@@ -469,9 +469,23 @@ def run_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         return trio.run(client, args.uri, config, args.batch)
     except KeyboardInterrupt:
         return EXIT_NORMAL
+    except BrokenPipeError:
+        return stdout_closed()
     except (OSError, WebSocketError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_CONNECTION
+    except BaseExceptionGroup as group:
+        broken, rest = group.split(BrokenPipeError)
+        if broken is not None and rest is None:
+            return stdout_closed()
+        raise
+
+
+def stdout_closed() -> int:
+    """stdout was closed (`| head -5`): the reader has what it wanted, so end quietly, with
+    stdout on /dev/null so that flushing it at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_NORMAL
 
 
 def options_or_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ServeOptions:
