@@ -174,3 +174,13 @@ def test_a_function_is_not_shadowed_by_a_module_of_its_name(reference: str, name
     text = section(reference, name)
     assert "module" not in text.split()[:3], text[:200]
     assert reference.count('id="trio_ws.Connections"') == 1
+
+
+@pytest.mark.parametrize("name", ["connect", "open_server", "reconnect", "open_hub", "Hub.subscribe"])
+def test_an_async_context_manager_is_shown_as_one(reference: str, name: str) -> None:
+    """Not as `async connect(...) -> AsyncIterator[WebSocket]`, the generator it is written as."""
+    start = reference.index(f'id="trio_ws.{name}"')
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", reference[start : start + 4000])).split())
+    short = name.rpartition(".")[2]
+    assert f"async {short}(" not in text and "-> AsyncIterator[" not in text.split(" Connect")[0]
+    assert re.search(r"-> AbstractAsyncContextManager\[\w+\]", text), text[:300]
