@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -183,3 +184,33 @@ async def test_aclose_without_closing_connections_refuses_new_ones_and_waits() -
             assert not closed.is_set()
         with trio.fail_after(5):
             await closed.wait()
+
+
+@pytest.mark.parametrize("flood", [False, True])
+async def test_aclose_cancels_a_handler_that_ignores_its_closed_connection_after_close_timeout(
+    flood: bool,
+) -> None:
+    """A handler waiting on something else never sees its connection close: aclose() used to
+    wait for it forever. Past close_timeout it is cancelled, also while the client floods
+    the server's inbox."""
+
+    async def never_looks(ws: trio_ws.WebSocket) -> None:
+        await trio.sleep_forever()
+
+    async with trio_ws.open_server(never_looks, "127.0.0.1", 0, close_timeout=0.5) as server:
+        async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as ws, trio.open_nursery() as nursery:
+
+            async def send_forever() -> None:
+                with contextlib.suppress(trio_ws.ConnectionClosed):
+                    while flood:
+                        await ws.send(b"x" * 65536)
+
+            nursery.start_soon(send_forever)
+            await trio.sleep(0.3)
+            started = trio.current_time()
+            with trio.fail_after(3):
+                await server.aclose()
+            assert trio.current_time() - started < 0.5 + 0.3
+            assert not server.connections
+            nursery.cancel_scope.cancel()
+        assert ws.close_code == 1001

@@ -101,6 +101,7 @@ class WebSocketServer:
         self._close_frame: tuple[int, str] | None = None  # what aclose() closes with, if it does
         self._finished = trio.Event()
         self._handlers_done = trio.Event()  # every connection (handshake or handler) has ended
+        self._handler_scopes: set[trio.CancelScope] = set()  # cancelled if they outlive aclose()
         self.keepalive = KeepaliveTimers()
         """The keepalive pings of every connection, from one task (started by `serve`)."""
 
@@ -123,9 +124,11 @@ class WebSocketServer:
     ) -> None:
         """Stop accepting at once, then end the connections and wait for every handler.
 
-        With `close_connections=True` each connection gets a close frame with `code`
-        (each close bounded by `close_timeout`); with False the handlers finish on their
-        own time. Do not call it from a handler of this server: it waits for them all.
+        With `close_connections=True` each connection gets a close frame with `code`, and
+        whatever is still running after `close_timeout` (a close the peer does not answer, a
+        handler that does not notice its connection closed) is aborted or cancelled; with
+        False the handlers finish on their own time. Do not call it from a handler of this
+        server: it waits for them all.
         """
         self._closing = True
         if close_connections:
@@ -134,9 +137,16 @@ class WebSocketServer:
             scope.cancel()
         await self._stop_accepting()
         if close_connections:
+            deadline = trio.current_time() + self.config.close_timeout
             async with trio.open_nursery() as nursery:
                 for ws in list(self.connections):
                     nursery.start_soon(ws.close, code, reason)
+            # A handler that never looks at its connection again (it waits on something
+            # else) would hold the server open forever: past close_timeout, it is cancelled.
+            with trio.move_on_at(deadline):
+                await self._handlers_done.wait()
+            for scope in list(self._handler_scopes):
+                scope.cancel()
         await self._finished.wait()
 
     async def drain(self, graceful_timeout: float | None = _USE_CONFIG) -> None:
@@ -338,7 +348,14 @@ class WebSocketServer:
                         # It upgraded while aclose() was cancelling the handshakes.
                         await ws.close(*self._close_frame)
                     else:
-                        await self._handler(ws)
+                        with trio.CancelScope() as handler_scope:
+                            self._handler_scopes.add(handler_scope)
+                            try:
+                                await self._handler(ws)
+                            finally:
+                                self._handler_scopes.discard(handler_scope)
+                        if handler_scope.cancelled_caught:
+                            ws.logger.warning("handler cancelled: still running after its connection closed")
                 except ConnectionClosed as exc:
                     ws.logger.debug("handler ended on a closed connection: %s", exc)
                 except Exception as exc:
