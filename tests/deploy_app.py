@@ -7,6 +7,7 @@
   the worker's pid and whether the resume recovered everything.
 - /echo: echoes; "work" makes it busy for WORK_SECONDS, then it answers "done" and echoes on.
 - /flood: sends until the client's buffers are full (a client that never reads).
+- /ignore: never looks at its connection (a drain must cancel it).
 - /pid: sends the worker's pid and VERSION, then echoes.
 - /healthz: 200 (plain HTTP), 503 once the server drains.
 """
@@ -44,6 +45,12 @@ async def pid(ws: trio_ws.WebSocket) -> None:
     await ws.send(f"{os.getpid()} {VERSION}")
     async for message in ws:
         await ws.send(message)
+
+
+@router.route("/ignore")
+async def ignore(ws: trio_ws.WebSocket) -> None:
+    """Waits on something else, never looking at its connection again."""
+    await trio.sleep_forever()
 
 
 @router.route("/flood")

@@ -142,7 +142,8 @@ async def test_a_crash_loop_stops_the_service(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_sigterm_drains_busy_handlers_then_closes_the_rest_with_1001(workers: str) -> None:
-    """100 echo clients, 10 of them busy for 2 s, one that never reads, then SIGTERM:
+    """100 echo clients, 10 of them busy for 2 s, one that never reads, one whose handler
+    never looks at its connection, then SIGTERM:
     nothing new is accepted after 100 ms, the busy ones finish and send their answer, every
     client then gets 1001, and the process exits 0 within graceful_timeout (3 s) +
     close_timeout (2 s)."""
@@ -169,9 +170,19 @@ async def test_sigterm_drains_busy_handlers_then_closes_the_rest_with_1001(worke
                     except trio_ws.ConnectionClosed as closed:
                         codes.append(closed.code)
 
+            async def ignored_client() -> None:
+                """Its handler never looks at its connection again."""
+                async with trio_ws.connect(f"{url}/ignore") as ws:
+                    ready.release()
+                    with pytest.raises(trio_ws.ConnectionClosed) as closed:
+                        await ws.recv()
+                    ignored.append(closed.value.code)
+
+            ignored: list[int] = []
             for i in range(100):
                 nursery.start_soon(client, i)
-            for _ in range(100):
+            nursery.start_soon(ignored_client)
+            for _ in range(101):
                 await ready.acquire()
             # A client that never reads: the server's buffers towards it are full.
             stalled = await trio.open_tcp_stream("127.0.0.1", port)
@@ -190,6 +201,7 @@ async def test_sigterm_drains_busy_handlers_then_closes_the_rest_with_1001(worke
             code = await service.wait(3 + 2 + 2)
             took = time.monotonic() - signalled
         await stalled.aclose()
+    assert ignored == [1001]
     assert code == 0, service.err
     assert took < 3 + 2 + 1, took
     assert [answers.get(i) for i in range(10)] == ["done"] * 10
