@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -295,3 +296,81 @@ async def test_pid_file_names_the_supervisor_while_it_runs(tmp_path: Path) -> No
         service.signal(signal.SIGTERM)
         assert await service.wait(15) == 0
     assert not pid_file.exists()
+
+
+async def test_a_restart_into_code_that_cannot_start_keeps_the_old_workers_serving(tmp_path: Path) -> None:
+    """SIGHUP with a broken app on disk, three times: the new workers die before they are
+    ready, each restart is logged as failed, the old workers answer throughout, and these
+    failures are not deaths: no crash loop stops the service, and it exits 0."""
+    app = tmp_path / "rolling.py"
+    source = (Path(__file__).parent / "deploy_app.py").read_text()
+    app.write_text(source)
+    port = free_port()
+    async with serve("rolling:config", "--port", str(port), "--workers", "2", cwd=tmp_path) as service:
+        await service.line("2 workers ready")
+        old = set(service.pids())
+        app.write_text(source + "\nraise RuntimeError('a bug in the new release')\n")
+        for attempt in range(3):
+            before = len(service.err)
+            service.signal(signal.SIGHUP)
+            await service.line("did not all start; the old ones keep serving", stream="err", after=before)
+            async with trio_ws.connect(f"ws://127.0.0.1:{port}/pid") as ws:
+                assert int((await ws.recv()).split()[0]) in old, attempt
+        assert any("a bug in the new release" in line for line in service.err)
+        assert set(service.pids()) == old
+        service.signal(signal.SIGTERM)
+        assert await service.wait(15) == 0, service.err
+
+
+async def test_a_second_signal_stops_at_once() -> None:
+    """The first SIGTERM drains (handlers would have 3 s); a second one stops now."""
+    port = free_port()
+    async with serve(APP, "--port", str(port), "--workers", "2") as service:
+        await service.line("2 workers ready")
+        async with trio_ws.connect(f"ws://127.0.0.1:{port}/echo") as ws:
+            service.signal(signal.SIGTERM)
+            await trio.sleep(0.3)
+            started = time.monotonic()
+            service.signal(signal.SIGTERM)
+            code = await service.wait(10)
+            with pytest.raises(trio_ws.ConnectionClosed):
+                await ws.recv()
+        assert time.monotonic() - started < 1.5
+        assert code == 0, service.err
+
+
+async def test_workers_drain_and_exit_when_their_supervisor_is_killed() -> None:
+    """SIGKILL to the supervisor (an OOM kill) leaves its workers orphaned: each sees its
+    parent gone within a second, drains and exits, instead of holding the port forever."""
+    port = free_port()
+    async with serve(APP, "--port", str(port), "--workers", "2") as service:
+        await service.line("2 workers ready")
+        pids = service.pids()
+        service.signal(signal.SIGKILL)
+        with trio.fail_after(3 + 2 + 3):
+            while any(alive(pid) for pid in pids):
+                await trio.sleep(0.1)
+        assert any("the supervisor" in line and "is gone: draining" in line for line in service.err)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"
+
+
+async def test_sigterm_during_a_rolling_restart_stops_every_generation() -> None:
+    port = free_port()
+    async with serve(APP, "--port", str(port), "--workers", "2") as service:
+        await service.line("2 workers ready")
+        service.signal(signal.SIGHUP)
+        await trio.sleep(0.05)  # the new generation is starting
+        service.signal(signal.SIGTERM)
+        assert await service.wait(15) == 0, service.err
+        pids = [int(pid) for line in service.out for pid in re.findall(r"worker (\d+) listening", line)]
+        assert not any(alive(pid) for pid in pids)
+        assert not any("did not all start" in line for line in service.err)

@@ -54,6 +54,7 @@ class Worker:
 
     process: trio.Process
     first_generation: bool
+    restart: bool = False  # started by a SIGHUP: failing to start fails the restart, not the service
     ready: trio.Event = dataclasses.field(default_factory=trio.Event)
     exited: trio.Event = dataclasses.field(default_factory=trio.Event)
     retiring: bool = False  # asked to stop: its exit is expected
@@ -151,7 +152,7 @@ class Supervisor:
 
     # ---- workers -----------------------------------------------------------------------
 
-    async def _spawn(self, *, first_generation: bool = False) -> Worker:
+    async def _spawn(self, *, first_generation: bool = False, restart: bool = False) -> Worker:
         """Start one worker on the sockets, with a pipe to say it is ready."""
         ready_read, ready_write = os.pipe()
         fds = [sock.fileno() for sock in self.sockets]
@@ -167,7 +168,7 @@ class Supervisor:
             )
         finally:
             os.close(ready_write)
-        worker = Worker(process, first_generation)
+        worker = Worker(process, first_generation, restart)
         self.workers.append(worker)
         assert self._nursery is not None
         self._nursery.start_soon(self._follow, worker, ready_read)
@@ -191,19 +192,25 @@ class Supervisor:
     def _exited(self, worker: Worker, code: int) -> None:
         how = describe_exit(code)
         if worker.retiring:
-            if code != 0:
+            # A worker told to stop before it set up its signal handling dies of the SIGTERM.
+            if code not in (0, -signal.SIGTERM):
                 logger.warning("worker %d %s while stopping", worker.pid, how)
                 self._exit_code = max(self._exit_code, EXIT_WORKER_DIED)
             else:
                 logger.info("worker %d stopped", worker.pid)
             return
-        self._exit_code = max(self._exit_code, EXIT_WORKER_DIED)
         if self._stopping:
+            self._exit_code = max(self._exit_code, EXIT_WORKER_DIED)
             logger.error("worker %d %s", worker.pid, how)
             return
         if not worker.ready.is_set() and worker.first_generation:
             self._stop(f"worker {worker.pid} {how} before it was ready; stopping", EXIT_CANNOT_RUN)
             return
+        if not worker.ready.is_set() and worker.restart:
+            # New code that cannot start: the restart fails, the old generation serves on.
+            logger.error("worker %d of the new generation %s before it was ready", worker.pid, how)
+            return
+        self._exit_code = max(self._exit_code, EXIT_WORKER_DIED)
         now = trio.current_time()
         self._deaths.append(now)
         while self._deaths and self._deaths[0] < now - self.death_window:
@@ -249,7 +256,7 @@ class Supervisor:
         try:
             old = [worker for worker in self.workers if not worker.retiring]
             logger.warning("SIGHUP: starting %d new workers", self.count)
-            new = [await self._spawn() for _ in range(self.count)]
+            new = [await self._spawn(restart=True) for _ in range(self.count)]
             with trio.move_on_after(self.start_timeout):
                 for worker in new:
                     await _ready_or_exited(worker)
@@ -259,7 +266,8 @@ class Supervisor:
                 pids = ", ".join(str(worker.pid) for worker in new)
                 _say(f"restarted: {len(new)} workers ready on {self.url} (pids {pids}); the old ones drain")
             else:
-                logger.error("SIGHUP: the new workers did not all start; the old ones keep serving")
+                if not self._stopping:
+                    logger.error("SIGHUP: the new workers did not all start; the old ones keep serving")
                 for worker in new:
                     self._retire(worker)
         finally:
