@@ -221,6 +221,8 @@ async def run_worker(config: ServerConfig, args: argparse.Namespace, worker: dic
 
             server: WebSocketServer = await nursery.start(serving)
             scheme = "ws" if config.ssl_context is None else "wss"
+            if worker is None and getattr(args, "announce", None):
+                say(args.announce.format(host=args.host, port=server.port))
             say(f"worker {os.getpid()} listening on {scheme}://{args.host}:{server.port}/")
             if worker is not None:
                 os.write(worker["ready_fd"], b"r")
@@ -252,10 +254,12 @@ async def supervise(config: ServerConfig, args: argparse.Namespace) -> int:
     listeners = await open_listeners(args.host, args.port, backlog=config.backlog)
     port = listeners[0].socket.getsockname()[1]
     scheme = "ws" if config.ssl_context is None else "wss"
+    if getattr(args, "announce", None):
+        say(args.announce.format(host=args.host, port=port))
     environment = dict(os.environ)
     # The workers take the parsed command line from the environment, where no `ps` shows
     # the Redis URL's password.
-    worker_args = {**vars(args), "workers": 1, "port": port}
+    worker_args = {**vars(args), "workers": 1, "port": port, "announce": None}
     environment[ARGS_VARIABLE] = json.dumps(worker_args)
     command = [sys.executable, "-m", "trio_ws", "serve", args.target]
     supervisor = Supervisor(
@@ -545,8 +549,8 @@ def pid_file(path: str | None) -> Iterator[None]:
 
 
 def run_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """`serve trio_ws.demo:config`, announcing the page first."""
-    print(f"chat demo on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    """`serve trio_ws.demo:config`, announcing the page once it listens."""
+    args.announce = "chat demo on http://{host}:{port}/ (Ctrl-C to stop)"
     return run_serve(parser, args)
 
 
