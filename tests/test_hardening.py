@@ -247,7 +247,7 @@ async def test_head_requests_get_headers_and_no_body(caplog: pytest.LogCaptureFi
     router = trio_ws.Router()
     router.add("/chat", echo)
     for handler, path, status in [
-        (echo, "/", b"400"),
+        (echo, "/", b"426"),
         (echo, "/healthz", b"200"),
         (router, "/nowhere", b"404"),
     ]:

@@ -240,12 +240,17 @@ async def test_reuse_port_lets_two_servers_share_a_port() -> None:
 
 async def test_logger_option_receives_the_connection_records(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("my_app.ws")
-    caplog.set_level(logging.INFO, logger="my_app.ws")
+    caplog.set_level(logging.DEBUG, logger="my_app.ws")
     async with trio_ws.open_server(echo, "127.0.0.1", 0, logger=logger) as server:
-        async with trio_ws.connect(ws_url(server, "/x")):
+        async with trio_ws.connect(ws_url(server, "/x?token=secret")):
             pass
         await trio.sleep(0.05)
-    assert any(r.name == "my_app.ws" and "connection open" in r.getMessage() for r in caplog.records)
+    opened = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "my_app.ws" and "connection open" in r.getMessage()
+    ]
+    assert opened and opened[0].endswith("connection open: /x?token=***")
 
 
 def documented_options() -> set[str]:

@@ -341,6 +341,8 @@ class WebSocketServer:
     async def _run_handler(self, ws: WebSocket) -> None:
         self.connections.add(ws)
         opened_at = trio.current_time()
+        if self.logger.isEnabledFor(logging.DEBUG):  # else no per-connection logger is built
+            ws.logger.debug("connection open: %s", self._target(ws.path))
         try:
             async with ws.running(self.keepalive):
                 try:
@@ -367,6 +369,8 @@ class WebSocketServer:
         finally:
             self.connections.discard(ws)
             self._upgraded -= 1
+            if self.logger.isEnabledFor(logging.DEBUG):
+                ws.logger.debug("connection closed: code %s", ws.close_code)
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info(
                     '%s - "WebSocket %s" closed %s after %.2f s, %d bytes in, %d bytes out',
