@@ -1,13 +1,20 @@
 """The docs stay true to the code: every signature the pages show (a call with `*` or
-`**options` in it) names real parameters with their real defaults, and every test that
-docs/reliability.md cites exists. Each check is also shown failing on a planted mismatch."""
+`**options` in it) names real parameters with their real defaults, every test that
+docs/reliability.md cites exists, and the systemd unit of docs/deploy.md verifies. Each
+check is also shown failing on a planted mismatch."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import os
+import pwd
 import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +153,45 @@ def test_the_citation_check_fails_on_a_planted_name() -> None:
     assert cited_tests(planted) - defined_tests() == {
         "test_a_publish_cancelled_before_redis_answered_is_counted"
     }
+
+
+def documented_unit() -> str:
+    """The systemd unit of docs/deploy.md, its paths pointed at this machine's."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (unit,) = re.findall(r"```ini\n(.*?)```", text, re.S)
+    unit = unit.replace("/srv/app/.venv/bin/python", sys.executable).replace("/srv/app", str(ROOT))
+    return unit.replace("User=www-data", f"User={pwd.getpwuid(os.getuid()).pw_name}")
+
+
+def verify_unit(unit: str, directory: Path) -> tuple[int, str]:
+    path = directory / "trio-ws-app.service"
+    path.write_text(unit)
+    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    return result.returncode, result.stdout + result.stderr
+
+
+systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+
+
+@systemd
+def test_the_documented_systemd_unit_verifies(tmp_path: Path) -> None:
+    code, output = verify_unit(documented_unit(), tmp_path)
+    assert code == 0 and "trio-ws-app.service:" not in output, output
+
+
+@systemd
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (("ExecReload=", "ExecRelaod="), "Unknown key"),
+        (("ExecStart=" + sys.executable, "ExecStart=python"), ""),
+    ],
+)
+def test_the_unit_check_fails_on_a_planted_mistake(
+    tmp_path: Path, change: tuple[str, str], complaint: str
+) -> None:
+    code, output = verify_unit(documented_unit().replace(*change), tmp_path)
+    assert code != 0 or "trio-ws-app.service:" in output, output
+    assert complaint in output
