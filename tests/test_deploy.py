@@ -374,3 +374,33 @@ async def test_sigterm_during_a_rolling_restart_stops_every_generation() -> None
         pids = [int(pid) for line in service.out for pid in re.findall(r"worker (\d+) listening", line)]
         assert not any(alive(pid) for pid in pids)
         assert not any("did not all start" in line for line in service.err)
+
+
+async def test_a_client_resumes_through_a_per_attempt_uri_across_three_server_restarts(
+    redis_server: RedisServer,
+) -> None:
+    """`reconnect(function)`: each attempt's URI carries the latest position seen. The server
+    (history in Redis) is stopped and started again three times on the same port; the
+    client resumes every time, recovered, with every offset once and in order."""
+    port = free_port()
+    resumer = Resumer(port)
+    stop = trio.Event()  # never set: the client runs until cancelled
+    async with trio.open_nursery() as nursery:
+        for restart in range(4):
+            async with serve(
+                APP, "--port", str(port), "--redis", redis_server.url, "--graceful-timeout", "0"
+            ) as service:
+                await service.line("listening on")
+                if restart == 0:
+                    nursery.start_soon(resumer.run, stop)
+                seen = len(resumer.offsets)
+                with trio.fail_after(10):
+                    while len(resumer.offsets) < seen + 20:  # it reached this server, and got ticks
+                        await trio.sleep(0.05)
+                service.signal(signal.SIGTERM)
+                assert await service.wait(10) == 0
+        nursery.cancel_scope.cancel()
+    assert resumer.connections >= 4 and len(set(resumer.pids)) == 4
+    assert resumer.unrecovered == 0
+    first = resumer.offsets[0]
+    assert resumer.offsets == list(range(first, first + len(resumer.offsets)))
