@@ -404,3 +404,18 @@ async def test_a_client_resumes_through_a_per_attempt_uri_across_three_server_re
     assert resumer.unrecovered == 0
     first = resumer.offsets[0]
     assert resumer.offsets == list(range(first, first + len(resumer.offsets)))
+
+
+async def test_new_connections_are_spread_over_the_workers() -> None:
+    """One socket per worker in a SO_REUSEPORT group: the kernel spreads connections over
+    the workers. (With one socket shared by all, the worker the kernel woke first took
+    nearly every connection: 100 in a row to the same one.)"""
+    port = free_port()
+    async with serve(APP, "--port", str(port), "--workers", "2") as service:
+        await service.line("2 workers ready")
+        served: dict[int, int] = {}
+        for _ in range(40):
+            async with trio_ws.connect(f"ws://127.0.0.1:{port}/pid") as ws:
+                pid = int((await ws.recv()).split()[0])
+                served[pid] = served.get(pid, 0) + 1
+        assert set(served) == set(service.pids()) and min(served.values()) >= 8, served

@@ -251,8 +251,12 @@ async def watch_supervisor(supervisor: int, server: WebSocketServer) -> None:
 
 async def supervise(config: ServerConfig, args: argparse.Namespace) -> int:
     """`--workers N`: open the sockets here and keep N workers on them (`Supervisor`)."""
-    listeners = await open_listeners(args.host, args.port, backlog=config.backlog)
-    port = listeners[0].socket.getsockname()[1]
+    # One socket per worker slot, in one SO_REUSEPORT group (see `Supervisor`).
+    first = await open_listeners(args.host, args.port, backlog=config.backlog, reuse_port=True)
+    port = first[0].socket.getsockname()[1]
+    slots = [first]
+    for _ in range(args.workers - 1):
+        slots.append(await open_listeners(args.host, port, backlog=config.backlog, reuse_port=True))
     scheme = "ws" if config.ssl_context is None else "wss"
     if getattr(args, "announce", None):
         say(args.announce.format(host=args.host, port=port))
@@ -265,8 +269,7 @@ async def supervise(config: ServerConfig, args: argparse.Namespace) -> int:
     supervisor = Supervisor(
         command,
         environment,
-        [listener.socket for listener in listeners],
-        args.workers,
+        [[listener.socket for listener in listeners] for listeners in slots],
         url=f"{scheme}://{args.host}:{port}/",
     )
     return await supervisor.run()

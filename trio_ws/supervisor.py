@@ -1,9 +1,13 @@
 """`Supervisor`: N worker processes on listening sockets this process opens and keeps, in
 the manner of gunicorn's arbiter.
 
-- The sockets belong to the supervisor; every worker inherits them, so all share one accept
-  queue. A worker that stops accepting (draining, dying) loses nobody's connection, and a
-  rolling restart never closes the port.
+- The sockets belong to the supervisor: one listening socket per worker *slot*, all in one
+  `SO_REUSEPORT` group, so the kernel spreads new connections evenly over the slots (one
+  socket shared by every worker would send nearly all of them to whichever worker the
+  kernel wakes first). The worker of a slot inherits its socket; a replacement, or the new
+  generation of a rolling restart, inherits the same one. Since the supervisor keeps it
+  open, a connection waiting in a slot's queue while its worker drains or dies is accepted
+  by the next worker of that slot: the port never refuses one.
 - A worker says it is ready by writing one byte to a pipe once it accepts.
 - A worker that exits unasked is logged (pid, exit code or signal) and replaced; the first
   death at once, repeated ones with a back-off. K deaths within T seconds (a crash loop), or
@@ -53,6 +57,7 @@ class Worker:
     """One worker process and what the supervisor knows of it."""
 
     process: trio.Process
+    slot: int
     first_generation: bool
     restart: bool = False  # started by a SIGHUP: failing to start fails the restart, not the service
     ready: trio.Event = dataclasses.field(default_factory=trio.Event)
@@ -65,14 +70,14 @@ class Worker:
 
 
 class Supervisor:
-    """Keeps `count` workers running `command` on `sockets` until a signal stops it."""
+    """Keeps one worker per slot running `command`; `slots[i]` are the listening sockets of
+    slot i (one per address family)."""
 
     def __init__(
         self,
         command: Sequence[str],
         environment: dict[str, str],
-        sockets: Sequence[trio.socket.SocketType],
-        count: int,
+        slots: Sequence[Sequence[trio.socket.SocketType]],
         *,
         url: str,
         max_deaths: int = 5,
@@ -81,8 +86,8 @@ class Supervisor:
     ) -> None:
         self.command = list(command)
         self.environment = environment
-        self.sockets = list(sockets)
-        self.count = count
+        self.slots = [list(sockets) for sockets in slots]
+        self.count = len(self.slots)
         self.url = url
         self.max_deaths = max_deaths
         self.death_window = death_window
@@ -102,7 +107,7 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._follow_signals, signals)
-                first = [await self._spawn(first_generation=True) for _ in range(self.count)]
+                first = [await self._spawn(slot, first_generation=True) for slot in range(self.count)]
                 nursery.start_soon(self._announce, first)
                 await self._all_exited()
                 nursery.cancel_scope.cancel()
@@ -140,8 +145,9 @@ class Supervisor:
             self._exit_code = max(self._exit_code, exit_code)
         logger.warning("%s", why)
         self._stopping = True
-        for sock in self.sockets:
-            sock.close()
+        for sockets in self.slots:
+            for sock in sockets:
+                sock.close()
         for worker in self.workers:
             self._retire(worker)
 
@@ -152,10 +158,10 @@ class Supervisor:
 
     # ---- workers -----------------------------------------------------------------------
 
-    async def _spawn(self, *, first_generation: bool = False, restart: bool = False) -> Worker:
-        """Start one worker on the sockets, with a pipe to say it is ready."""
+    async def _spawn(self, slot: int, *, first_generation: bool = False, restart: bool = False) -> Worker:
+        """Start the worker of `slot` on its sockets, with a pipe to say it is ready."""
         ready_read, ready_write = os.pipe()
-        fds = [sock.fileno() for sock in self.sockets]
+        fds = [sock.fileno() for sock in self.slots[slot]]
         environment = dict(self.environment)
         environment[WORKER_VARIABLE] = json.dumps(
             {"fds": fds, "ready_fd": ready_write, "supervisor": os.getpid()}
@@ -168,7 +174,7 @@ class Supervisor:
             )
         finally:
             os.close(ready_write)
-        worker = Worker(process, first_generation, restart)
+        worker = Worker(process, slot, first_generation, restart)
         self.workers.append(worker)
         assert self._nursery is not None
         self._nursery.start_soon(self._follow, worker, ready_read)
@@ -233,9 +239,9 @@ class Supervisor:
         await trio.sleep(delay)
         if self._stopping or self._rolling:
             return  # a restart in progress tops up once it is done
-        running = [worker for worker in self.workers if not worker.retiring]
-        for _ in range(self.count - len(running)):
-            worker = await self._spawn()
+        served = {worker.slot for worker in self.workers if not worker.retiring}
+        for slot in sorted(set(range(self.count)) - served):
+            worker = await self._spawn(slot)
             with trio.move_on_after(self.start_timeout):
                 await _ready_or_exited(worker)
             if worker.ready.is_set():
@@ -256,7 +262,7 @@ class Supervisor:
         try:
             old = [worker for worker in self.workers if not worker.retiring]
             logger.warning("SIGHUP: starting %d new workers", self.count)
-            new = [await self._spawn(restart=True) for _ in range(self.count)]
+            new = [await self._spawn(slot, restart=True) for slot in range(self.count)]
             with trio.move_on_after(self.start_timeout):
                 for worker in new:
                     await _ready_or_exited(worker)
