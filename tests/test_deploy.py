@@ -4,7 +4,6 @@ processes, real sockets, a real redis-server."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -17,48 +16,9 @@ import trio
 import trio_ws
 
 from .conftest import RedisServer, free_port, raise_open_file_limit
-from .service import serve
+from .service import Resumer, serve
 
 APP = "tests.deploy_app:config"
-
-
-class Resumer:
-    """A client of /ticks that resumes from its latest position through a per-attempt URI,
-    checking that it sees every offset once, in order, across reconnections."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.last: trio_ws.StreamPosition | None = None
-        self.offsets: list[int] = []
-        self.connections = 0
-        self.pids: list[int] = []
-        self.unrecovered = 0
-
-    def uri(self) -> str:
-        base = f"ws://127.0.0.1:{self.port}/ticks"
-        if self.last is None:
-            return base
-        return f"{base}?offset={self.last.offset}&epoch={self.last.epoch}"
-
-    async def run(self, until: trio.Event) -> None:
-        async with trio_ws.reconnect(self.uri, initial_delay=0.05, max_delay=0.2) as connections:
-            async for ws in connections:
-                self.connections += 1
-                try:
-                    start = json.loads(await ws.recv())
-                    self.pids.append(start["pid"])
-                    if self.last is not None and start["recovered"] is not True:
-                        self.unrecovered += 1
-                    async for message in ws:
-                        tick = json.loads(message)
-                        if self.last is not None and tick["epoch"] == self.last.epoch:
-                            assert tick["offset"] == self.last.offset + 1, (self.last, tick)
-                        self.offsets.append(tick["offset"])
-                        self.last = trio_ws.StreamPosition(tick["offset"], tick["epoch"])
-                        if until.is_set():
-                            return
-                except trio_ws.ConnectionClosed:
-                    continue
 
 
 async def test_a_killed_worker_is_replaced_within_a_second_and_its_clients_resume_with_nothing_lost(

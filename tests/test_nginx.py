@@ -24,8 +24,8 @@ import trustme
 
 import trio_ws
 
-from .conftest import ROOT, debian_binary, free_port
-from .service import serve
+from .conftest import ROOT, RedisServer, debian_binary, free_port
+from .service import Resumer, serve
 
 PROXY_ADDRESS = "127.0.0.3"  # nginx connects to the backend from here (proxy_bind), the client from 127.0.0.1
 READ_TIMEOUT = 2  # proxy_read_timeout in these tests, for a test that takes seconds
@@ -219,3 +219,34 @@ async def test_a_drain_and_a_rolling_restart_through_nginx(nginx: Callable[[int]
                         await ws.recv()
         assert closed.value.code == 1001
         assert await service.wait(15) == 0
+
+
+async def test_a_killed_worker_behind_nginx_its_clients_resume_with_nothing_lost(
+    nginx: Callable[[int], Nginx], redis_server: RedisServer
+) -> None:
+    """The crash case through nginx: clients resuming through the proxy (which answers
+    502 while no worker takes the connection) reconnect to the other worker, recovered."""
+    port = free_port()
+    async with serve(
+        "tests.deploy_app:config", "--port", str(port), "--workers", "2", "--redis", redis_server.url
+    ) as service:
+        await service.line("2 workers ready")
+        proxy = nginx(port)
+        victim = service.pids()[0]
+        resumers = [Resumer(proxy.port) for _ in range(10)]
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for resumer in resumers:
+                nursery.start_soon(resumer.run, stop)
+            await trio.sleep(1)
+            os.kill(victim, signal.SIGKILL)
+            await service.line(rf"worker {victim} was killed by SIGKILL", stream="err")
+            await trio.sleep(1.5)
+            stop.set()
+        on_victim = [r for r in resumers if victim in r.pids]
+        assert on_victim
+        for resumer in resumers:
+            assert resumer.unrecovered == 0 and resumer.offsets
+            assert len(resumer.offsets) == len(set(resumer.offsets))
+        for resumer in on_victim:
+            assert resumer.pids[-1] != victim
