@@ -335,3 +335,22 @@ async def test_batch_output_into_a_closed_pipe_ends_quietly(echo_server: trio_ws
             errors += chunk
         code = await process.wait()
     assert code == 0 and b"Traceback" not in errors, errors.decode()
+
+
+async def test_serve_help_shows_every_flags_default() -> None:
+    from trio_ws.cli import SERVE_FLAGS
+
+    result = await trio.run_process(
+        [sys.executable, "-m", "trio_ws", "serve", "--help"], capture_stdout=True, check=True
+    )
+    text = " ".join(result.stdout.decode().split()).split(" options:", 1)[1]  # past the usage line
+    flags = [flag.flag for flag in SERVE_FLAGS] + [
+        "--port",
+        "--host",
+        "--workers",
+        "--history-size",
+        "--log-level",
+    ]
+    for flag in flags:
+        described = text.split(f"{flag} ", 1)[1].split(" --", 1)[0]
+        assert "default:" in described, (flag, described)
