@@ -138,3 +138,29 @@ class Resumer:
                             return
                 except trio_ws.ConnectionClosed:
                     continue
+
+
+class LoopingClients:
+    """Clients of /pid that connect, read the worker's pid and version, echo once and close,
+    in a loop: every attempt that fails (refused, reset, an HTTP error) is kept."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.attempts = 0
+        self.failures: list[BaseException] = []
+        self.seen: set[tuple[int, str]] = set()  # (pid, version) of every answer
+
+    async def run(self, stop: trio.Event) -> None:
+        while not stop.is_set():
+            self.attempts += 1
+            try:
+                async with trio_ws.connect(f"{self.url}/pid") as ws:
+                    pid, version = (await ws.recv()).split()
+                    self.seen.add((int(pid), version))
+                    await ws.send("x")
+                    assert await ws.recv() == "x"
+            except trio_ws.ConnectionClosed as closed:
+                if closed.code != 1001:  # a drain's close, after the answer: not a refusal
+                    self.failures.append(closed)
+            except (OSError, trio_ws.WebSocketError) as exc:
+                self.failures.append(exc)

@@ -16,7 +16,7 @@ import trio
 import trio_ws
 
 from .conftest import RedisServer, free_port, raise_open_file_limit
-from .service import Resumer, serve
+from .service import LoopingClients, Resumer, serve
 
 APP = "tests.deploy_app:config"
 
@@ -180,30 +180,12 @@ async def test_sighup_restarts_every_worker_with_new_code_and_refuses_nobody(tmp
     async with serve("rolling:config", "--port", str(port), "--workers", "2", cwd=tmp_path) as service:
         await service.line("2 workers ready")
         old = set(service.pids())
-        failures: list[BaseException] = []
-        attempts = 0
-        seen: set[tuple[int, str]] = set()
+        clients = LoopingClients(f"ws://127.0.0.1:{port}")
         stop = trio.Event()
-
-        async def client() -> None:
-            nonlocal attempts
-            while not stop.is_set():
-                attempts += 1
-                try:
-                    async with trio_ws.connect(f"ws://127.0.0.1:{port}/pid") as ws:
-                        pid, version = (await ws.recv()).split()
-                        seen.add((int(pid), version))
-                        await ws.send("x")
-                        assert await ws.recv() == "x"
-                except trio_ws.ConnectionClosed as closed:
-                    if closed.code != 1001:  # a drain's close, after the answer: not a refusal
-                        failures.append(closed)
-                except (OSError, trio_ws.WebSocketError) as exc:
-                    failures.append(exc)
 
         async with trio.open_nursery() as nursery:
             for _ in range(200):
-                nursery.start_soon(client)
+                nursery.start_soon(clients.run, stop)
             await trio.sleep(1)
             app.write_text(
                 source.replace('VERSION = os.environ.get("DEPLOY_APP_VERSION", "1")', 'VERSION = "new"')
@@ -214,8 +196,9 @@ async def test_sighup_restarts_every_worker_with_new_code_and_refuses_nobody(tmp
             new = set(service.pids(after=before))
             await trio.sleep(4)  # the old generation drains (graceful_timeout: 3 s) meanwhile
             stop.set()
-        assert not failures, (len(failures), failures[:3], attempts)
-        assert attempts > 400, attempts
+        assert not clients.failures, (len(clients.failures), clients.failures[:3], clients.attempts)
+        assert clients.attempts > 400, clients.attempts
+        seen = clients.seen
         assert new and not (new & old)
         assert {version for pid, version in seen if pid in new} == {"new"}
         assert {version for pid, version in seen if pid in old} == {"old"}

@@ -25,7 +25,7 @@ import trustme
 import trio_ws
 
 from .conftest import ROOT, RedisServer, debian_binary, free_port
-from .service import Resumer, serve
+from .service import LoopingClients, Resumer, serve
 
 PROXY_ADDRESS = "127.0.0.3"  # nginx connects to the backend from here (proxy_bind), the client from 127.0.0.1
 READ_TIMEOUT = 2  # proxy_read_timeout in these tests, for a test that takes seconds
@@ -183,34 +183,20 @@ async def test_a_drain_and_a_rolling_restart_through_nginx(nginx: Callable[[int]
     ) as service:
         await service.line("2 workers ready")
         proxy = nginx(port)
-        failures: list[BaseException] = []
+        clients = LoopingClients(proxy.url)
         stop = trio.Event()
-        done = 0
-
-        async def client() -> None:
-            nonlocal done
-            while not stop.is_set():
-                try:
-                    async with trio_ws.connect(f"{proxy.url}/pid") as ws:
-                        await ws.recv()
-                        done += 1
-                except trio_ws.ConnectionClosed as closed:
-                    if closed.code != 1001:
-                        failures.append(closed)
-                except (OSError, trio_ws.WebSocketError) as exc:
-                    failures.append(exc)
 
         async with trio.open_nursery() as nursery:
             for _ in range(50):
-                nursery.start_soon(client)
+                nursery.start_soon(clients.run, stop)
             await trio.sleep(0.5)
             before = len(service.out)
             service.signal(signal.SIGHUP)
             await service.line("restarted: 2 workers ready", after=before)
             await trio.sleep(1.5)
             stop.set()
-        assert not failures, failures[:3]
-        assert done > 100
+        assert not clients.failures, clients.failures[:3]
+        assert clients.attempts > 100
         async with trio_ws.connect(f"{proxy.url}/echo") as ws:
             service.signal(signal.SIGTERM)
             with pytest.raises(trio_ws.ConnectionClosed) as closed:
