@@ -50,6 +50,7 @@ def test_fragmented_binary_in_byte_sized_pieces() -> None:
         client_frame(Opcode.TEXT, b"a", fin=False) + client_frame(Opcode.TEXT, b"b"),
         client_frame(Opcode.BINARY, b"a", fin=False) + client_frame(Opcode.BINARY, b"b"),
     ],
+    ids=["continuation-first", "text-inside-text", "binary-inside-binary"],  # the masks are random
 )
 def test_bad_fragmentation_fails_with_1002(wire: bytes) -> None:
     proto = Protocol(Role.SERVER)

@@ -615,8 +615,10 @@ class WebSocket:
             if self._lifecycle is not Lifecycle.CLOSED:
                 self._read_fd = None
                 self._abort_now()
-                await trio.aclose_forcefully(self._stream)
-                self._set_closed()
+                try:
+                    await trio.aclose_forcefully(self._stream)
+                finally:  # a cancelled body is still cancelled here: the close must not wait on it
+                    self._set_closed()
 
     async def _run_own_timers(self, timers: KeepaliveTimers, scope: trio.CancelScope) -> None:
         with scope:

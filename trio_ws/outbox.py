@@ -22,6 +22,10 @@ CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 """What a stream raises once the connection is gone."""
 
 
+def _nobody() -> None:
+    """The lost-connection callback of an outbox whose stream is closing."""
+
+
 class Outbox:
     """Write-through, the writer task, and flow control (`write_limit`) for one stream."""
 
@@ -125,8 +129,11 @@ class Outbox:
         self._fd = None
 
     def stop(self) -> None:
-        """The stream is being closed: the writer ends."""
+        """The stream is being closed: the writer ends, and the outbox lets go of its
+        connection's callback, so that a closed connection is freed by reference counting
+        alone instead of waiting for the cyclic collector."""
         self._stopped = True
+        self._lost = _nobody
         self._wake(self._more)
 
     def wake_senders(self) -> None:
