@@ -27,6 +27,33 @@ settings.register_profile("ci", parent=settings.get_profile("default"), max_exam
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "alone: measures time, memory or load, so no other test runs beside it"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Under pytest-xdist, share the machine: an `alone` test holds an exclusive lock, the
+    others a shared one, for their whole run (fixtures included). It wraps pytest-timeout's
+    hook, so that waiting for the lock does not count against a test's timeout."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:  # one process: every test runs alone anyway
+        yield
+        return
+    import fcntl
+    import tempfile
+
+    alone = item.get_closest_marker("alone") is not None
+    with open(Path(tempfile.gettempdir()) / f"trio_ws-tests-{run}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def raise_open_file_limit(needed: int) -> None:
     """Raise RLIMIT_NOFILE's soft limit to `needed` descriptors (as far as the hard limit
     allows); skip the test, saying why, if it cannot reach it."""

@@ -91,6 +91,7 @@ def peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.alone  # measures memory
 async def test_decompression_bomb_closes_1009_without_inflating() -> None:
     inflated_size = 2**30  # 1 GiB of zeros ...
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)

@@ -145,6 +145,7 @@ async def test_every_way_of_ending_leaves_none_alive(ending: str) -> None:
                 await client(f"ws://127.0.0.1:{server.port}/")
             assert await settle(before) == before
         assert live_connections() == before
+    assert ("connection handler failed" in log.getvalue()) == (ending == "handler raises")
 
 
 async def test_tls_and_compressed_connections_leave_none_alive() -> None:

@@ -125,6 +125,7 @@ async def test_server_send_and_broadcast_of_wide_memoryviews(compression: str | 
 # ---- 3. a ping flood that never reads ----------------------------------------------------
 
 
+@pytest.mark.alone  # measures memory
 async def test_ping_flood_from_a_peer_that_never_reads_stays_bounded() -> None:
     with hostile_server() as server:
         port = int(server.url.rsplit(":", 1)[1].strip("/"))
@@ -180,6 +181,7 @@ def deflate_bombs(count: int, size: int) -> bytes:
     return b"".join(frames)
 
 
+@pytest.mark.alone  # measures memory
 async def test_compressed_messages_cannot_overfill_the_inbox() -> None:
     with hostile_server() as server:
         port = int(server.url.rsplit(":", 1)[1].strip("/"))

@@ -10,7 +10,7 @@ import trio
 
 from .conftest import ROOT, redis_server_binary
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.alone]
 
 
 async def test_the_fanout_benchmark_delivers_every_message_in_both_setups() -> None:

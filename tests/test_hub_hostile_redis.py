@@ -34,6 +34,7 @@ async def hostile_hub(
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.alone  # measures memory
 async def test_an_oversized_history_reply_fails_that_read_and_costs_no_more_than_its_bound() -> None:
     """A READ answered with 64 MiB (announced, then sent): the publisher's reply bound is
     2 x max_message_size plus 64 KiB; past it the connection is dropped, the resume reports

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
 import trio
 
 from .conftest import ROOT
+
+pytestmark = pytest.mark.alone  # a benchmark
 
 
 async def test_the_recovery_benchmark_delivers_every_missed_publication() -> None:

@@ -15,7 +15,7 @@ from trio_ws import StreamPosition
 
 from .conftest import RawClient, RedisServer, rss_of
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.alone]
 
 HISTORY = 1000
 SIZE = 60_000  # 1000 x 60 kB: 57 MiB of history

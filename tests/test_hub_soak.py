@@ -10,7 +10,7 @@ import trio
 
 from .conftest import ROOT, redis_server_binary
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.alone]
 
 
 async def test_a_short_hub_soak_is_flat_and_consistent() -> None:

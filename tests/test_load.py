@@ -24,7 +24,7 @@ from .conftest import (
     readline_within,
 )
 
-pytestmark = pytest.mark.timeout(600)  # thousands of handshakes on a 2-core machine
+pytestmark = [pytest.mark.timeout(600), pytest.mark.alone]  # thousands of handshakes on a 2-core machine
 
 
 def port_of(server: ExampleProcess) -> int:

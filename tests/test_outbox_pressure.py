@@ -11,6 +11,7 @@ import random
 import socket
 import struct
 
+import pytest
 import trio
 
 import trio_ws
@@ -137,6 +138,7 @@ async def test_a_peer_that_resets_mid_backlog_ends_the_send_at_once() -> None:
                 assert await ws.recv() == "still here"
 
 
+@pytest.mark.alone  # measures memory
 async def test_an_echo_flood_that_is_never_read_stays_bounded() -> None:
     """A peer sends 64 MiB of small messages to /echo and never reads an answer: the
     answers fill the outbox to `write_limit`, send() waits, recv() stops, the inbox fills,

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
 import trio
 
 from .conftest import ROOT, redis_server_binary
+
+pytestmark = pytest.mark.alone  # a benchmark
 
 
 async def test_the_publish_benchmark_counts_every_publish_it_times() -> None:
