@@ -15,12 +15,11 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trio
-import trustme
 
 import trio_ws
 from trio_ws.connection import WebSocket
 
-from .conftest import RawClient, echo
+from .conftest import RawClient, echo, tls_contexts
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -149,11 +148,7 @@ async def test_every_way_of_ending_leaves_none_alive(ending: str) -> None:
 
 
 async def test_tls_and_compressed_connections_leave_none_alive() -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts()
     with no_cyclic_collector():
         before = live_connections()
         async with trio_ws.open_server(echo, "127.0.0.1", 0, ssl_context=server_context) as server:

@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
-import trustme
 
 import trio_ws
+
+from .conftest import tls_contexts
 
 
 @dataclass
@@ -115,11 +116,7 @@ async def test_a_redirect_without_location_or_to_another_scheme_is_refused() -> 
 
 
 async def test_wss_to_ws_is_refused_and_ws_to_wss_is_followed() -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts()
     async with site(server_context) as secure, site() as plain:
         secure.redirects["/down"] = (302, plain.url("/plain"))
         with pytest.raises(trio_ws.InvalidRedirect, match="wss:// to ws://"):
