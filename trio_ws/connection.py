@@ -617,7 +617,10 @@ class WebSocket:
                 self._abort_now()
                 try:
                     await trio.aclose_forcefully(self._stream)
-                finally:  # a cancelled body is still cancelled here: the close must not wait on it
+                finally:
+                    # A cancelled body's scope is still cancelled here, so aclose_forcefully
+                    # raises Cancelled once the stream is closed: the connection is closed all
+                    # the same, and must say so.
                     self._set_closed()
 
     async def _run_own_timers(self, timers: KeepaliveTimers, scope: trio.CancelScope) -> None:
