@@ -17,7 +17,6 @@ import pytest
 import trio
 
 import trio_ws
-from trio_ws.connection import WebSocket
 
 from .conftest import RawClient, echo, tls_contexts
 
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.timeout(300)
 
 def live_connections() -> int:
     """WebSocket objects the interpreter still holds, garbage included."""
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, WebSocket))
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, trio_ws.WebSocket))
 
 
 @contextlib.contextmanager
@@ -38,16 +37,15 @@ def no_cyclic_collector() -> Iterator[io.StringIO]:
     logger = logging.getLogger("trio_ws")
     # pytest's capture keeps records: it is put on the root logger and, while the test
     # runs (so this is entered in the test, not in a fixture), on "trio_ws" too.
-    kept_handlers, logger.handlers = logger.handlers, [handler]
-    logger.propagate = False
+    kept = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [handler], False
     gc.collect()
     gc.disable()
     try:
         yield log
     finally:
         gc.enable()
-        logger.propagate = True
-        logger.handlers = kept_handlers
+        logger.handlers, logger.propagate = kept
 
 
 async def settle(before: int) -> int:
