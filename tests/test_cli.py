@@ -179,6 +179,26 @@ async def run_client(
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
+async def run_client_keeping_stdin_open(*args: str, line: bytes) -> tuple[int, str]:
+    """Run the interactive client, type `line`, and never end its input: only the server ends it.
+
+    End of input closes with 1000 and could overtake the server's own close.
+    """
+    import subprocess
+
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trio_ws", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdin is not None and process.stdout is not None
+    await process.stdin.send_all(line)
+    out = b""
+    while chunk := await process.stdout.receive_some():
+        out += chunk
+    code = await process.wait()
+    await process.stdin.aclose()
+    return code, out.decode()
+
+
 async def test_batch_mode_sends_lines_prints_replies_and_exits_0() -> None:
     async with trio_ws.open_server(echo, "127.0.0.1", 0) as server:
         with trio.fail_after(30):
@@ -208,7 +228,7 @@ async def test_the_client_says_how_the_connection_ended_even_when_it_ended_well(
 
     async with trio_ws.open_server(restart, "127.0.0.1", 0) as server:
         with trio.fail_after(30):
-            code, out, _ = await run_client(ws_url(server), stdin=b"hello\n")
+            code, out = await run_client_keeping_stdin_open(ws_url(server), line=b"hello\n")
             assert code == 0 and "connection closed: code = 1001 (going away): server restarting" in out, out
             code, out, err = await run_client(ws_url(server), "--batch", stdin=b"hello\n")
             assert (code, out) == (
