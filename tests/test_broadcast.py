@@ -54,8 +54,8 @@ async def test_one_broadcast_reaches_plain_and_compressed_peers_alike() -> None:
                 await trio.sleep(0.01)
         kinds = sorted(
             (
-                ws._proto.deflate is not None,
-                ws._proto.deflate is not None and ws._proto.deflate.shared_frame_key is not None,
+                "permessage-deflate" in (agreed := ws.response_headers.get("Sec-WebSocket-Extensions", "")),
+                "server_no_context_takeover" in agreed,
             )
             for ws in server.connections
         )

@@ -149,7 +149,8 @@ def test_streamed_fragments_join_to_the_message_however_it_is_cut(
     (before the first, in the middle, or never), is received intact: the fragments (and
     the part assembled before streaming began) join to it, text in whole code points."""
     from trio_ws.extensions.permessage_deflate import DeflateConfig, DeflateParameters, PerMessageDeflate
-    from trio_ws.protocol import Fragment, Protocol, Role
+    from trio_ws.messages import Fragment
+    from trio_ws.protocol import Protocol, Role
 
     params, config = DeflateParameters(), DeflateConfig()
     sender = Protocol(

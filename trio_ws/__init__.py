@@ -8,7 +8,7 @@ from .backends.redis import RedisBackend
 from .broadcasting import broadcast
 from .client import connect
 from .config import ClientConfig, ServerConfig
-from .connection import Message, WebSocket
+from .connection import WebSocket
 from .exceptions import (
     CloseCode,
     ConnectionClosed,
@@ -27,6 +27,7 @@ from .history import HistoryLimits, Publication, StreamPosition
 from .http import Headers, Request, Response
 from .hub import Hub, PublicationChannel, Subscription, current_hub, open_hub, presence_topic
 from .hub_config import HubConfig
+from .messages import Data, Message
 from .options import ConnectionOptions
 from .prepared import PreparedMessage
 from .protocol import State
@@ -43,6 +44,7 @@ __all__ = [
     "ConnectionClosedOK",
     "ConnectionOptions",
     "Connections",
+    "Data",
     "DeflateConfig",
     "Headers",
     "Hub",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .connection import WebSocket
+from .messages import Data
 from .prepared import PreparedMessage
-from .protocol import Data
 
 __all__ = ["broadcast"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -22,12 +21,12 @@ from .config import (
     check_names,
     client_configured,
 )
-from .connection import WebSocket
+from .connection import WebSocket, new_websocket, running
 from .exceptions import InvalidHandshake, InvalidRedirect, InvalidURI
 from .extensions.permessage_deflate import config_for
 from .handshake import ClientHandshake
 from .http import Headers, HeadersLike, Response
-from .protocol import Protocol, Role
+from .protocol import Role
 from .proxy import open_tunnel, proxy_for
 from .sockets import receive_some, send_all
 from .uri import WebSocketURI, parse_uri
@@ -128,7 +127,7 @@ async def connect(
     except trio.TooSlowError:
         raise TimeoutError(f"opening handshake with {uri} timed out after {c.open_timeout}s") from None
     ws = _client_websocket(stream, handshake, response, c)
-    async with ws.running():
+    async with running(ws):
         yield ws
 
 
@@ -178,14 +177,14 @@ async def _exchange(stream: trio.abc.Stream, handshake: ClientHandshake) -> Resp
 def _client_websocket(
     stream: trio.abc.Stream, handshake: ClientHandshake, response: Response, c: ClientConfig
 ) -> WebSocket:
-    return WebSocket(
+    return new_websocket(
         stream,
-        Protocol(Role.CLIENT, max_size=c.max_size, deflate=handshake.deflate),
+        Role.CLIENT,
+        c,
         request=handshake.request,
         response=response,
+        deflate=handshake.deflate,
         initial_data=handshake.trailing_data,
-        logger=c.logger or logging.getLogger("trio_ws.client"),
-        **c.websocket_options(),
     )
 
 
@@ -212,7 +211,7 @@ async def connect_over(
     except trio.TooSlowError:
         raise TimeoutError(f"opening handshake with {uri} timed out after {c.open_timeout}s") from None
     ws = _client_websocket(stream, handshake, response, c)
-    async with ws.running():
+    async with running(ws):
         yield ws
 
 

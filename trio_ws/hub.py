@@ -34,8 +34,8 @@ from .delivery import Delivery, choose_delivery
 from .history import HistoryLimits, Publication, StreamPosition
 from .hub_backend import Backend, PresenceBackend
 from .hub_config import HubConfig, HubOptions, check_queue_options
+from .messages import Data
 from .prepared import PreparedMessage
-from .protocol import Data
 from .subscriber_queue import OverflowPolicy, SubscriberQueue
 from .subscription import ChannelSink, Fanout, Formatter, Phase, Sink, Subscription, WebSocketSink
 from .tasks import open_nursery_unwrapped

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from .history import Publication, StreamPosition
-from .protocol import Data
+from .messages import Data
 
 __all__ = ["Receiver", "Backend", "HistoryBackend", "PresenceBackend"]
 

@@ -13,7 +13,7 @@ from collections import deque
 
 import trio
 
-from .protocol import Fragment
+from .messages import Fragment
 
 __all__ = ["Inbox", "Item", "queue_marks"]
 

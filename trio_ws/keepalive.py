@@ -3,7 +3,7 @@
 A sleeping task per connection costs its memory whether or not it ever wakes; here each
 connection is one entry in a heap, and the task sleeps until the earliest is due. What is
 due (a ping, or the check that its pong came in time) is the connection's to say:
-`WebSocket.keepalive(now)` does it and answers when to call again. A closing connection
+`ConnectionCore.keepalive(now)` does it and answers when to call again. A closing connection
 discards its entry, so nothing of it stays behind until its next ping would have been due.
 """
 

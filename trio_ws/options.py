@@ -9,28 +9,16 @@ import logging
 import ssl
 import sys
 from collections.abc import Sequence
-from typing import TypedDict
 
 from .extensions.permessage_deflate import DeflateConfig, config_for
 from .http import HeadersLike
 from .inbox import queue_marks
 from .version import __version__
 
-__all__ = ["ConnectionOptions", "WebSocketOptions", "PRODUCT"]
+__all__ = ["ConnectionOptions", "PRODUCT"]
 
 PRODUCT = f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio_ws/{__version__}"
 """How trio_ws names itself: the default `Server` header of a server and `User-Agent` header of a client."""
-
-
-class WebSocketOptions(TypedDict):
-    """The options a `WebSocket` is built with, once the handshake is done."""
-
-    ping_interval: float | None
-    ping_timeout: float | None
-    close_timeout: float
-    max_queue: int | tuple[int, int | None] | None
-    max_queue_bytes: int | None
-    write_limit: int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,14 +75,3 @@ class ConnectionOptions:
     def _counts(self) -> tuple[str, ...]:
         """The fields that are a count or None; a subclass adds its own."""
         return ("max_size", "max_queue_bytes")
-
-    def websocket_options(self) -> WebSocketOptions:
-        """The options of the `WebSocket` built once the handshake is done."""
-        return WebSocketOptions(
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            close_timeout=self.close_timeout,
-            max_queue=self.max_queue,
-            max_queue_bytes=self.max_queue_bytes,
-            write_limit=self.write_limit,
-        )

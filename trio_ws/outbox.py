@@ -9,17 +9,14 @@ flushed. A stream with no socket to write through (TLS) has a writer for its who
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import trio
 
 from .protocol import Protocol, State
+from .transport import CLOSED_STREAM_ERRORS, Transport
 
-__all__ = ["Outbox", "CLOSED_STREAM_ERRORS"]
-
-CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
-"""What a stream raises once the connection is gone."""
+__all__ = ["Outbox"]
 
 
 def _nobody() -> None:
@@ -32,14 +29,13 @@ class Outbox:
     __slots__ = (
         "_backlog",
         "_drained",
-        "_fd",
         "_in_flight",
         "_lost",
         "_more",
         "_nursery",
         "_proto",
         "_stopped",
-        "_stream",
+        "_transport",
         "_writer_running",
         "_writer_waits",
         "failed",
@@ -47,16 +43,13 @@ class Outbox:
     )
 
     def __init__(
-        self, stream: trio.abc.Stream, protocol: Protocol, write_limit: int, lost: Callable[[], None]
+        self, transport: Transport, protocol: Protocol, write_limit: int, lost: Callable[[], None]
     ) -> None:
-        self._stream = stream
+        self._transport = transport
         self._proto = protocol
         self.write_limit = write_limit
         """Bytes buffered past which `wait_for_room()` waits and `has_room` is False."""
         self._lost = lost  # called once a write finds the connection gone
-        # A plain TCP stream's non-blocking socket, written directly while no write is in
-        # flight (None for TLS, and once the stream starts closing: its fd may be reused).
-        self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._in_flight = 0  # bytes handed to send_all and not yet accepted
         # What a write through left unwritten: the writer sends it first, as it is (a copy
         # back into the protocol's buffer would cost a memcpy of up to a whole message).
@@ -64,7 +57,7 @@ class Outbox:
         self.failed = False
         """A write found the connection gone: nothing more will be written."""
         self._stopped = False  # the stream is closing: the writer ends once flushed
-        self._writer_waits = self._fd is None  # a writer task for the whole connection
+        self._writer_waits = not transport.writes_through  # a writer task for the whole connection
         self._writer_running = False
         self._nursery: trio.Nursery | None = None  # where a writer may start
         self._more: trio.lowlevel.ParkingLot | None = None  # the writer waiting for output
@@ -92,7 +85,7 @@ class Outbox:
         """The nursery is closing: no writer starts any more, and the socket is not written
         through (the stream is about to be closed)."""
         self._nursery = None
-        self._fd = None
+        self._transport.stop_writing_through()
 
     def flush(self, *, soon: bool = False) -> None:
         """Output was queued: write it at once if no write is in flight, else leave it to
@@ -102,21 +95,22 @@ class Outbox:
         handler answering a batch of messages it received at once): the writer runs once the
         task yields and sends it all in one write, instead of a system call per message.
         """
-        fd = self._fd
-        if fd is None or self._in_flight or self.failed or (soon and self._nursery is not None):
+        if (
+            not self._transport.writes_through
+            or self._in_flight
+            or self.failed
+            or (soon and self._nursery is not None)
+        ):
             self._wake_writer()
             return
-        if self._backlog is not None and not self._write_through(fd, self._backlog):
+        if self._backlog is not None and not self._write_through(self._backlog):
             return  # the kernel is full: the new output waits behind the backlog
-        self._write_through(fd, self._proto.data_to_send())
+        self._write_through(self._proto.data_to_send())
 
-    def _write_through(self, fd: int, data: bytearray | memoryview) -> bool:
+    def _write_through(self, data: bytearray | memoryview) -> bool:
         """One non-blocking write of `data`; what the kernel leaves becomes the backlog,
         for the writer. Whether the kernel took it all."""
-        try:
-            sent = os.write(fd, data)
-        except OSError:  # would block, or the connection is gone: the writer finds out
-            sent = 0
+        sent = self._transport.write_nowait(data)
         if sent == len(data):
             self._backlog = None
             return True
@@ -126,7 +120,7 @@ class Outbox:
 
     def stop_writing_through(self) -> None:
         """From now on only the writer writes, through the stream: the stream is closing."""
-        self._fd = None
+        self._transport.stop_writing_through()
 
     def stop(self) -> None:
         """The stream is being closed: the writer ends, and the outbox lets go of its
@@ -172,7 +166,7 @@ class Outbox:
     async def _writer(self) -> None:
         """Flush the output buffer with `send_all`; then wait for more (a writer for the
         whole connection), or end (a plain TCP socket)."""
-        stream = self._stream
+        transport = self._transport
         proto = self._proto
         try:
             while True:
@@ -184,7 +178,7 @@ class Outbox:
                         data = proto.data_to_send()
                     self._in_flight = len(data)
                     try:
-                        await stream.send_all(data)
+                        await transport.send_all(data)
                     except CLOSED_STREAM_ERRORS:
                         self.failed = True
                         self._lost()

@@ -6,7 +6,8 @@ group's frame."""
 from __future__ import annotations
 
 from .frames import Opcode
-from .protocol import Data, Protocol
+from .messages import Data
+from .protocol import Protocol
 
 __all__ = ["PreparedMessage"]
 

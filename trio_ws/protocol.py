@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .exceptions import CloseCode, ProtocolError
 from .extensions.permessage_deflate import PerMessageDeflate
 from .frames import BytesLike, Frame, FrameParser, Opcode, as_bytes, parse_close, serialize_close, write_frame
+from .messages import Data, Fragment
 
 __all__ = ["PONG_BACKLOG", "Role", "State", "Ping", "Pong", "Close", "Fragment", "Event", "Protocol"]
 
@@ -57,20 +58,7 @@ class Close:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Fragment:
-    """A piece of a message, given while fragments are streamed (`Protocol.streaming`):
-    `str` for text (complete code points), `bytes` for binary; `fin` ends the message."""
-
-    data: str | bytes
-    fin: bool
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
 Event = str | bytes | Fragment | Ping | Pong | Close
-Data = str | bytes | bytearray | memoryview
 
 _new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 

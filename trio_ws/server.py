@@ -19,7 +19,7 @@ from .config import (
     ServerConfig,
     configured,
 )
-from .connection import WebSocket
+from .connection import WebSocket, new_websocket, running
 from .exceptions import CloseCode, ConnectionClosed
 from .extensions.permessage_deflate import config_for
 from .forwarded import TrustedProxies
@@ -28,7 +28,7 @@ from .http import Request, Response
 from .hub import Hub, open_hub
 from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
-from .protocol import Protocol, Role, State
+from .protocol import Role, State
 from .sockets import peer_address, receive_some, send_all
 from .tasks import open_nursery_unwrapped
 from .uri import redacted_target
@@ -87,8 +87,6 @@ class WebSocketServer:
         self._process_request = config.process_request
         self._process_response = config.process_response
         self._open_timeout = float("inf") if config.open_timeout is None else config.open_timeout
-        self._connection_options = config.websocket_options()
-        self._max_size = config.max_size
         self.logger = config.logger or logging.getLogger("trio_ws.server")
         self.connections: set[WebSocket] = set()
         """Every connection whose handler is running and whose socket is not closed."""
@@ -283,15 +281,15 @@ class WebSocketServer:
         if response.status != 101:
             return None
         deflate = handshake.deflate if "Sec-WebSocket-Extensions" in response.headers else None
-        return WebSocket(
+        return new_websocket(
             stream,
-            Protocol(Role.SERVER, max_size=self._max_size, deflate=deflate),
+            Role.SERVER,
+            self.config,
             request=request,
             response=response,
+            deflate=deflate,
             initial_data=handshake.trailing_data,
-            logger=self.logger,
             on_closed=self.connections.discard,
-            **self._connection_options,
         )
 
     def _log_answer(self, client: Any, request: Request | None, status: int) -> None:
@@ -344,7 +342,7 @@ class WebSocketServer:
         if self.logger.isEnabledFor(logging.DEBUG):  # else no per-connection logger is built
             ws.logger.debug("connection open: %s", self._target(ws.path))
         try:
-            async with ws.running(self.keepalive):
+            async with running(ws, self.keepalive):
                 try:
                     if self._close_frame is not None:
                         # It upgraded while aclose() was cancelling the handshakes.

@@ -36,8 +36,8 @@ import trio
 from .connection import WebSocket
 from .exceptions import CloseCode, ConnectionClosed
 from .history import Publication, StreamPosition
+from .messages import Data
 from .prepared import PreparedMessage
-from .protocol import Data
 from .subscriber_queue import OverflowPolicy, SubscriberQueue
 
 __all__ = [

@@ -23,7 +23,7 @@ with atheris.instrument_imports():
     from trio_ws.backends.resp import NO_REPLY, RespReader
     from trio_ws.backends.streams import MalformedPublication, decode_entries, position_of, read_reply
     from trio_ws.history import MAX_EPOCH_LENGTH, MAX_OFFSET, Publication
-    from trio_ws.protocol import Data
+    from trio_ws.messages import Data
 
 
 class Collector:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..history import Publication, StreamPosition
-from ..protocol import Data
+from ..messages import Data
 from ..tasks import open_nursery_unwrapped
 from .redis import RedisBackend
 from .sharding import SLOTS, key_slot, tagged

@@ -25,7 +25,7 @@ import trio
 
 from ..backoff import Backoff
 from ..history import Publication, StreamPosition, new_epoch
-from ..protocol import Data
+from ..messages import Data
 from ..tasks import open_nursery_unwrapped
 from ..topics import check_topic
 from ..uri import redacted

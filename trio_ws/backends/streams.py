@@ -22,7 +22,7 @@ entries after an offset, a bounded batch at a time: a replay's cursor.
 from __future__ import annotations
 
 from ..history import MAX_EPOCH_LENGTH, MAX_OFFSET, Publication, StreamPosition
-from ..protocol import Data
+from ..messages import Data
 from .sharding import tagged
 
 __all__ = [

@@ -1,0 +1,481 @@
+"""`ConnectionCore`: the machinery under one `WebSocket`, which is its public face.
+
+Who touches what, and when (in the spirit of h11's state notes):
+
+- **The protocol** (`Protocol`, sans-I/O) holds the connection's state, its output buffer,
+  its parser, and the policy of who closes TCP first. Every call into it goes through one
+  choke point, `with core.call() as protocol:`. On entry it checks, if asked, that the
+  connection is open (else `ConnectionClosed`); on exit it reacts to what the call changed:
+  output goes to the outbox, and once the protocol is CLOSED the lifecycle moves on and
+  every waiter wakes.
+- **The transport** (`Transport`) is the only owner of the stream and its socket.
+- **The inbox** (`Inbox`) is filled by the reader task (`parse`) and emptied by `recv()` /
+  `recv_streaming()` in the user's task. The reader stops parsing while it is full and
+  `recv()` wakes it below the low marks.
+- **The outbox** (`Outbox`) takes the protocol's output to the transport: written through
+  at once by whichever task queued it, and flushed by a writer task only while the kernel's
+  send buffer is full. `send()` waits while it holds more than `write_limit`.
+- **The lifecycle** (`Lifecycle`): OPEN while frames may flow (the protocol OPEN or
+  CLOSING); CLOSING once the protocol is CLOSED and TCP is being closed the polite way;
+  ABORTING when it is being dropped at once instead; CLOSED when TCP is closed. The reader
+  task owns the TCP close: once the protocol is CLOSED it flushes, closes TCP first if the
+  protocol says so (bounded by `close_timeout`), or waits for the peer to, and marks the
+  connection CLOSED. `close()` only starts the handshake and waits, aborting at its deadline.
+- **Tasks**: the handler (or the `async with connect()` body) and the reader run in the
+  connection's nursery (`running()`). The outbox's writer runs there only on demand.
+  Keepalive pings come from the server's `KeepaliveTimers`, one task for every connection,
+  through `keepalive(now)`; a client connection has timers of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from .exceptions import CloseCode, ConnectionClosed
+from .inbox import Inbox
+from .keepalive import KeepaliveTimers, TimerEntry
+from .messages import Data, Fragment, is_bytes_like
+from .options import ConnectionOptions
+from .outbox import Outbox
+from .pings import PendingPing, Pings
+from .protocol import Pong, Protocol, State
+from .tasks import open_nursery_unwrapped
+from .transport import CLOSED_STREAM_ERRORS, Transport
+
+__all__ = ["ConnectionCore", "Lifecycle"]
+
+
+class Lifecycle(enum.Enum):
+    """Where a connection is in its life, past the protocol's own state."""
+
+    OPEN = "open"  #: frames may flow (the protocol is OPEN or CLOSING)
+    CLOSING = "closing"  #: the protocol is CLOSED; TCP is being closed the polite way
+    ABORTING = "aborting"  #: TCP is being dropped at once
+    CLOSED = "closed"  #: TCP is closed
+
+
+class _ConnectionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Puts the connection id and remote address on every record."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs.setdefault("extra", {}).update(extra)
+        return f"[{extra['websocket']} {extra['remote_address']}] {msg}", kwargs
+
+
+class ConnectionCore:
+    """A connection's protocol, transport, queues, pings, lifecycle and background tasks."""
+
+    # Slots, not a __dict__: an idle connection's attributes cost a third of the memory.
+    __slots__ = (
+        "_base_logger",
+        "_close_deadline",
+        "_close_timeout",
+        "_closed_event",
+        "_eof",
+        "_id",
+        "_initial_data",
+        "_keepalive_ping",
+        "_logger",
+        "_more_soon",
+        "_own_timers",
+        "_ping_interval",
+        "_ping_timeout",
+        "_reading",
+        "_remote_address",
+        "_timer",
+        "_timers",
+        "inbox",
+        "latency",
+        "lifecycle",
+        "on_closed",
+        "outbox",
+        "pings",
+        "protocol",
+        "sending_fragments",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        protocol: Protocol,
+        options: ConnectionOptions,
+        *,
+        initial_data: bytes,
+        remote_address: Any,
+    ) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.inbox = Inbox(options.max_queue, options.max_queue_bytes)
+        self.outbox = Outbox(transport, protocol, options.write_limit, self._write_lost)
+        self.pings = Pings()
+        self.lifecycle = Lifecycle.OPEN
+        self.latency = 0.0  # round trip of the last keepalive ping answered
+        self.on_closed: Callable[[], None] | None = None  # called once, when TCP is closed
+        # A fragmented send in progress: the event its followers wait on, else None.
+        self.sending_fragments: trio.Event | None = None
+        self._initial_data = initial_data
+        self._ping_interval = options.ping_interval
+        self._ping_timeout = options.ping_timeout
+        self._close_timeout = options.close_timeout
+        self._close_deadline = float("inf")  # set by close(): the whole close fits in close_timeout
+        self._closed_event: trio.Event | None = None  # made when somebody waits for CLOSED
+        self._more_soon = False  # the call in progress expects more output before a yield
+        self._reading = trio.CancelScope()  # cancelled when the protocol closes while it waits
+        self._eof = False  # the reader saw the end of the stream
+        self._keepalive_ping: PendingPing | None = None  # the keepalive's last ping
+        self._own_timers: trio.CancelScope | None = None  # keepalive timers run for this one alone
+        self._timers: KeepaliveTimers | None = None  # where its keepalive is timed
+        self._timer: TimerEntry | None = None
+        self._base_logger = options.logger or logging.getLogger(f"trio_ws.{protocol.role.value}")
+        self._remote_address = remote_address
+        self._id: uuid.UUID | None = None  # made on first use, as is the logger
+        self._logger: _ConnectionLogger | None = None
+
+    # ---- identity and logs ------------------------------------------------------------
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A unique id, made on first use."""
+        if self._id is None:
+            self._id = uuid.uuid4()
+        return self._id
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        """The connection's logger, with its id and remote address on every record."""
+        if self._logger is None:
+            extra = {"websocket": str(self.id)[:8], "remote_address": self._remote_address}
+            self._logger = _ConnectionLogger(self._base_logger, extra)
+        return self._logger
+
+    def debug(self, message: str, *args: object) -> None:
+        """Log at DEBUG, without building the logger when nobody listens."""
+        if self._base_logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(message, *args)
+
+    # ---- the choke point --------------------------------------------------------------
+
+    def call(self, *, require_open: bool = False, more_soon: bool = False) -> ConnectionCore:
+        """The one way into the protocol: `with core.call() as protocol: protocol.send(...)`.
+
+        With `require_open`, a connection that is not OPEN raises `ConnectionClosed` before
+        the call. On the way out, whatever the call did: new output goes to the outbox, and
+        once the protocol is CLOSED the lifecycle moves on and every waiter wakes.
+        `more_soon`: more output is likely before this task yields (see `Outbox.flush`).
+        Nothing here awaits, so no call into the protocol is ever cut by a cancellation.
+        """
+        if require_open and self.protocol.state is not State.OPEN:
+            raise self.closed_exception()
+        self._more_soon = more_soon
+        return self
+
+    def __enter__(self) -> Protocol:
+        return self.protocol
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        proto = self.protocol
+        if proto.bytes_to_send:
+            self.outbox.flush(soon=self._more_soon)
+        if proto.state is State.CLOSED and self.lifecycle is Lifecycle.OPEN:
+            self.lifecycle = Lifecycle.CLOSING
+            self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection
+            self.inbox.close()
+            self.outbox.wake_senders()
+            self.pings.wake_all()
+
+    def _write_lost(self) -> None:
+        """The outbox found the connection gone while writing."""
+        if self.protocol.state is not State.CLOSED:
+            self.debug("TCP connection lost while sending")
+            with self.call() as proto:
+                proto.receive_eof()
+
+    def closed_exception(self) -> ConnectionClosed:
+        """The exception for a call on a connection that is no longer open."""
+        proto = self.protocol
+        if proto.state is not State.CLOSED and proto.close_sent is not None:
+            return ConnectionClosed.for_code(proto.close_sent.code, proto.close_sent.reason)
+        return ConnectionClosed.for_code(proto.close_code, proto.close_reason)
+
+    # ---- closing ----------------------------------------------------------------------
+
+    async def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake unless it has begun, and wait until TCP is closed,
+        aborting at `close_timeout`."""
+        if self.protocol.state is State.OPEN:
+            self._close_deadline = trio.current_time() + self._close_timeout
+            with self.call() as proto:
+                proto.send_close(code, reason)
+            self.inbox.wake_reader()  # the reader must see the peer's close frame
+            with trio.move_on_at(self._close_deadline):
+                await self.wait_closed()
+            if self.lifecycle is Lifecycle.OPEN:
+                self.logger.info("no close frame from the peer within %ss", self._close_timeout)
+                self.abort_now()
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until TCP is closed."""
+        if self.lifecycle is Lifecycle.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._closed_event is None:
+            self._closed_event = trio.Event()
+        await self._closed_event.wait()
+
+    def abort_now(self) -> None:
+        """Give up on the connection: the protocol stops, and TCP is dropped, not closed."""
+        with self.call() as proto:
+            proto.abort()
+        if self.lifecycle is Lifecycle.CLOSING:
+            self.lifecycle = Lifecycle.ABORTING
+
+    def _set_closed(self) -> None:
+        """TCP is closed: the last step of the lifecycle, and the last wake-up."""
+        if self.lifecycle is Lifecycle.CLOSED:
+            return
+        self.lifecycle = Lifecycle.CLOSED
+        if self._closed_event is not None:
+            self._closed_event.set()
+        if self.inbox.discarded:
+            self.debug("dropped %d messages that arrived after our close frame", self.inbox.discarded)
+        on_closed, self.on_closed = self.on_closed, None  # it may hold the WebSocket: let go
+        if on_closed is not None:
+            on_closed()
+        if self._own_timers is not None:
+            self._own_timers.cancel()
+        if self._timers is not None and self._timer is not None:
+            self._timers.discard(self._timer)
+        self.inbox.close()
+        self.outbox.wake_senders()
+        self.outbox.stop()
+        self.debug("connection closed: %s", self.closed_exception())
+
+    # ---- background tasks -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self, keepalive: KeepaliveTimers | None) -> AsyncIterator[None]:
+        """Run the background tasks around the body, and close on the way out. Keepalive
+        pings join `keepalive` (a server's timers, shared by its connections), or timers
+        of this connection's own.
+
+        A normal exit closes with 1000, an exception with 1011, and a cancellation (or
+        KeyboardInterrupt) drops the TCP connection at once.
+        """
+        try:
+            async with open_nursery_unwrapped() as nursery:
+                nursery.start_soon(self._reader)
+                self.outbox.start(nursery)
+                if self._ping_interval is not None:
+                    if keepalive is None:  # timers of its own, in a task that ends with it
+                        keepalive = KeepaliveTimers()
+                        self._own_timers = trio.CancelScope()
+                        nursery.start_soon(self._run_own_timers, keepalive, self._own_timers)
+                    self._timers = keepalive
+                    self._timer = keepalive.add(self, trio.current_time() + self._ping_interval)
+                try:
+                    yield
+                except ConnectionClosed:
+                    await self.close(CloseCode.NORMAL_CLOSURE, "")
+                    raise
+                except Exception:
+                    await self.close(CloseCode.INTERNAL_ERROR, "internal error")
+                    raise
+                else:
+                    await self.close(CloseCode.NORMAL_CLOSURE, "")
+        finally:
+            self.outbox.detach()  # the nursery is closed to new tasks now
+            if self.lifecycle is not Lifecycle.CLOSED:
+                self.abort_now()
+                try:
+                    await self.transport.abort()
+                finally:
+                    # A cancelled body's scope is still cancelled here, so the abort raises
+                    # Cancelled once the stream is closed: the connection is closed all the
+                    # same, and must say so.
+                    self._set_closed()
+
+    async def _run_own_timers(self, timers: KeepaliveTimers, scope: trio.CancelScope) -> None:
+        with scope:
+            await timers.run()
+
+    async def _reader(self) -> None:
+        """Read and parse until the protocol is closed, then close the TCP connection."""
+        proto = self.protocol
+        transport = self.transport
+        try:
+            data: bytes | bytearray = self._initial_data
+            with self._reading:  # cancelled when the protocol closes while this waits
+                while True:
+                    self._parse(data)
+                    data = b""
+                    if proto.state is State.CLOSED:
+                        break
+                    if self._parsing_paused():
+                        await self.inbox.wait_for_room()
+                        continue
+                    try:
+                        data = await transport.receive_some()
+                    except CLOSED_STREAM_ERRORS:
+                        break
+                    if not data:
+                        self._eof = True
+                        break
+        finally:
+            if proto.state is not State.CLOSED:
+                self.debug("TCP connection lost without a close frame")
+                with self.call() as protocol:
+                    protocol.receive_eof()
+        await self._close_transport()
+
+    async def _close_transport(self) -> None:
+        """Once the protocol is closed: flush, close TCP the polite way, then mark closed.
+        One deadline bounds it all: past it, the close in progress is cut short and the
+        stream closed forcefully (a cancelled `aclose` still closes)."""
+        transport = self.transport
+        self.outbox.stop_writing_through()  # from here on only the writer writes
+        if self._close_deadline == float("inf"):
+            self._close_deadline = trio.current_time() + self._close_timeout
+        with trio.move_on_at(self._close_deadline):
+            if self.lifecycle is not Lifecycle.ABORTING:
+                await self.outbox.wait_flushed()
+                # Half-closing, then reading to EOF, avoids a RST that could destroy the
+                # close frame before the peer reads it. A stream that cannot half-close
+                # (TLS) is closed at once.
+                if not self.protocol.closes_tcp_first or await transport.half_close():
+                    await self._drain_to_eof()
+            self.outbox.stop()
+            if self.lifecycle is Lifecycle.ABORTING:
+                await transport.abort()
+            else:
+                await transport.aclose()
+        self._set_closed()
+
+    async def _drain_to_eof(self) -> None:
+        """Read and drop what the peer still sends, until it closes its side."""
+        with contextlib.suppress(*CLOSED_STREAM_ERRORS, OSError):
+            while not self._eof and await self.transport.receive_some():
+                pass
+
+    def _parsing_paused(self) -> bool:
+        """Whether the reader must wait before parsing further: while the connection is
+        open, a full inbox (`max_queue` messages or `max_queue_bytes`).
+
+        The output buffer does not pause parsing: what the peer can make us write is
+        bounded in the protocol (one pending pong, one close frame), and pausing on our
+        own sends would starve the pongs and close frame of a slow but live peer.
+        """
+        return self.protocol.state is State.OPEN and self.inbox.full
+
+    def _parse(self, data: bytes | bytearray) -> None:
+        """Feed `data`, then turn buffered bytes into events, one at a time, until parsing
+        must pause.
+
+        Every message received before the peer's close frame is kept: backpressure stops
+        the parsing, it never discards. Only once our own close frame is out (the handler
+        chose to stop) are messages past `max_queue` dropped, so that the closing
+        handshake is not stuck behind them.
+        """
+        inbox = self.inbox
+        got_message = False
+        with self.call() as proto:
+            if data:
+                proto.feed_data(data)
+            while not self._parsing_paused():
+                event = proto.next_event()
+                if event is None:
+                    break
+                kind = type(event)
+                if kind is str or kind is bytes or kind is Fragment:
+                    inbox.put(event, closing=proto.state is State.CLOSING)  # type: ignore[arg-type]
+                    got_message = True
+                elif kind is Pong:
+                    self.pings.answered(event.payload, trio.current_time())  # type: ignore[union-attr]
+        if got_message:
+            inbox.wake_getters()
+
+    async def send_fragmented(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
+        """Send one message a frame per item, after any fragmented send in progress; an
+        interruption once a frame is out fails the connection (1011)."""
+        while self.sending_fragments is not None:
+            await self.sending_fragments.wait()
+        done = self.sending_fragments = trio.Event()
+        started = False
+        try:
+            previous: Data | None = None
+            async for fragment in _any_aiter(fragments):
+                if not isinstance(fragment, (str, bytes, bytearray, memoryview)) and is_bytes_like(fragment):
+                    fragment = memoryview(fragment)
+                if not isinstance(fragment, (str, bytes, bytearray, memoryview)):
+                    raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
+                if previous is not None:
+                    await self.outbox.wait_for_room()
+                    with self.call(require_open=True) as proto:
+                        proto.send(previous, fin=False)
+                    started = True
+                previous = fragment
+            if previous is not None:
+                await self.outbox.wait_for_room()
+                with self.call(require_open=True) as proto:
+                    proto.send(previous, fin=True)
+        except BaseException:
+            if started and self.protocol.state is State.OPEN:
+                self.logger.error("fragmented send interrupted; failing the connection")
+                with self.call() as proto:
+                    proto.fail(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
+            raise
+        finally:
+            self.sending_fragments = None
+            done.set()
+        await trio.lowlevel.checkpoint()
+
+    def keepalive(self, now: float) -> float | None:
+        """The keepalive work due at `now`, for the `KeepaliveTimers` that run it: a ping
+        every `ping_interval`, and failing the connection (1011) when a pong is more than
+        `ping_timeout` late. Returns when it is next due, or None once the connection is
+        closing. `latency` is the round trip of the last keepalive ping answered.
+        """
+        interval, timeout = self._ping_interval, self._ping_timeout
+        if interval is None or self.protocol.state is not State.OPEN:
+            return None
+        pending = self._keepalive_ping
+        if pending is not None:
+            if pending.rtt is not None:
+                self.latency = pending.rtt
+                if now < pending.sent_at + interval:
+                    return pending.sent_at + interval
+            elif timeout is not None:
+                if now < pending.sent_at + timeout:
+                    return pending.sent_at + timeout
+                self.logger.info("no pong within %ss; closing the connection", timeout)
+                with self.call() as proto:
+                    proto.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                return None
+            self.pings.forget(pending.payload)  # answered, or unanswered with no timeout
+        pending = self._keepalive_ping = self.pings.add(self.pings.new_payload(), now)
+        with self.call() as proto:
+            proto.send_ping(pending.payload)
+        return now + (interval if timeout is None else min(interval, timeout))
+
+
+async def _any_aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
+    """Iterate a sync or async iterable the same way."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

@@ -1,0 +1,149 @@
+"""`Transport`: the only owner of a connection's stream and socket.
+
+A connection reads, writes, half-closes and closes through its transport and never through
+the stream: so one object decides when the socket's fd may be used directly and when it
+may not (the fd of a closed socket can be reused by the next one). `transport_for` picks
+the implementation once: `SocketTransport` for a plain TCP stream (reads and writes on the
+non-blocking fd, as asyncio does), `StreamTransport` for any other trio stream (TLS, memory).
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from .sockets import read_ready, shut_down_writing
+
+__all__ = ["Transport", "StreamTransport", "SocketTransport", "transport_for", "CLOSED_STREAM_ERRORS"]
+
+CLOSED_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+"""What a transport raises once the connection is gone."""
+
+RECEIVE_SIZE = 2**16
+"""Bytes asked of the kernel in one read."""
+EAGER_READS = 4
+"""Reads in a row that found data waiting before a read yields to other tasks (256 KiB)."""
+
+
+class Transport:
+    """What a connection asks of its stream; this base class works over any trio stream."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        """The stream underneath, for its socket's addresses (not to be read or written)."""
+
+    async def receive_some(self) -> bytes | bytearray:
+        """The next bytes from the peer; b"" at end of stream."""
+        return await self.stream.receive_some(RECEIVE_SIZE)
+
+    @property
+    def writes_through(self) -> bool:
+        """Whether `write_nowait` may be called: a plain socket that is not closing."""
+        return False
+
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what the kernel takes at once, never waiting: the bytes taken (0 when it
+        takes none, or the connection is gone: `send_all` finds out which)."""
+        raise NotImplementedError("this transport does not write through")
+
+    def stop_writing_through(self) -> None:
+        """From now on `write_nowait` takes nothing: the connection is closing."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of `data`, waiting for room as needed."""
+        await self.stream.send_all(data)
+
+    async def half_close(self) -> bool:
+        """Close our sending side (a FIN) and keep reading; False if this stream cannot
+        (TLS), and the caller closes it whole instead."""
+        if not isinstance(self.stream, trio.abc.HalfCloseableStream):
+            return False
+        await shut_down_writing(self.stream)
+        return True
+
+    async def aclose(self) -> None:
+        """Close the stream the polite way (TLS sends its close_notify)."""
+        await self.stream.aclose()
+
+    async def abort(self) -> None:
+        """Close the stream at once, and never raise; a cancelled close still closes."""
+        await trio.aclose_forcefully(self.stream)
+
+
+class StreamTransport(Transport):
+    """Any trio stream: TLS, or a memory stream in tests."""
+
+    __slots__ = ()
+
+
+class SocketTransport(Transport):
+    """A plain TCP stream, read and written through its non-blocking fd: one system call
+    per read or write, and a wait only when the kernel has nothing (or no room)."""
+
+    __slots__ = ("_eager_reads", "_read_fd", "_write_fd")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        super().__init__(stream)
+        fd = stream.socket.fileno()
+        self._read_fd: int | None = fd  # None once closing: the stream reads what is left
+        self._write_fd: int | None = fd  # None once closing: only the writer task writes
+        self._eager_reads = 0  # reads in a row that did not have to wait
+
+    async def receive_some(self) -> bytes | bytearray:
+        """One read of the fd, and one wait only if nothing was there.
+
+        Only the connection's reader reads, and the reader closes the transport, so the fd
+        stays valid while it is read.
+        """
+        fd = self._read_fd
+        if fd is None:
+            return await self.stream.receive_some(RECEIVE_SIZE)
+        data = read_ready(fd, RECEIVE_SIZE)
+        if data is None:
+            self._eager_reads = 0
+            await trio.lowlevel.wait_readable(fd)
+            # Woken means readable: a second None would only be a spurious wake-up.
+            while (data := read_ready(fd, RECEIVE_SIZE)) is None:
+                await trio.lowlevel.wait_readable(fd)
+            return data
+        # Data was ready without waiting: a peer that floods us would otherwise keep its
+        # reader from ever yielding and starve every other connection.
+        self._eager_reads += 1
+        if self._eager_reads >= EAGER_READS:
+            self._eager_reads = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    @property
+    def writes_through(self) -> bool:
+        return self._write_fd is not None
+
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        fd = self._write_fd
+        if fd is None:
+            return 0
+        try:
+            return os.write(fd, data)
+        except OSError:  # would block, or the connection is gone: the writer task finds out
+            return 0
+
+    def stop_writing_through(self) -> None:
+        self._write_fd = None
+
+    async def aclose(self) -> None:
+        self._read_fd = self._write_fd = None  # the fd may be reused once closed
+        await self.stream.aclose()
+
+    async def abort(self) -> None:
+        self._read_fd = self._write_fd = None
+        await trio.aclose_forcefully(self.stream)
+
+
+def transport_for(stream: trio.abc.Stream) -> Transport:
+    """The transport for `stream`: the raw-fd one for a plain TCP stream."""
+    if isinstance(stream, trio.SocketStream):
+        return SocketTransport(stream)
+    return StreamTransport(stream)
