@@ -190,7 +190,10 @@ async def stage_a_connection(port: int, stage: str) -> trio.SocketStream:
     if stage == "mid-message":
         await raw.stream.send_all(frame(Opcode.BINARY, b"y" * 3000)[:1000])
     elif stage == "closing":
-        await raw.stream.send_all(frame(Opcode.CLOSE, b"\x03\xe8"))  # never reads the reply
+        # The close frame, then more than the server reads at once, and never the reply:
+        # with nothing unread the server would close TCP at once; with data unread it
+        # half-closes and reads to our EOF, which never comes.
+        await raw.stream.send_all(frame(Opcode.CLOSE, b"\x03\xe8") + b"\x00" * 2**18)
     return raw.stream
 
 

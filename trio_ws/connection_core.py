@@ -352,10 +352,14 @@ class ConnectionCore:
         with trio.move_on_at(self._close_deadline):
             if self.lifecycle is not Lifecycle.ABORTING:
                 await self.outbox.wait_flushed()
-                # Half-closing, then reading to EOF, avoids a RST that could destroy the
-                # close frame before the peer reads it. A stream that cannot half-close
-                # (TLS) is closed at once.
-                if not self.protocol.closes_tcp_first or await transport.half_close():
+                if not self.protocol.closes_tcp_first:
+                    await self._drain_to_eof()  # the peer closes first: wait for its FIN
+                elif transport.nothing_to_read():
+                    pass  # closed at once below: a FIN, since nothing is left unread
+                elif await transport.half_close():
+                    # Unread data would turn the close into a RST, which could destroy
+                    # the close frame before the peer reads it: half-close, then read to
+                    # EOF. A stream that cannot half-close (TLS) is closed at once.
                     await self._drain_to_eof()
             self.outbox.stop()
             if self.lifecycle is Lifecycle.ABORTING:

@@ -56,6 +56,12 @@ class Transport:
         """Send all of `data`, waiting for room as needed."""
         await self.stream.send_all(data)
 
+    def nothing_to_read(self) -> bool:
+        """Whether the peer has sent nothing we have not read (what it did send is dropped:
+        we are closing): closing now then sends a FIN, where unread data would make the
+        kernel send a RST. False when it cannot tell."""
+        return False
+
     async def half_close(self) -> bool:
         """Close our sending side (a FIN) and keep reading; False if this stream cannot
         (TLS), and the caller closes it whole instead."""
@@ -116,6 +122,17 @@ class SocketTransport(Transport):
             self._eager_reads = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
         return data
+
+    def nothing_to_read(self) -> bool:
+        fd = self._read_fd
+        if fd is None:
+            return False
+        try:
+            # One read, dropped: it is the closing drain's first read, and when it finds
+            # nothing (or the end of the stream) there is nothing a close could reset.
+            return not read_ready(fd, RECEIVE_SIZE)
+        except trio.BrokenResourceError:  # reset already: nothing a close could lose
+            return True
 
     @property
     def writes_through(self) -> bool:
