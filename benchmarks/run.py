@@ -1,10 +1,11 @@
 """Run every server on every workload, in one run, and write benchmarks/RESULTS.md.
 
-    python benchmarks/run.py [--duration 2] [--repeat 3] [--libraries trio_ws,...]
+    python benchmarks/run.py [--duration 2] [--repeat 3] [--libraries trio_ws,...] [--plot DIR]
 
 Each server runs pinned to core 0 and the load client to core 1 (taskset). Each workload
 gets a warm-up, then `--repeat` timed repetitions; the table shows medians, ranges, and
 the ratio of trio_ws to each other library, with the CPU share of server and client.
+With `--plot DIR`, a PNG chart per workload goes to DIR (`plots.py`), linked from the output.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--plot", metavar="DIR", help="draw a PNG chart per workload into DIR")
     args = parser.parse_args()
     libraries = args.libraries.split(",")
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
@@ -208,6 +210,20 @@ def main() -> None:
                 f"{statistics.median(result['server_cpu']) / rate * 1e6:,.2f}" if result and rate else "n/a"
             )
         lines.append("| " + " | ".join(row) + " |")
+    if args.plot:
+        from plots import draw
+
+        charts = []
+        for workload, unit in WORKLOADS.items():
+            by_library = {lib: results[(workload, lib)] for lib in libraries if (workload, lib) in results}
+            charts.append(draw(workload, unit, by_library, Path(args.plot)))
+        if compressed:
+            charts.append(draw("echo64 + deflate", "messages/s", compressed, Path(args.plot)))
+        output_directory = Path(args.output).resolve().parent
+        lines += ["", "## Charts", ""]
+        for chart in charts:
+            relative = Path(chart).resolve().relative_to(output_directory)
+            lines.append(f"![{chart.stem}]({relative.as_posix()})")
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output} at {time.strftime('%H:%M:%S')}")
 

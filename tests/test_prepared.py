@@ -68,7 +68,10 @@ async def test_try_send_nowait_refuses_past_write_limit_and_after_close() -> Non
     async def wait(ws: trio_ws.WebSocket) -> None:
         await ws.wait_closed()
 
-    async with trio_ws.open_server(wait, "127.0.0.1", 0, write_limit=2**16, compression=None) as server:
+    # The peer never reads, so it never answers the close either: close_timeout ends it.
+    async with trio_ws.open_server(
+        wait, "127.0.0.1", 0, write_limit=2**16, compression=None, close_timeout=0.5
+    ) as server:
         raw = await RawClient.connect(server.port)  # never reads: its window fills
         with trio.fail_after(10):
             while not server.connections:
