@@ -17,6 +17,7 @@ import pytest
 import trio
 
 import trio_ws
+from trio_ws.config import Handler
 from trio_ws.frames import Frame, FrameParser, Opcode, serialize_frame
 
 from .conftest import RawClient, healthy_canary, hostile_server
@@ -48,6 +49,22 @@ def squeezed(raw: RawClient) -> None:
     raw.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2**16)
 
 
+def sending_each_plan_from_a_task_of_its_own(plans: dict[int, list[bytes]]) -> Handler:
+    """A handler that sends each plan's messages from a task of its own, then waits."""
+
+    async def two_senders(ws: trio_ws.WebSocket) -> None:
+        async def send_all(messages: list[bytes]) -> None:
+            for message in messages:
+                await ws.send(message)
+
+        async with trio.open_nursery() as nursery:
+            for messages in plans.values():
+                nursery.start_soon(send_all, messages)
+        await ws.wait_closed()
+
+    return two_senders
+
+
 async def test_two_tasks_sending_through_a_full_socket_never_mix_frames() -> None:
     """Two tasks of one handler send messages of random sizes (1 B to 200 kB) while the
     peer reads 16 kB at a time through a small receive buffer: every write is partial,
@@ -59,15 +76,7 @@ async def test_two_tasks_sending_through_a_full_socket_never_mix_frames() -> Non
         for tag in (ord("a"), ord("b"))
     }
 
-    async def two_senders(ws: trio_ws.WebSocket) -> None:
-        async def send_all(messages: list[bytes]) -> None:
-            for message in messages:
-                await ws.send(message)
-
-        async with trio.open_nursery() as nursery:
-            for messages in plans.values():
-                nursery.start_soon(send_all, messages)
-        await ws.wait_closed()
+    two_senders = sending_each_plan_from_a_task_of_its_own(plans)
 
     async with trio_ws.open_server(
         two_senders, "127.0.0.1", 0, compression=None, write_limit=2**14
@@ -125,15 +134,7 @@ async def test_partial_flushes_to_a_reader_in_another_thread_keep_every_frame_in
 
     monkeypatch.setattr(os, "write", observed_write)
 
-    async def two_senders(ws: trio_ws.WebSocket) -> None:
-        async def send_all(messages: list[bytes]) -> None:
-            for message in messages:
-                await ws.send(message)
-
-        async with trio.open_nursery() as nursery:
-            for messages in plans.values():
-                nursery.start_soon(send_all, messages)
-        await ws.wait_closed()
+    two_senders = sending_each_plan_from_a_task_of_its_own(plans)
 
     async with trio_ws.open_server(
         two_senders, "127.0.0.1", 0, compression=None, write_limit=2**13
