@@ -193,6 +193,14 @@ class WebSocketServer:
             self._finished.set()
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept into `nursery` (the connections' nursery) until the listener is closed.
+
+        This is `trio.serve_listeners(handler_nursery=...)` but for two things it cannot do
+        for us: a drain closes the listeners while this waits in `accept()`, which must end
+        the loop quietly (trio's raises ClosedResourceError out of the server), and the
+        accept errors that mean "out of file descriptors" are logged on the server's own
+        logger, where an operator looks, rather than on `trio.serve_listeners`.
+        """
         while True:
             try:
                 stream = await listener.accept()
