@@ -31,7 +31,7 @@ from .protocol import Protocol, Role, State
 from .sockets import address, socket_of
 from .transport import transport_for
 
-__all__ = ["WebSocket", "MessageStream", "Lifecycle", "new_websocket", "running"]
+__all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle", "new_websocket", "running"]
 
 _YIELD_EVERY = 16  # recv()/send() calls that may run without yielding to other tasks
 
