@@ -13,7 +13,7 @@ import os
 
 import trio
 
-from .sockets import read_ready, shut_down_writing
+from .sockets import read_fd, read_ready, shut_down_writing
 
 __all__ = ["Transport", "StreamTransport", "SocketTransport", "transport_for", "CLOSED_STREAM_ERRORS"]
 
@@ -29,20 +29,18 @@ EAGER_READS = 4
 class Transport:
     """What a connection asks of its stream; this base class works over any trio stream."""
 
-    __slots__ = ("stream",)
+    __slots__ = ("stream", "writes_through")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         """The stream underneath, for its socket's addresses (not to be read or written)."""
+        self.writes_through = False
+        """Whether `write_nowait` may be called: a plain socket that is not closing. (An
+        attribute, not a property: the outbox reads it for every message it sends.)"""
 
     async def receive_some(self) -> bytes | bytearray:
         """The next bytes from the peer; b"" at end of stream."""
         return await self.stream.receive_some(RECEIVE_SIZE)
-
-    @property
-    def writes_through(self) -> bool:
-        """Whether `write_nowait` may be called: a plain socket that is not closing."""
-        return False
 
     def write_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Write what the kernel takes at once, never waiting: the bytes taken (0 when it
@@ -89,13 +87,13 @@ class SocketTransport(Transport):
     """A plain TCP stream, read and written through its non-blocking fd: one system call
     per read or write, and a wait only when the kernel has nothing (or no room)."""
 
-    __slots__ = ("_eager_reads", "_read_fd", "_write_fd")
+    __slots__ = ("_eager_reads", "_fd", "_read_fd")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         super().__init__(stream)
-        fd = stream.socket.fileno()
-        self._read_fd: int | None = fd  # None once closing: the stream reads what is left
-        self._write_fd: int | None = fd  # None once closing: only the writer task writes
+        self._fd = stream.socket.fileno()  # written through only while `writes_through`
+        self._read_fd: int | None = self._fd  # None once closing: the stream reads what is left
+        self.writes_through = True  # False once closing: only the writer task writes
         self._eager_reads = 0  # reads in a row that did not have to wait
 
     async def receive_some(self) -> bytes | bytearray:
@@ -110,11 +108,8 @@ class SocketTransport(Transport):
         data = read_ready(fd, RECEIVE_SIZE)
         if data is None:
             self._eager_reads = 0
-            await trio.lowlevel.wait_readable(fd)
-            # Woken means readable: a second None would only be a spurious wake-up.
-            while (data := read_ready(fd, RECEIVE_SIZE)) is None:
-                await trio.lowlevel.wait_readable(fd)
-            return data
+            await trio.lowlevel.wait_readable(fd)  # then read_fd's first read finds data
+            return await read_fd(fd, RECEIVE_SIZE)
         # Data was ready without waiting: a peer that floods us would otherwise keep its
         # reader from ever yielding and starve every other connection.
         self._eager_reads += 1
@@ -134,28 +129,23 @@ class SocketTransport(Transport):
         except trio.BrokenResourceError:  # reset already: nothing a close could lose
             return True
 
-    @property
-    def writes_through(self) -> bool:
-        return self._write_fd is not None
-
     def write_nowait(self, data: bytes | bytearray | memoryview) -> int:
-        fd = self._write_fd
-        if fd is None:
+        if not self.writes_through:  # closing: the fd may be reused once closed
             return 0
         try:
-            return os.write(fd, data)
+            return os.write(self._fd, data)
         except OSError:  # would block, or the connection is gone: the writer task finds out
             return 0
 
     def stop_writing_through(self) -> None:
-        self._write_fd = None
+        self.writes_through = False
 
     async def aclose(self) -> None:
-        self._read_fd = self._write_fd = None  # the fd may be reused once closed
+        self._read_fd, self.writes_through = None, False  # the fd may be reused once closed
         await self.stream.aclose()
 
     async def abort(self) -> None:
-        self._read_fd = self._write_fd = None
+        self._read_fd, self.writes_through = None, False
         await trio.aclose_forcefully(self.stream)
 
 
