@@ -8,7 +8,11 @@ The raw client here sees which one it got: EOF (a FIN) or ECONNRESET.
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_ws
 from trio_ws.frames import Frame, Opcode, serialize_close, serialize_frame
@@ -84,3 +88,78 @@ async def test_data_left_unread_after_the_close_frame_still_ends_with_a_fin() ->
         await raw.stream.aclose()
     assert ending == "FIN"
     assert [frame.opcode for frame in raw.frames()] == [Opcode.CLOSE]
+
+
+async def test_a_peer_that_keeps_sending_after_its_close_frame_is_cut_at_close_timeout() -> None:
+    """The client's close frame, then 64 KiB chunks without end and never a FIN: the
+    server's drain to EOF would read forever, so `close_timeout` ends it, and the
+    connection is gone within it (plus a margin for a loaded machine)."""
+    closed_after: list[float] = []
+
+    async def wait(ws: trio_ws.WebSocket) -> None:
+        started = trio.current_time()
+        await ws.wait_closed()
+        closed_after.append(trio.current_time() - started)
+
+    async with trio_ws.open_server(wait, "127.0.0.1", 0, close_timeout=0.5) as server:
+        raw = await RawClient.connect(server.port)
+
+        async def flood() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                # With the close frame: unread data when the server closes, so it drains.
+                await raw.stream.send_all(CLIENT_CLOSE + b"\x00" * 2**18)
+                while True:
+                    await raw.stream.send_all(b"\x00" * 2**16)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            with trio.fail_after(5):
+                while not closed_after or server.connections:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        await raw.stream.aclose()
+    assert 0.4 < closed_after[0] < 2.0, closed_after
+
+
+async def a_close_followed_by(after: bytes, client_closes: bool) -> tuple[str, list[Opcode]]:
+    """A server; a raw client whose close frame is followed, in one burst, by `after`; how
+    the connection ended for the client, and the frames it got."""
+
+    async def wait(ws: trio_ws.WebSocket) -> None:
+        await ws.wait_closed()
+
+    async def close_at_once(ws: trio_ws.WebSocket) -> None:
+        await ws.close(4000, "done")
+
+    async with trio_ws.open_server(wait if client_closes else close_at_once, "127.0.0.1", 0) as server:
+        raw = await RawClient.connect(server.port)
+        async with trio.open_nursery() as nursery:
+            if client_closes:
+                nursery.start_soon(raw.stream.send_all, CLIENT_CLOSE + after)
+            else:
+                while not any(frame.opcode is Opcode.CLOSE for frame in raw.frames()):
+                    raw.received += await raw.stream.receive_some()
+                nursery.start_soon(raw.stream.send_all, CLIENT_CLOSE + after)
+            with trio.fail_after(5):
+                ending = await read_until_eof(raw)
+        await raw.stream.aclose()
+    return ending, [frame.opcode for frame in raw.frames()]
+
+
+@settings(max_examples=25)
+@given(
+    after=st.one_of(
+        st.binary(max_size=3000),
+        st.integers(1, 2_000_000).map(lambda size: bytes(size)),  # past several reads of 64 KiB
+        st.binary(min_size=1, max_size=64).map(lambda frame: frame * 2000),
+    ),
+    client_closes=st.booleans(),
+)
+def test_whatever_follows_the_close_frame_the_client_gets_the_close_frame_then_a_fin(
+    after: bytes, client_closes: bool
+) -> None:
+    """Any bytes after the client's close frame, from none to 2 MB, on either side's
+    close: the server closes TCP first with a FIN, never a RST, and its close frame is the
+    only frame the client gets."""
+    ending, opcodes = trio.run(a_close_followed_by, after, client_closes)
+    assert (ending, opcodes) == ("FIN", [Opcode.CLOSE])
