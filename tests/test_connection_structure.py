@@ -174,3 +174,41 @@ def test_the_internal_seams_are_not_public() -> None:
     for name in ("running", "keepalive"):
         assert not hasattr(WebSocket, name), name
     assert "running" not in trio_ws.__all__
+
+
+def size_comparisons(module: ast.Module) -> list[int]:
+    """Lines that compare something with a `max_size`, or with a name bound from one."""
+    aliases = {"max_size"}
+
+    def names_max_size(node: ast.AST) -> bool:
+        return any(
+            getattr(n, "id", None) in aliases or getattr(n, "attr", None) == "max_size"
+            for n in ast.walk(node)
+        )
+
+    for node in ast.walk(module):  # `limit = ....max_size` binds an alias
+        if isinstance(node, ast.Assign) and getattr(node.value, "attr", None) == "max_size":
+            aliases |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+    compares = [node for node in ast.walk(module) if isinstance(node, ast.Compare)]
+    return [node.lineno for node in compares if any(map(names_max_size, [node.left, *node.comparators]))]
+
+
+def test_the_size_check_finds_a_planted_comparison() -> None:
+    """The join that `recv()` did by hand before the assembler is caught."""
+    planted = "limit = core.protocol.max_size\nif limit is not None and size > limit:\n    fail()\n"
+    assert set(size_comparisons(ast.parse(planted))) == {2}
+
+
+@pytest.mark.parametrize("name", ["connection.py", "connection_core.py", "protocol.py", "inbox.py"])
+def test_max_size_is_checked_only_by_the_message_assembler(name: str) -> None:
+    """The limit on a message is the assembler's: the connection and the protocol pass it on
+    and compare nothing with it (the parser gets `frame_limit`; a streamed message joined by
+    `recv()` goes through `FragmentJoiner`)."""
+    assert size_comparisons(tree(name)) == []
+    assert size_comparisons(tree("assembler.py")), "the check must find the assembler's own comparisons"
+
+
+def test_streaming_is_a_parameter_of_the_protocol_not_a_flag_on_it() -> None:
+    """Whether a fragmented message is streamed is the caller's choice on each call."""
+    assert "streaming" not in Protocol.__slots__
+    assert "stream" in inspect.signature(Protocol.next_event).parameters

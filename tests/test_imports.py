@@ -186,3 +186,40 @@ def test_the_hub_and_its_delivery_modes_reach_subscriptions_only_through_public_
             node.attr for node in ast.walk(TREES[module]) if isinstance(node, ast.Attribute)
         } & subscription_names
         assert not reached, f"{module} reaches Subscription's private names: {sorted(reached)}"
+
+
+#: The sans-I/O core: bytes and events in and out, no I/O library under it.
+SANS_IO = [
+    "trio_ws.frames",
+    "trio_ws.assembler",
+    "trio_ws.protocol",
+    "trio_ws.handshake",
+    "trio_ws.http",
+    "trio_ws.messages",
+    "trio_ws.extensions.permessage_deflate",
+]
+
+
+def third_party_imports(module: str) -> set[str]:
+    """Top-level names of what `module` imports from outside the package."""
+    found = set()
+    for node in ast.walk(TREES[module]):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+    return found
+
+
+@pytest.mark.parametrize("module", SANS_IO)
+def test_the_sans_io_core_never_imports_trio(module: str) -> None:
+    """Neither the module nor anything of the package it imports, however deep, imports trio
+    (or a socket): the core runs under any I/O layer, as h11 and wsproto do."""
+    edges = graph()
+    reached, todo = {module}, [module]
+    while todo:
+        for target in edges[todo.pop()] - reached:
+            reached.add(target)
+            todo.append(target)
+    io = {name: third_party_imports(name) & {"trio", "socket", "asyncio", "selectors"} for name in reached}
+    assert not {name: found for name, found in io.items() if found}

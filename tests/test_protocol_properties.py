@@ -19,6 +19,7 @@ from trio_ws.extensions.permessage_deflate import (
     server_accept,
 )
 from trio_ws.frames import Frame, FrameParser, Opcode, serialize_frame
+from trio_ws.messages import Fragment
 from trio_ws.protocol import Close, Ping, Pong, Protocol, Role, State
 
 from .strategies import Outcomes, chunked, corrupted, examples, message_wire, payloads, text_payloads
@@ -170,6 +171,7 @@ class ProtocolPair(RuleBasedStateMachine):
         self.received: dict[str, list[str | bytes]] = {"server": [], "client": []}
         self.fragmenting: dict[str, type | None] = {"server": None, "client": None}
         self.pending: dict[str, list[str | bytes]] = {"server": [], "client": []}
+        self.fragments: dict[str, list[str | bytes]] = {"server": [], "client": []}
         self.in_flight: dict[str, bytearray] = {"server": bytearray(), "client": bytearray()}
         self.garbage = False
         self.closed_after_close_frame: dict[str, bool] = {"server": False, "client": False}
@@ -206,14 +208,17 @@ class ProtocolPair(RuleBasedStateMachine):
     @rule(
         side=st.sampled_from(["server", "client"]),
         text=st.booleans(),
-        parts=st.lists(st.binary(max_size=80), min_size=1, max_size=4),
+        count=st.integers(1, 4),
         finish=st.booleans(),
+        data=st.data(),
     )
-    def send_fragments(self, side: str, text: bool, parts: list[bytes], finish: bool) -> None:
+    def send_fragments(self, side: str, text: bool, count: int, finish: bool, data: st.DataObject) -> None:
         proto = self.sides[side]
         kind = self.fragmenting[side] or (str if text else bytes)
         if proto.state is not State.OPEN:
             return
+        # Parts of any size class, up to past max_size: a streamed frame is bounded on its own.
+        parts = [data.draw(st.binary(max_size=80) | payloads(int(self.max_size * 1.2))) for _ in range(count)]
         for i, part in enumerate(parts):
             fin = finish and i == len(parts) - 1
             item: str | bytes = part.decode("latin-1") if kind is str else part
@@ -249,15 +254,33 @@ class ProtocolPair(RuleBasedStateMachine):
         self.collect(side)
 
     @precondition(lambda self: any(self.in_flight.values()))
-    @rule(side=st.sampled_from(["server", "client"]), cuts=st.lists(st.integers(0, 10**6), max_size=4))
-    def deliver(self, side: str, cuts: list[int]) -> None:
-        """Everything `side` sent reaches the other side, in arbitrary chunks."""
+    @rule(
+        side=st.sampled_from(["server", "client"]),
+        cuts=st.lists(st.integers(0, 10**6), max_size=4),
+        streams=st.lists(st.booleans(), max_size=5),
+    )
+    def deliver(self, side: str, cuts: list[int], streams: list[bool]) -> None:
+        """Everything `side` sent reaches the other side, in arbitrary chunks, each parsed
+        with streaming on or off (as a `recv_streaming()` starts and stops): a streamed
+        message comes as fragments, each within max_size, that join to the message."""
         other = self.other(side)
         data, self.in_flight[side] = bytes(self.in_flight[side]), bytearray()
         receiver = self.sides[other]
-        for chunk in chunked(data, cuts):
-            for event in receiver.receive_data(chunk):
-                if isinstance(event, (str, bytes)):
+        for index, chunk in enumerate(chunked(data, cuts)):
+            stream = streams[index % len(streams)] if streams else False
+            for event in receiver.receive_data(chunk, stream=stream):
+                if isinstance(event, Fragment):
+                    size = len(event.data.encode()) if isinstance(event.data, str) else len(event.data)
+                    # A text fragment may carry up to 3 bytes of a code point cut by the frame before.
+                    assert size <= self.max_size + 3, "a fragment over max_size was delivered"
+                    self.fragments[other].append(event.data)
+                    if event.fin:
+                        parts = self.fragments[other]
+                        self.fragments[other] = []
+                        joined = "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
+                        self.received[other].append(joined)
+                elif isinstance(event, (str, bytes)):
+                    assert not self.fragments[other], "a whole message arrived inside a streamed one"
                     size = len(event.encode()) if isinstance(event, str) else len(event)
                     assert size <= self.max_size, "a message over max_size was delivered"
                     self.received[other].append(event)
@@ -300,10 +323,10 @@ def test_the_pair_model_sees_a_ping_that_arrives_after_the_close_frame(closer: s
     pair.ping(pinger, b"are you there")
     pair.close(closer, 1000)
     pair.nothing_lost_or_invented()
-    pair.deliver(pinger, [3])  # the ping reaches the closer after its close frame
+    pair.deliver(pinger, [3], [])  # the ping reaches the closer after its close frame
     pair.nothing_lost_or_invented()
-    pair.deliver(closer, [])
-    pair.deliver(pinger, [])
+    pair.deliver(closer, [], [])
+    pair.deliver(pinger, [], [True])
     pair.nothing_lost_or_invented()
     assert pair.closed_after_close_frame == {"server": True, "client": True}
     assert pair.received[closer] == [b"before".decode("latin-1")]

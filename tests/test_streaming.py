@@ -166,9 +166,7 @@ def test_streamed_fragments_join_to_the_message_however_it_is_cut(
     got: list[object] = []
     for index, piece in enumerate(pieces):
         sender.send(piece, fin=index == len(pieces) - 1)
-        if index == switch_at:
-            receiver.streaming = True
-        got += receiver.receive_data(bytes(sender.data_to_send()))
+        got += receiver.receive_data(bytes(sender.data_to_send()), stream=index >= switch_at)
     if any(isinstance(event, Fragment) for event in got):
         assert all(isinstance(event, Fragment) for event in got) and got[-1].fin  # type: ignore[union-attr]
         parts = [event.data for event in got]  # type: ignore[union-attr]

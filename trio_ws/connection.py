@@ -18,8 +18,9 @@ from typing import Any, cast
 
 import trio
 
+from .assembler import FragmentJoiner
 from .connection_core import ConnectionCore, Lifecycle
-from .exceptions import CloseCode, ConnectionClosedOK
+from .exceptions import CloseCode, ConnectionClosedOK, PayloadTooBig
 from .extensions.permessage_deflate import PerMessageDeflate
 from .http import Headers, Request, Response
 from .inbox import Item
@@ -120,7 +121,7 @@ class WebSocket:
             initial_data=initial_data,
             remote_address=self.remote_address,
         )
-        self._assembly: list[Fragment] | None = None  # recv() joining a streamed message
+        self._assembly: FragmentJoiner | None = None  # recv() joining a streamed message
         self._half_streamed = False  # recv_streaming() gave part of a message, not its end
         self._fast_calls = 0  # recv()/send() calls since this connection last yielded
 
@@ -221,8 +222,8 @@ class WebSocket:
             message = await self._take()
             self._fast_calls = 0
         if type(message) is Fragment:  # it arrived while a recv_streaming() was active
-            self._assembly = [message]
-            return await self._assemble()
+            self._assembly = FragmentJoiner(self._core.protocol.max_size)
+            return await self._assemble(message)
         await self._maybe_yield()
         return message  # type: ignore[return-value]
 
@@ -244,27 +245,24 @@ class WebSocket:
             raise self._core.closed_exception()
         return item
 
-    async def _assemble(self) -> Message:
+    async def _assemble(self, first: Fragment | None = None) -> Message:
         """Join the fragments of a streamed message for recv(), bounded by `max_size`.
         The parts taken so far are kept across a cancelled recv()."""
-        parts = self._assembly
-        assert parts is not None
-        core = self._core
-        limit = core.protocol.max_size
-        size = sum(len(part) for part in parts)
-        while not parts[-1].fin:
-            part = await self._take()
-            assert type(part) is Fragment  # the protocol streams a message to its end
-            parts.append(part)
-            size += len(part)
-            if limit is not None and size > limit:
-                self._assembly = None
-                with core.call() as proto:
-                    proto.fail(CloseCode.MESSAGE_TOO_BIG, f"message over the size limit of {limit} bytes")
-                raise core.closed_exception()
+        joiner = self._assembly
+        assert joiner is not None
+        try:
+            message = None if first is None else joiner.add(first)
+            while message is None:
+                part = await self._take()
+                assert type(part) is Fragment  # the protocol streams a message to its end
+                message = joiner.add(part)
+        except PayloadTooBig as exc:
+            self._assembly = None
+            with self._core.call() as proto:
+                proto.fail(exc.code, str(exc))
+            raise self._core.closed_exception() from None
         self._assembly = None
-        data = [part.data for part in parts]
-        return "".join(data) if isinstance(data[0], str) else b"".join(data)  # type: ignore[arg-type]
+        return message
 
     async def _maybe_yield(self) -> None:
         """Yield to the scheduler once every `_YIELD_EVERY` calls that did not wait."""
@@ -414,7 +412,7 @@ class MessageStream:
     def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
         self._done = False
-        ws._core.protocol.streaming = True  # frames that arrive from now on are not assembled
+        ws._core.streaming = True  # frames that arrive from now on are not assembled
 
     def __aiter__(self) -> MessageStream:
         return self
@@ -437,4 +435,4 @@ class MessageStream:
 
     def _finish(self) -> None:
         self._done = True
-        self._ws._core.protocol.streaming = False
+        self._ws._core.streaming = False

@@ -102,6 +102,7 @@ class ConnectionCore:
         "pings",
         "protocol",
         "sending_fragments",
+        "streaming",
         "transport",
     )
 
@@ -124,6 +125,9 @@ class ConnectionCore:
         self.on_closed: Callable[[], None] | None = None  # called once, when TCP is closed
         # A fragmented send in progress: the event its followers wait on, else None.
         self.sending_fragments: trio.Event | None = None
+        # A `recv_streaming()` is reading: the reader asks the protocol for the frames of
+        # fragmented messages one by one instead of assembled.
+        self.streaming = False
         self._initial_data = initial_data
         self._ping_interval = options.ping_interval
         self._ping_timeout = options.ping_timeout
@@ -399,7 +403,7 @@ class ConnectionCore:
             if data:
                 proto.feed_data(data)
             while not self._parsing_paused():
-                event = proto.next_event()
+                event = proto.next_event(stream=self.streaming)
                 if event is None:
                     break
                 kind = type(event)

@@ -205,6 +205,7 @@ async def move_pages_on_drain(server: WebSocketServer, hub: object) -> AsyncIter
         yield
         nursery.cancel_scope.cancel()
 
+
 #: What `python -m trio_ws demo` serves, in one process or in several.
 config = ServerConfig(
     handler=app, max_size=MAX_FRAME, hub=HubConfig(history_size=HISTORY_SIZE), lifespan=move_pages_on_drain

@@ -19,7 +19,7 @@ Message = str | bytes
 
 @dataclass(frozen=True, slots=True)
 class Fragment:
-    """A piece of a message, given while fragments are streamed (`Protocol.streaming`):
+    """A piece of a message, given while fragments are streamed (`recv_streaming()`):
     `str` for text (complete code points), `bytes` for binary; `fin` ends the message."""
 
     data: str | bytes

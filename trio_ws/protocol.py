@@ -8,10 +8,10 @@ and close frames echoed here, so every I/O layer behaves the same.
 
 from __future__ import annotations
 
-import codecs
 import enum
 from dataclasses import dataclass
 
+from .assembler import MessageAssembler
 from .exceptions import CloseCode, ProtocolError
 from .extensions.permessage_deflate import PerMessageDeflate
 from .frames import BytesLike, Frame, FrameParser, Opcode, as_bytes, parse_close, serialize_close, write_frame
@@ -60,8 +60,6 @@ class Close:
 
 Event = str | bytes | Fragment | Ping | Pong | Close
 
-_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
-
 PONG_BACKLOG = 2**16
 """Each ping is answered while the output not yet taken holds fewer bytes than this; past it, pongs wait
 in one pending slot that the latest ping overwrites."""
@@ -71,12 +69,8 @@ class Protocol:
     """One WebSocket connection's protocol state, for either role."""
 
     __slots__ = (
-        "_in_buffer",
-        "_in_compressed",
-        "_in_decoder",
-        "_in_opcode",
-        "_in_streamed",
         "_mask",
+        "_messages",
         "_out",
         "_out_opcode",
         "_parser",
@@ -87,10 +81,8 @@ class Protocol:
         "close_sent",
         "deflate",
         "failure",
-        "max_size",
         "role",
         "state",
-        "streaming",
     )
 
     def __init__(
@@ -102,11 +94,11 @@ class Protocol:
     ) -> None:
         self.role = role
         self.state = State.OPEN
-        self.max_size = max_size
         self.deflate = deflate
         """The negotiated permessage-deflate codec, if any."""
+        self._messages = MessageAssembler(max_size, deflate)  # data frames in, messages out
         self._parser = FrameParser(require_mask=role is Role.SERVER, allowed_rsv=0x40 if deflate else 0)
-        self._parser.max_payload = max_size
+        self._parser.max_payload = self._messages.frame_limit
         self._mask = role is Role.CLIENT
         self._out = bytearray()
         self.bytes_received = 0
@@ -115,17 +107,6 @@ class Protocol:
         """Bytes taken out with `data_to_send` (frames, as handed to the wire)."""
         # The payload of the automatic pong not yet written to `_out`, if any.
         self._pong: bytes | None = None
-        # Incoming fragmented message: its opcode, its payload so far (bounded by max_size
-        # through the parser's max_payload), and its UTF-8 validator.
-        self._in_opcode: Opcode | None = None
-        self._in_buffer = bytearray()
-        self._in_decoder: codecs.IncrementalDecoder | None = None
-        self._in_compressed = False
-        self._in_streamed = False  # part of it went out as a Fragment: the rest must too
-        self.streaming = False
-        """Whether a fragmented message is given frame by frame as `Fragment` events, each bounded by
-        `max_size`, instead of assembled into one bounded by `max_size`. The I/O layer sets it while the
-        application streams (`recv_streaming`)."""
         # Outgoing fragmented message: the opcode of its first frame, or None.
         self._out_opcode: Opcode | None = None
         self.close_rcvd: Close | None = None
@@ -148,8 +129,12 @@ class Protocol:
             self.bytes_received += len(data)
             self._parser.feed(data)
 
-    def next_event(self) -> Event | None:
+    def next_event(self, *, stream: bool = False) -> Event | None:
         """The next event from the bytes fed so far, or None until more arrive.
+
+        `stream`: a fragmented message's frames are given one by one as `Fragment`s, each
+        bounded by `max_size` on its own, instead of assembled into one message bounded by
+        `max_size` (a message that began streaming goes on streaming to its end).
 
         A protocol violation fails the connection: a close frame with the right code is
         queued, the state becomes CLOSED, and later input is ignored.
@@ -160,17 +145,20 @@ class Protocol:
                 frame = parser.next_frame()
                 if frame is None:
                     return None
-                event = self._receive_frame(frame)
+                event = self._receive_frame(frame, stream)
                 if event is not None:
                     return event
         except ProtocolError as exc:
             self.fail(exc.code, str(exc))
         return None
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview, *, stream: bool = False) -> list[Event]:
         """`feed_data`, then every event the bytes complete, in order (no backpressure)."""
         self.feed_data(data)
-        return list(iter(self.next_event, None))
+        events: list[Event] = []
+        while (event := self.next_event(stream=stream)) is not None:
+            events.append(event)
+        return events
 
     def receive_eof(self) -> None:
         """The peer closed the TCP connection; without a close frame that is abnormal."""
@@ -192,36 +180,32 @@ class Protocol:
 
     def _discard_input(self) -> None:
         self._parser.discard()
-        self._in_buffer = bytearray()
+        self._messages.discard()
+
+    @property
+    def max_size(self) -> int | None:
+        """The largest message accepted, in bytes, or None for no limit."""
+        return self._messages.max_size
 
     @property
     def buffered(self) -> int:
         """Received bytes held here: unparsed input plus the message being assembled."""
-        return self._parser.buffered + len(self._in_buffer)
+        return self._parser.buffered + self._messages.assembling
 
     @property
     def assembling(self) -> int:
         """Payload bytes of the fragmented message being assembled (at most `max_size`)."""
-        return len(self._in_buffer)
+        return self._messages.assembling
 
-    def _receive_frame(self, frame: Frame) -> Event | None:
+    def _receive_frame(self, frame: Frame, stream: bool) -> Event | None:
         opcode = frame.opcode
-        if frame.rsv1 and opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
+        if opcode < 0x8:  # TEXT, BINARY or CONTINUATION: part of a message
+            messages = self._messages
+            event = messages.add(frame, stream=stream)
+            self._parser.max_payload = messages.frame_limit  # what the next frame may carry
+            return event
+        if frame.rsv1:
             raise ProtocolError("RSV1 set on a frame that does not start a message")
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if self._in_opcode is not None:
-                raise ProtocolError("new data frame while a fragmented message is in progress")
-            if frame.fin and not frame.rsv1:
-                return _decode_text(frame.payload) if opcode is Opcode.TEXT else frame.payload
-            self._in_opcode = opcode
-            self._in_compressed = frame.rsv1
-            if opcode is Opcode.TEXT and not frame.rsv1:
-                self._in_decoder = _new_utf8_decoder()
-            return self._receive_fragment(frame)
-        if opcode is Opcode.CONTINUATION:
-            if self._in_opcode is None:
-                raise ProtocolError("continuation frame without a message to continue")
-            return self._receive_fragment(frame)
         if opcode is Opcode.PING:
             if self.state is State.OPEN:
                 if len(self._out) < PONG_BACKLOG:
@@ -241,75 +225,6 @@ class Protocol:
         self.state = State.CLOSED
         self._discard_input()  # whatever follows a close frame is ignored
         return self.close_rcvd
-
-    def _receive_fragment(self, frame: Frame) -> Event | None:
-        """Add one frame to the message in assembly; the message once `frame` ends it.
-
-        The parts go into one bytearray, so a flood of tiny or empty fragments costs
-        their bytes and nothing per part; `max_size` bounds it through the parser.
-        """
-        if self.streaming or self._in_streamed:
-            return self._stream_fragment(frame)
-        payload = frame.payload
-        buffer = self._in_buffer
-        buffer += payload
-        decoder = self._in_decoder
-        if decoder is not None:
-            try:  # fail as soon as invalid UTF-8 arrives, not at the end of the message
-                decoder.decode(payload, frame.fin)
-            except UnicodeDecodeError as exc:
-                raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
-        if self.max_size is not None:
-            self._parser.max_payload = self.max_size - len(buffer)
-        if not frame.fin:
-            return None
-        data = bytes(buffer)
-        message: str | bytes
-        if self._in_compressed:
-            # Inflated once per message: cheaper than per frame, and bounded the same.
-            assert self.deflate is not None  # the parser only lets RSV1 through with it
-            data = self.deflate.decompress(data, True, self.max_size)
-            message = _decode_text(data) if self._in_opcode is Opcode.TEXT else data
-        elif decoder is not None:
-            message = data.decode("utf-8")  # validated fragment by fragment above
-        else:
-            message = data
-        self._end_message()
-        return message
-
-    def _stream_fragment(self, frame: Frame) -> Fragment:
-        """One frame of a streamed message as a `Fragment`: inflated and decoded on its own,
-        bounded by `max_size` by itself. What was assembled before streaming began goes first."""
-        payload: bytes = frame.payload
-        text = self._in_opcode is Opcode.TEXT
-        if self._in_buffer:
-            payload = bytes(self._in_buffer) + payload
-            self._in_buffer = bytearray()
-            self._in_decoder = None  # it validated the assembled bytes: start over with them
-        if self._in_compressed:
-            assert self.deflate is not None
-            payload = self.deflate.decompress(payload, frame.fin, self.max_size)
-        data: str | bytes = payload
-        if text:
-            if self._in_decoder is None:
-                self._in_decoder = _new_utf8_decoder()
-            try:
-                data = self._in_decoder.decode(payload, frame.fin)
-            except UnicodeDecodeError as exc:
-                raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
-        self._in_streamed = True
-        self._parser.max_payload = self.max_size  # per frame, not per message
-        if frame.fin:
-            self._end_message()
-        return Fragment(data, frame.fin)
-
-    def _end_message(self) -> None:
-        self._in_opcode = None
-        self._in_buffer = bytearray()
-        self._in_decoder = None
-        self._in_compressed = False
-        self._in_streamed = False
-        self._parser.max_payload = self.max_size
 
     # ---- sending ---------------------------------------------------------------------
 
@@ -465,10 +380,3 @@ class Protocol:
         if self.failure is not None:
             return self.failure.reason
         return ""
-
-
-def _decode_text(payload: bytes) -> str:
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc

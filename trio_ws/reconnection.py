@@ -169,6 +169,7 @@ async def reconnect(
 
     def shown(target: str) -> str:
         return redacted(target) if options.redact_logs else target
+
     send, receive = trio.open_memory_channel[WebSocket | Exception](0)
     connections = Connections(receive)
 

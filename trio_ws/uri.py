@@ -92,7 +92,7 @@ def redacted_target(target: str) -> str:
 
 
 def redacted_query(query: str) -> str:
-    """"token=abc&since=3" as "token=***&since=***": the names stay, for debugging."""
+    """ "token=abc&since=3" as "token=***&since=***": the names stay, for debugging."""
     if not query:
         return query
     return "&".join(part.partition("=")[0] + ("=***" if "=" in part else "") for part in query.split("&"))

@@ -21,6 +21,7 @@ with atheris.instrument_imports():
         server_accept,
     )
     from trio_ws.frames import FrameParser, Opcode
+    from trio_ws.messages import Fragment
     from trio_ws.protocol import Close, Ping, Pong, Protocol, Role, State
 
 MAX_SIZE = 300
@@ -50,7 +51,7 @@ def check_output(out: bytes, role: Role) -> None:
 
 
 def one_input(data: bytes) -> None:
-    """data[0] picks the role, deflate and the chunk size; the rest is the peer's wire."""
+    """data[0] picks the role, deflate, the chunk size and streaming; the rest is the peer's wire."""
     if not data:
         return
     flags, wire = data[0], data[1:]
@@ -58,13 +59,16 @@ def one_input(data: bytes) -> None:
     deflate = codec(CONFIGS[(flags >> 2 & 3) % 3], role) if flags & 2 else None
     step = (1, 2, 5, 13, 64, 200, 1000, 1 << 30)[flags >> 4 & 7]
     proto = Protocol(role, max_size=MAX_SIZE, deflate=deflate)
-    for start in range(0, len(wire), step):
+    for index, start in enumerate(range(0, len(wire), step)):
         chunk = wire[start : start + step]
-        for event in proto.receive_data(chunk):
-            assert isinstance(event, (str, bytes, Ping, Pong, Close)), event
-            if isinstance(event, (str, bytes)):
-                size = len(event.encode()) if isinstance(event, str) else len(event)
-                assert size <= MAX_SIZE, size
+        stream = bool(flags & 0x80) and index % 2 == 1  # a recv_streaming() comes and goes
+        for event in proto.receive_data(chunk, stream=stream):
+            assert isinstance(event, (str, bytes, Fragment, Ping, Pong, Close)), event
+            data = event.data if isinstance(event, Fragment) else event
+            if isinstance(data, (str, bytes)):
+                size = len(data.encode()) if isinstance(data, str) else len(data)
+                # A streamed text fragment may carry up to 3 bytes of a code point cut before it.
+                assert size <= MAX_SIZE + (3 if isinstance(event, Fragment) else 0), size
         assert proto.assembling <= MAX_SIZE
         assert proto.buffered - proto.assembling <= MAX_SIZE + 14
         check_output(bytes(proto.data_to_send()), role)
