@@ -307,16 +307,29 @@ def free_port() -> int:
         return port
 
 
+def install_debian_package(package: str) -> None:
+    """`apt-get install` `package`, as root, one install at a time across the test workers
+    (parallel installs would fail on dpkg's lock); `apt-get update` first if it is unknown."""
+    import fcntl
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    install = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", package]
+    with open("/tmp/trio_ws-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if subprocess.run(install, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"], capture_output=True)
+            subprocess.run(install, capture_output=True)
+
+
 def debian_binary(name: str, package: str | None = None) -> str:
     """The path of `name`, installing its Debian package (as root) when it is missing."""
     import shutil
 
     path = shutil.which(name)
-    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        install = ["apt-get", "install", "-y", "-q", package or name]
-        if subprocess.run(install, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-            subprocess.run(install, capture_output=True)
+    if path is None:
+        install_debian_package(package or name)
         path = shutil.which(name)
     if path is None:
         pytest.fail(f"{name} is needed: apt-get install {package or name} (its tests must run)")

@@ -36,9 +36,12 @@ def parents(module: ast.Module) -> dict[ast.AST, ast.AST]:
 
 
 def in_choke_point(node: ast.AST, parent: dict[ast.AST, ast.AST]) -> bool:
-    """Whether `node` is inside `with <core>.call(...) as <name>:`."""
+    """Whether `node` is inside `with <core>.call(...) as <name>:`, or is the choke point's
+    own way out (`__exit__`, which hands the output to the outbox)."""
     while node in parent:
         node = parent[node]
+        if isinstance(node, ast.FunctionDef) and node.name == "__exit__":
+            return True
         if isinstance(node, ast.With) and any(
             isinstance(item.context_expr, ast.Call)
             and isinstance(item.context_expr.func, ast.Attribute)

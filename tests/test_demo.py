@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 
 import trio_ws
 
-from .conftest import ROOT, RedisServer, free_port, readline_within
+from .conftest import ROOT, RedisServer, free_port, install_debian_package, readline_within
 from .test_handshake import http_exchange
 
 pytestmark = pytest.mark.timeout(900)  # the browser fixture may install Chromium
@@ -165,11 +164,8 @@ async def test_demo_workers_run_the_demos_configuration() -> None:
 
 def ensure_chromium() -> str:
     """Debian's chromium, installed when missing (no browser download)."""
-    if not os.path.exists(CHROMIUM) and os.geteuid() == 0 and shutil.which("apt-get"):
-        install = ["apt-get", "install", "-y", "-q", "chromium"]
-        if subprocess.run(install, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-            subprocess.run(install, capture_output=True)
+    if not os.path.exists(CHROMIUM):
+        install_debian_package("chromium")
     if not os.path.exists(CHROMIUM):
         pytest.fail("Debian's chromium is needed for the browser tests: apt-get install chromium")
     return CHROMIUM

@@ -183,7 +183,7 @@ class WebSocket:
     def buffered_amount(self) -> int:
         """Bytes queued to send and not yet taken by the kernel (`bufferedAmount` in a
         browser); `send()` waits while it is over `write_limit`."""
-        return self._core.outbox.buffered
+        return self._core.buffered
 
     @property
     def bytes_received(self) -> int:
@@ -321,8 +321,8 @@ class WebSocket:
         while True:
             if core.sending_fragments is not None:
                 await core.sending_fragments.wait()
-            elif not core.outbox.has_room and core.protocol.state is State.OPEN:
-                await core.outbox.wait_for_room()
+            elif not core.has_room and core.protocol.state is State.OPEN:
+                await core.wait_for_room()
                 self._fast_calls = 0
             else:
                 return
@@ -335,7 +335,7 @@ class WebSocket:
         `broadcast` and the hub use it so that a slow client never slows the others.
         """
         core = self._core
-        if not (core.protocol.can_send_frame and core.sending_fragments is None and core.outbox.has_room):
+        if not (core.protocol.can_send_frame and core.sending_fragments is None and core.has_room):
             return False
         self._queue_whole(message)
         return True

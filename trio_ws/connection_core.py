@@ -12,9 +12,12 @@ Who touches what, and when (in the spirit of h11's state notes):
 - **The inbox** (`Inbox`) is filled by the reader task (`parse`) and emptied by `recv()` /
   `recv_streaming()` in the user's task. The reader stops parsing while it is full and
   `recv()` wakes it below the low marks.
-- **The outbox** (`Outbox`) takes the protocol's output to the transport: written through
-  at once by whichever task queued it, and flushed by a writer task only while the kernel's
-  send buffer is full. `send()` waits while it holds more than `write_limit`.
+- **The outbox** (`Outbox`) is handed the protocol's output on the way out of the choke
+  point, once it is `ready()`: written through at once by whichever task queued it, else
+  held for a writer task that runs only while the kernel's send buffer is full. While held
+  bytes cannot go, new output stays in the protocol's buffer until the writer takes it
+  (`refill`), so it never overtakes them. `send()` waits while the two hold more than
+  `write_limit` (`buffered`).
 - **The lifecycle** (`Lifecycle`): OPEN while frames may flow (the protocol OPEN or
   CLOSING); CLOSING once the protocol is CLOSED and TCP is being closed the polite way;
   ABORTING when it is being dropped at once instead; CLOSED when TCP is closed. The reader
@@ -45,13 +48,15 @@ from .inbox import Inbox
 from .keepalive import KeepaliveTimers, TimerEntry
 from .messages import Data, Fragment, is_bytes_like
 from .options import ConnectionOptions
-from .outbox import Outbox
+from .outbox import Outbox, Output, WriterState
 from .pings import PendingPing, Pings
 from .protocol import Pong, Protocol, State
 from .tasks import open_nursery_unwrapped
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
 __all__ = ["ConnectionCore", "Lifecycle"]
+
+WRITER_AT_WORK = frozenset({WriterState.HELD, WriterState.SENDING})
 
 
 class Lifecycle(enum.Enum):
@@ -104,6 +109,7 @@ class ConnectionCore:
         "sending_fragments",
         "streaming",
         "transport",
+        "write_limit",
     )
 
     def __init__(
@@ -118,7 +124,9 @@ class ConnectionCore:
         self.transport = transport
         self.protocol = protocol
         self.inbox = Inbox(options.max_queue, options.max_queue_bytes)
-        self.outbox = Outbox(transport, protocol, options.write_limit, self._write_lost)
+        self.outbox = Outbox(transport, refill=self._take_output, lost=self._write_lost)
+        self.write_limit = options.write_limit
+        """Bytes buffered past which `wait_for_room()` waits and `has_room` is False."""
         self.pings = Pings()
         self.lifecycle = Lifecycle.OPEN
         self.latency = 0.0  # round trip of the last keepalive ping answered
@@ -191,14 +199,52 @@ class ConnectionCore:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         proto = self.protocol
-        if proto.bytes_to_send:
-            self.outbox.flush(soon=self._more_soon)
+        # While the outbox holds bytes that cannot go yet, new output waits in the protocol:
+        # the writer takes it next (`refill`).
+        if proto.bytes_to_send and self.outbox.ready():
+            self.outbox.write(proto.data_to_send(), soon=self._more_soon)
         if proto.state is State.CLOSED and self.lifecycle is Lifecycle.OPEN:
             self.lifecycle = Lifecycle.CLOSING
             self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection
             self.inbox.close()
-            self.outbox.wake_senders()
+            self.outbox.wake_waiters()
             self.pings.wake_all()
+
+    def _take_output(self) -> Output | None:
+        """What the protocol queued while the outbox's writer was busy: its next bytes."""
+        with self.call() as proto:
+            return proto.data_to_send() if proto.bytes_to_send else None
+
+    # ---- flow control -----------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued and not yet accepted by the kernel: the outbox's and the protocol's."""
+        return self.outbox.held + self.protocol.bytes_to_send
+
+    @property
+    def has_room(self) -> bool:
+        """Whether no more than `write_limit` bytes are waiting for the network."""
+        return self.buffered <= self.write_limit
+
+    async def wait_for_room(self) -> None:
+        """Wait while more than `write_limit` bytes are buffered and the protocol is open."""
+        while not self.has_room and self.protocol.state is State.OPEN:
+            await self._wait_for_the_writer()
+
+    async def wait_flushed(self) -> None:
+        """Wait until every queued byte is written, or writing failed or stopped."""
+        while self.buffered and self.outbox.state in WRITER_AT_WORK:
+            await self.outbox.wait_drained()
+
+    async def _wait_for_the_writer(self) -> None:
+        if self.outbox.state not in WRITER_AT_WORK:
+            # Output is handed over on every call while there is no writer, so only a failed or stopped
+            # outbox holds none while the protocol holds bytes: wait for the close instead of
+            # spinning (the protocol is CLOSED by then, or about to be).
+            await self.wait_closed()
+            return
+        await self.outbox.wait_drained()
 
     def _write_lost(self) -> None:
         """The outbox found the connection gone while writing."""
@@ -264,7 +310,6 @@ class ConnectionCore:
         if self._timers is not None and self._timer is not None:
             self._timers.discard(self._timer)
         self.inbox.close()
-        self.outbox.wake_senders()
         self.outbox.stop()
         self.debug("connection closed: %s", self.closed_exception())
 
@@ -350,12 +395,12 @@ class ConnectionCore:
         One deadline bounds it all: past it, the close in progress is cut short and the
         stream closed forcefully (a cancelled `aclose` still closes)."""
         transport = self.transport
-        self.outbox.stop_writing_through()  # from here on only the writer writes
+        transport.stop_writing_through()  # from here on only the writer writes
         if self._close_deadline == float("inf"):
             self._close_deadline = trio.current_time() + self._close_timeout
         with trio.move_on_at(self._close_deadline):
             if self.lifecycle is not Lifecycle.ABORTING:
-                await self.outbox.wait_flushed()
+                await self.wait_flushed()
                 if not self.protocol.closes_tcp_first:
                     await self._drain_to_eof()  # the peer closes first: wait for its FIN
                 elif transport.nothing_to_read():
@@ -430,13 +475,13 @@ class ConnectionCore:
                 if not isinstance(fragment, (str, bytes, bytearray, memoryview)):
                     raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
                 if previous is not None:
-                    await self.outbox.wait_for_room()
+                    await self.wait_for_room()
                     with self.call(require_open=True) as proto:
                         proto.send(previous, fin=False)
                     started = True
                 previous = fragment
             if previous is not None:
-                await self.outbox.wait_for_room()
+                await self.wait_for_room()
                 with self.call(require_open=True) as proto:
                     proto.send(previous, fin=True)
         except BaseException:
