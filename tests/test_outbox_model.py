@@ -17,7 +17,7 @@ import trio.lowlevel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_ws.outbox import Outbox, Output, WriterState
+from trio_ws.outbox import WRITER_AT_WORK, Outbox, Output, WriterState
 from trio_ws.transport import SocketTransport, StreamTransport, Transport
 
 from .strategies import examples
@@ -62,9 +62,9 @@ class Model:
         self.counter += size
         self.made += data
         self.pending += data
-        if self.outbox.ready():
+        if self.outbox.ready() and not (soon and self.outbox.defer()):
             out, self.pending = self.pending, bytearray()
-            self.outbox.write(out, soon=soon)
+            self.outbox.write(out)
 
     def peer_reads(self, limit: int) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -73,7 +73,7 @@ class Model:
     def check(self) -> None:
         outbox = self.outbox
         assert self.read == self.made[: len(self.read)], "the peer read bytes out of order"
-        assert outbox.state in (WriterState.IDLE, WriterState.HELD, WriterState.SENDING)
+        assert outbox.state is WriterState.IDLE or outbox.state in WRITER_AT_WORK
         if outbox.state is WriterState.IDLE:
             assert outbox.held == 0, "an idle outbox holds bytes"
             assert not self.pending, "output waits although the outbox is idle"

@@ -48,15 +48,13 @@ from .inbox import Inbox
 from .keepalive import KeepaliveTimers, TimerEntry
 from .messages import Data, Fragment, is_bytes_like
 from .options import ConnectionOptions
-from .outbox import Outbox, Output, WriterState
+from .outbox import WRITER_AT_WORK, Outbox, Output
 from .pings import PendingPing, Pings
 from .protocol import Pong, Protocol, State
 from .tasks import open_nursery_unwrapped
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
 __all__ = ["ConnectionCore", "Lifecycle"]
-
-WRITER_AT_WORK = frozenset({WriterState.HELD, WriterState.SENDING})
 
 
 class Lifecycle(enum.Enum):
@@ -184,7 +182,7 @@ class ConnectionCore:
         With `require_open`, a connection that is not OPEN raises `ConnectionClosed` before
         the call. On the way out, whatever the call did: new output goes to the outbox, and
         once the protocol is CLOSED the lifecycle moves on and every waiter wakes.
-        `more_soon`: more output is likely before this task yields (see `Outbox.flush`).
+        `more_soon`: more output is likely before this task yields (see `Outbox.defer`).
         Nothing here awaits, so no call into the protocol is ever cut by a cancellation.
         """
         if require_open and self.protocol.state is not State.OPEN:
@@ -201,8 +199,9 @@ class ConnectionCore:
         proto = self.protocol
         # While the outbox holds bytes that cannot go yet, new output waits in the protocol:
         # the writer takes it next (`refill`).
-        if proto.bytes_to_send and self.outbox.ready():
-            self.outbox.write(proto.data_to_send(), soon=self._more_soon)
+        outbox = self.outbox
+        if proto.bytes_to_send and outbox.ready() and not (self._more_soon and outbox.defer()):
+            outbox.write(proto.data_to_send())
         if proto.state is State.CLOSED and self.lifecycle is Lifecycle.OPEN:
             self.lifecycle = Lifecycle.CLOSING
             self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection

@@ -5,7 +5,8 @@ socket it writes them through at once (one non-blocking `os.write`, no await, as
 `transport.write` does). What the kernel does not take is held, and a writer task, started
 on demand, sends it with `send_all`; once it is sent the writer asks for what was queued
 meanwhile (`refill`) and ends when there is none, so an idle connection has no writer. A
-stream with no socket to write through (TLS) starts a writer for each burst of output.
+stream with no socket to write through (TLS) starts a writer for each burst of output, and
+so does a burst the producer knows is not over yet (`defer`).
 
 Output that arrives while a writer holds bytes stays with whoever produced it (the
 protocol's buffer) until the writer asks for it: new bytes never overtake held ones, and
@@ -22,7 +23,7 @@ import trio
 
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
-__all__ = ["Outbox", "WriterState"]
+__all__ = ["WRITER_AT_WORK", "Outbox", "Output", "WriterState"]
 
 Output = bytearray | memoryview
 
@@ -41,9 +42,14 @@ class WriterState(enum.Enum):
 
     IDLE = "idle"  #: no writer: the next `write` goes straight to the socket
     HELD = "held"  #: a writer is due to send what is held; writes go through after it, if they can
+    BATCHED = "batched"  #: a writer is due to send a burst: new output joins it where it waits
     SENDING = "sending"  #: the writer is in `send_all`: new output waits with its producer
     FAILED = "failed"  #: a write found the connection gone: nothing more is written
     STOPPED = "stopped"  #: the connection is closed: nothing more is written
+
+
+WRITER_AT_WORK = frozenset({WriterState.HELD, WriterState.BATCHED, WriterState.SENDING})
+"""The states in which a writer task exists."""
 
 
 class Outbox:
@@ -58,9 +64,9 @@ class Outbox:
         self._refill = refill  # the output queued since the last write, or None
         self._lost = lost  # called once a write finds the connection gone
         self.state = WriterState.IDLE
-        """IDLE, HELD, SENDING, FAILED or STOPPED: see `WriterState`."""
-        # Bytes the writer must send before anything else: what the kernel did not take, or
-        # a burst left to the writer. Only while HELD or SENDING.
+        """IDLE, HELD, BATCHED, SENDING, FAILED or STOPPED: see `WriterState`."""
+        # Bytes the writer must send before anything else: what the kernel did not take.
+        # Only while HELD or SENDING.
         self._held: Output | None = None
         self._nursery: trio.Nursery | None = None  # where a writer may start
         self._drained: trio.lowlevel.ParkingLot | None = None  # tasks waiting for the writer
@@ -103,18 +109,25 @@ class Outbox:
         self._held = None
         return True
 
-    def write(self, data: Output, *, soon: bool = False) -> None:
+    def defer(self) -> bool:
+        """Once `ready()`, leave the output where it waits for a writer to take, because more
+        is about to follow (a handler answering a batch of messages it received at once): the
+        writer runs once the task yields and sends it all in one write, instead of a system
+        call per message. False when no writer can start (the output must be written now)."""
+        if self._nursery is None:
+            return False
+        if self.state is WriterState.IDLE:
+            self._nursery.start_soon(self._writer)
+        self.state = WriterState.BATCHED
+        return True
+
+    def write(self, data: Output) -> None:
         """Send `data`, once `ready()`: written through at once when the kernel takes it,
         else held for a writer. Nothing awaits here, so no frame is ever half-written by a
-        cancellation.
-
-        `soon` leaves it to the writer even so, when more output is about to follow (a
-        handler answering a batch of messages it received at once): the writer runs once the
-        task yields and sends it all in one write, instead of a system call per message.
-        """
+        cancellation."""
         if self._held is not None or self.state not in (WriterState.IDLE, WriterState.HELD):
             raise RuntimeError(f"output handed to an outbox that is not ready ({self.state.name})")
-        if self._transport.writes_through and not (soon and self._nursery is not None):
+        if self._transport.writes_through:
             sent = self._transport.write_nowait(data)
             if sent == len(data):
                 return
@@ -135,7 +148,7 @@ class Outbox:
 
     async def wait_drained(self) -> None:
         """Wait until the writer has sent what it holds (at once if there is no writer)."""
-        if self.state is not WriterState.HELD and self.state is not WriterState.SENDING:
+        if self.state not in WRITER_AT_WORK:
             await trio.lowlevel.checkpoint()
             return
         if self._drained is None:
@@ -157,7 +170,7 @@ class Outbox:
         """Send what is held, then what was queued meanwhile, until there is none."""
         transport = self._transport
         try:
-            while self.state is WriterState.HELD:
+            while self.state is WriterState.HELD or self.state is WriterState.BATCHED:
                 data = self._held
                 if data is None:
                     data = self._held = self._refill()
@@ -177,5 +190,5 @@ class Outbox:
                 self.wake_waiters()  # room for senders between two sends
         finally:
             # Done, or cancelled with the connection's nursery: what is held is dropped.
-            if self.state is WriterState.HELD or self.state is WriterState.SENDING:
+            if self.state in WRITER_AT_WORK:
                 self._become(WriterState.IDLE)

@@ -140,6 +140,14 @@ class SocketTransport(Transport):
     def stop_writing_through(self) -> None:
         self.writes_through = False
 
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """One write of the fd first (the writer's common case: the kernel has room again,
+        and trio's `send_all` would cost more than the system call); the stream sends the
+        rest, waiting for room. No checkpoint when the first write takes it all."""
+        sent = self.write_nowait(data)
+        if sent < len(data):
+            await self.stream.send_all(memoryview(data)[sent:])
+
     async def aclose(self) -> None:
         self._read_fd, self.writes_through = None, False  # the fd may be reused once closed
         await self.stream.aclose()
