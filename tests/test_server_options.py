@@ -188,7 +188,7 @@ async def test_aclose_without_closing_connections_refuses_new_ones_and_waits() -
 
 @pytest.mark.parametrize("flood", [False, True])
 async def test_aclose_cancels_a_handler_that_ignores_its_closed_connection_after_close_timeout(
-    flood: bool,
+    flood: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A handler waiting on something else never sees its connection close: aclose() used to
     wait for it forever. Past close_timeout it is cancelled, also while the client floods
@@ -214,3 +214,5 @@ async def test_aclose_cancels_a_handler_that_ignores_its_closed_connection_after
             assert not server.connections
             nursery.cancel_scope.cancel()
         assert ws.close_code == 1001
+    warnings = [r for r in caplog.records if "handler cancelled: still running" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"

@@ -60,11 +60,14 @@ def new_websocket(
     return ws
 
 
-def running(ws: WebSocket, keepalive: KeepaliveTimers | None = None) -> AbstractAsyncContextManager[None]:
+def running(
+    ws: WebSocket, keepalive: KeepaliveTimers | None = None
+) -> AbstractAsyncContextManager[trio.CancelScope]:
     """Run the connection's background tasks around the body, and close it on the way
     out: `serve` and `connect` do, around the handler or the `async with` block. Its
     keepalive pings join `keepalive` (a server's timers, shared by its connections), or
-    timers of its own.
+    timers of its own. Gives the connection's cancel scope, which cancels the body and
+    drops the connection.
 
     A normal exit closes with 1000, an exception with 1011, and a cancellation (or
     KeyboardInterrupt) drops the TCP connection at once.

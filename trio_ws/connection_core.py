@@ -315,10 +315,12 @@ class ConnectionCore:
     # ---- background tasks -------------------------------------------------------------
 
     @asynccontextmanager
-    async def running(self, keepalive: KeepaliveTimers | None) -> AsyncIterator[None]:
+    async def running(self, keepalive: KeepaliveTimers | None) -> AsyncIterator[trio.CancelScope]:
         """Run the background tasks around the body, and close on the way out. Keepalive
         pings join `keepalive` (a server's timers, shared by its connections), or timers
-        of this connection's own.
+        of this connection's own. Gives the connection's cancel scope: cancelling it cancels
+        the body and drops the connection (one scope per connection, not one more for the
+        body).
 
         A normal exit closes with 1000, an exception with 1011, and a cancellation (or
         KeyboardInterrupt) drops the TCP connection at once.
@@ -335,7 +337,7 @@ class ConnectionCore:
                     self._timers = keepalive
                     self._timer = keepalive.add(self, trio.current_time() + self._ping_interval)
                 try:
-                    yield
+                    yield nursery.cancel_scope
                 except ConnectionClosed:
                     await self.close(CloseCode.NORMAL_CLOSURE, "")
                     raise

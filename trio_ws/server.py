@@ -350,20 +350,19 @@ class WebSocketServer:
         if self.logger.isEnabledFor(logging.DEBUG):  # else no per-connection logger is built
             ws.logger.debug("connection open: %s", self._target(ws.path))
         try:
-            async with running(ws, self.keepalive):
+            async with running(ws, self.keepalive) as connection_scope:
                 try:
                     if self._close_frame is not None:
                         # It upgraded while aclose() was cancelling the handshakes.
                         await ws.close(*self._close_frame)
                     else:
-                        with trio.CancelScope() as handler_scope:
-                            self._handler_scopes.add(handler_scope)
-                            try:
-                                await self._handler(ws)
-                            finally:
-                                self._handler_scopes.discard(handler_scope)
-                        if handler_scope.cancelled_caught:
-                            ws.logger.warning("handler cancelled: still running after its connection closed")
+                        # aclose() cancels the connection's own scope if the handler outlives
+                        # its close: no scope of its own per handler.
+                        self._handler_scopes.add(connection_scope)
+                        try:
+                            await self._handler(ws)
+                        finally:
+                            self._handler_scopes.discard(connection_scope)
                 except ConnectionClosed as exc:
                     ws.logger.debug("handler ended on a closed connection: %s", exc)
                 except Exception as exc:
@@ -372,6 +371,8 @@ class WebSocketServer:
                     else:
                         ws.logger.exception("connection handler failed")
                         await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+            if connection_scope.cancelled_caught:
+                ws.logger.warning("handler cancelled: still running after its connection closed")
         finally:
             self.connections.discard(ws)
             self._upgraded -= 1
