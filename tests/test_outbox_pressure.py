@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import ssl
 import struct
 import time
 
@@ -20,7 +21,7 @@ import trio_ws
 from trio_ws.config import Handler
 from trio_ws.frames import Frame, FrameParser, Opcode, serialize_frame
 
-from .conftest import RawClient, healthy_canary, hostile_server
+from .conftest import RawClient, healthy_canary, hostile_server, tls_contexts
 
 
 def text(payload: bytes) -> bytes:
@@ -91,7 +92,7 @@ async def test_two_tasks_sending_through_a_full_socket_never_mix_frames() -> Non
         assert [f.payload for f in frames if f.payload[0] == tag] == messages
 
 
-def read_slowly_in_a_thread(port: int, count: int) -> list[bytes]:
+def read_slowly_in_a_thread(port: int, count: int, tls: ssl.SSLContext | None = None) -> list[bytes]:
     """A real peer (`websockets`' sync client) in a thread of its own, through a socket with
     a tiny receive buffer, taking one message at a time with a pause: the kernel drains the
     server's socket while the server is in the middle of writing, so flushes are partial."""
@@ -101,7 +102,8 @@ def read_slowly_in_a_thread(port: int, count: int) -> list[bytes]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
     sock.connect(("127.0.0.1", port))
     received: list[bytes] = []
-    with connect(f"ws://127.0.0.1:{port}/", sock=sock, compression=None, max_size=None, max_queue=1) as ws:
+    url = f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/"
+    with connect(url, sock=sock, ssl=tls, compression=None, max_size=None, max_queue=1) as ws:
         while len(received) < count:
             message = ws.recv(timeout=20)
             assert isinstance(message, bytes)
@@ -146,6 +148,28 @@ async def test_partial_flushes_to_a_reader_in_another_thread_keep_every_frame_in
     # The write-through is partial many times a run (about 100 here); the writer's own
     # partial sends happen inside trio and are not counted.
     assert partial["write"] >= 10, partial
+
+
+async def test_two_tasks_sending_over_tls_to_a_slow_reader_keep_every_frame_in_order() -> None:
+    """Over TLS there is no socket to write through: each burst of output gets a writer,
+    and output made while it sends waits for it. Two tasks send 100 messages each (1 B to
+    90 kB) to a slow reader in another thread; each task's messages arrive whole and in its
+    own order, and the connection closes cleanly."""
+    rng = random.Random(26)
+    plans = {
+        tag: [bytes([tag]) * rng.choice([1, 100, 3_000, 20_000, 90_000]) + b"%d" % i for i in range(100)]
+        for tag in (ord("a"), ord("b"))
+    }
+    server_ctx, client_ctx = tls_contexts()
+    two_senders = sending_each_plan_from_a_task_of_its_own(plans)
+    async with trio_ws.open_server(
+        two_senders, "127.0.0.1", 0, compression=None, write_limit=2**13, ssl_context=server_ctx
+    ) as server:
+        with trio.fail_after(60):
+            received = await trio.to_thread.run_sync(read_slowly_in_a_thread, server.port, 200, client_ctx)
+        assert all(conn.buffered_amount == 0 for conn in server.connections)
+    for tag, messages in plans.items():
+        assert [m for m in received if m[0] == tag] == messages
 
 
 async def test_a_flood_of_small_messages_is_echoed_whole_and_in_order() -> None:
