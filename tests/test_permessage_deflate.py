@@ -223,3 +223,64 @@ def test_inflate_stops_at_the_limit() -> None:
     assert len(bomb) < 20_000
     with pytest.raises(PayloadTooBig):
         codec.decompress(bomb[:-4], True, 2**20)
+
+
+# ---- every configuration against every other ---------------------------------------------
+
+configs = st.builds(
+    DeflateConfig,
+    server_max_window_bits=st.integers(9, 15),
+    client_max_window_bits=st.integers(9, 15),
+    server_no_context_takeover=st.booleans(),
+    client_no_context_takeover=st.booleans(),
+    level=st.integers(-1, 9),
+    mem_level=st.integers(1, 9),
+)
+
+
+@given(
+    client_config=configs,
+    server_config=configs,
+    messages=st.lists(st.binary(max_size=2000) | st.text(max_size=500), max_size=5),
+)
+def test_any_client_configuration_agrees_with_any_server_configuration(
+    client_config: DeflateConfig, server_config: DeflateConfig, messages: list[str | bytes]
+) -> None:
+    """Our client's offer, under any valid configuration, gets an answer from our server,
+    under any valid configuration, that the client accepts; the agreed windows are ones
+    zlib can compress with; and messages go both ways intact, several in a row (so that
+    context takeover, where agreed, carries over)."""
+    params = server_accept(parse_extensions([client_offer(client_config)]), server_config)
+    assert params is not None, "our server declined our own client's offer"
+    agreed = client_accept(parse_extensions([params.header()]), client_config)
+    assert agreed == params
+    for bits in (params.server_max_window_bits, params.client_max_window_bits):
+        assert bits is None or 9 <= bits <= 15
+    server = PerMessageDeflate(params, is_server=True, config=server_config)
+    client = PerMessageDeflate(agreed, is_server=False, config=client_config)
+    for message in messages:
+        data = message.encode() if isinstance(message, str) else message
+        assert client.decompress(server.compress_message(data), True, None) == data
+        assert server.decompress(client.compress_message(data), True, None) == data
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"server_max_window_bits": 8},  # RFC 7692 allows it; zlib cannot compress with it
+        {"client_max_window_bits": 16},
+        {"server_max_window_bits": "12"},
+        {"client_max_window_bits": True},
+        {"level": 10},
+        {"level": -2},
+        {"mem_level": 0},
+        {"mem_level": 10},
+        {"server_no_context_takeover": 1},
+    ],
+)
+def test_a_configuration_zlib_cannot_use_is_refused_when_made(values: dict[str, object]) -> None:
+    """A clear error at once, naming the field, instead of one on the first message (or a
+    window promised to the peer that the compressor does not keep to)."""
+    (name,) = values
+    with pytest.raises(ValueError, match=f"DeflateConfig.{name} must be"):
+        DeflateConfig(**values)  # type: ignore[arg-type]

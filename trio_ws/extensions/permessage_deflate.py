@@ -69,6 +69,23 @@ class DeflateConfig:
     level: int = 6
     mem_level: int = 5
 
+    def __post_init__(self) -> None:
+        """Refuse values zlib cannot use, here rather than on the first message. Window
+        bits run from 9 to 15: RFC 7692 allows 8, but zlib cannot compress with an 8-bit
+        window, and promising one while compressing with 9 would break the peer."""
+        for name, low, high in (
+            ("server_max_window_bits", 9, 15),
+            ("client_max_window_bits", 9, 15),
+            ("level", -1, 9),
+            ("mem_level", 1, 9),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(f"DeflateConfig.{name} must be an int from {low} to {high}, not {value!r}")
+        for name in ("server_no_context_takeover", "client_no_context_takeover"):
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"DeflateConfig.{name} must be a bool, not {getattr(self, name)!r}")
+
 
 @dataclass(frozen=True)
 class DeflateParameters:
