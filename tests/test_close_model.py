@@ -10,6 +10,8 @@ raises `ConnectionClosed`; and both ends are CLOSED well within `close_timeout`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import trio
 from hypothesis import given, settings
@@ -64,13 +66,21 @@ async def run_side(
             await ws.wait_closed()
 
 
-async def run_model(
-    server_plan: list[str | bytes],
-    client_plan: list[str | bytes],
-    closer: str,
-    codes: tuple[int, int],
-    yields: list[int],
-) -> None:
+@dataclass(frozen=True)
+class Scenario:
+    """What each side sends, who closes ("server", "client" or "both") with which codes
+    (the server's, the client's), and the scheduler turns taken before each send."""
+
+    server_plan: list[str | bytes]
+    client_plan: list[str | bytes]
+    closer: str
+    codes: tuple[int, int]
+    yields: list[int]
+
+
+async def run_model(scenario: Scenario) -> None:
+    server_plan, client_plan, closer = scenario.server_plan, scenario.client_plan, scenario.closer
+    codes, yields = scenario.codes, scenario.yields
     server, client = Side(), Side()
     server_code = codes[0] if closer in ("server", "both") else None
     client_code = codes[1] if closer in ("client", "both") else None
@@ -113,20 +123,17 @@ async def run_model(
 
 @settings(max_examples=examples(60), deadline=None)
 @given(
-    server_plan=messages,
-    client_plan=messages,
-    closer=st.sampled_from(["server", "client", "both"]),
-    codes=st.tuples(CODES, CODES),
-    yields=st.lists(st.integers(0, 3), max_size=4),
+    scenario=st.builds(
+        Scenario,
+        server_plan=messages,
+        client_plan=messages,
+        closer=st.sampled_from(["server", "client", "both"]),
+        codes=st.tuples(CODES, CODES),
+        yields=st.lists(st.integers(0, 3), max_size=4),
+    )
 )
-def test_the_closing_handshake_keeps_every_message_sent_before_it(
-    server_plan: list[str | bytes],
-    client_plan: list[str | bytes],
-    closer: str,
-    codes: tuple[int, int],
-    yields: list[int],
-) -> None:
-    trio.run(run_model, server_plan, client_plan, closer, codes, yields)
+def test_the_closing_handshake_keeps_every_message_sent_before_it(scenario: Scenario) -> None:
+    trio.run(run_model, scenario)
 
 
 @pytest.mark.parametrize("closer", ["server", "client", "both"])
@@ -134,4 +141,4 @@ def test_the_model_closes_while_the_other_side_is_still_sending(closer: str) -> 
     """The sequences the model exists for: a side closes at once while the other has many
     messages to send, and both close at once with different codes."""
     many: list[str | bytes] = [b"m%d" % i * 100 for i in range(200)]
-    trio.run(run_model, [] if closer != "both" else many, many, closer, (4001, 4002), [1])
+    trio.run(run_model, Scenario([] if closer != "both" else many, many, closer, (4001, 4002), [1]))
