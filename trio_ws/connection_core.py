@@ -238,8 +238,8 @@ class ConnectionCore:
 
     async def _wait_for_the_writer(self) -> None:
         if self.outbox.state not in WRITER_AT_WORK:
-            # Output is handed over on every call while there is no writer, so only a failed or stopped
-            # outbox holds none while the protocol holds bytes: wait for the close instead of
+            # Output is handed over on every call while there is no writer, so only a failed
+            # or stopped outbox leaves bytes in the protocol: wait for the close instead of
             # spinning (the protocol is CLOSED by then, or about to be).
             await self.wait_closed()
             return
