@@ -243,7 +243,7 @@ class WebSocket:
 
     async def _take(self) -> Item:
         """The next item of the inbox, once there is one; raises once closed and empty."""
-        item = await self._core.inbox.take()
+        item = await self._core.receive()
         if item is None:
             raise self._core.closed_exception()
         return item

@@ -44,7 +44,7 @@ from typing import Any
 import trio
 
 from .exceptions import CloseCode, ConnectionClosed
-from .inbox import Inbox
+from .inbox import Inbox, Item
 from .keepalive import KeepaliveTimers, TimerEntry
 from .messages import Data, Fragment, is_bytes_like
 from .options import ConnectionOptions
@@ -84,7 +84,9 @@ class ConnectionCore:
         "_close_deadline",
         "_close_timeout",
         "_closed_event",
+        "_direct_read",
         "_eof",
+        "_handed_over",
         "_id",
         "_initial_data",
         "_keepalive_ping",
@@ -104,6 +106,7 @@ class ConnectionCore:
         "outbox",
         "pings",
         "protocol",
+        "receiving",
         "sending_fragments",
         "streaming",
         "transport",
@@ -134,6 +137,8 @@ class ConnectionCore:
         # A `recv_streaming()` is reading: the reader asks the protocol for the frames of
         # fragmented messages one by one instead of assembled.
         self.streaming = False
+        # A recv() reads the socket itself (see `receive`): the reader stands by meanwhile.
+        self.receiving = False
         self._initial_data = initial_data
         self._ping_interval = options.ping_interval
         self._ping_timeout = options.ping_timeout
@@ -142,7 +147,11 @@ class ConnectionCore:
         self._closed_event: trio.Event | None = None  # made when somebody waits for CLOSED
         self._more_soon = False  # the call in progress expects more output before a yield
         self._reading = trio.CancelScope()  # cancelled when the protocol closes while it waits
-        self._eof = False  # the reader saw the end of the stream
+        self._eof = False  # the reader (or a recv() reading itself) saw the end of the stream
+        # The reader delivered to a waiting recv() and left the socket to it (see `receive`).
+        self._handed_over = False
+        # Cancelled with `_reading`: a recv() reading the socket itself stops waiting on it.
+        self._direct_read: trio.CancelScope | None = None
         self._keepalive_ping: PendingPing | None = None  # the keepalive's last ping
         self._own_timers: trio.CancelScope | None = None  # keepalive timers run for this one alone
         self._timers: KeepaliveTimers | None = None  # where its keepalive is timed
@@ -205,6 +214,8 @@ class ConnectionCore:
         if proto.state is State.CLOSED and self.lifecycle is Lifecycle.OPEN:
             self.lifecycle = Lifecycle.CLOSING
             self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection
+            if self._direct_read is not None:
+                self._direct_read.cancel()  # a recv() waiting on the socket leaves it to that close
             self.inbox.close()
             self.outbox.wake_waiters()
             self.pings.wake_all()
@@ -370,12 +381,23 @@ class ConnectionCore:
             data: bytes | bytearray = self._initial_data
             with self._reading:  # cancelled when the protocol closes while this waits
                 while True:
-                    self._parse(data)
+                    delivered = self._parse(data)
                     data = b""
                     if proto.state is State.CLOSED:
                         break
                     if self._parsing_paused():
                         await self.inbox.wait_for_room()
+                        continue
+                    if delivered and self.inbox.low:
+                        # A recv() was waiting: it will likely be back for the next message
+                        # before anything arrives, and then reads the socket itself, one
+                        # task switch less per message. Stand by until it leaves recv()
+                        # (below the low marks, every message it takes wakes the reader).
+                        self._handed_over = True
+                        await self.inbox.wait_for_room()
+                        while self.receiving:
+                            await self.inbox.wait_for_room()
+                        self._handed_over = False  # it left: the reader reads again
                         continue
                     try:
                         data = await transport.receive_some()
@@ -434,14 +456,54 @@ class ConnectionCore:
         """
         return self.protocol.state is State.OPEN and self.inbox.full
 
-    def _parse(self, data: bytes | bytearray) -> None:
+    async def receive(self) -> Item | None:
+        """The next item for `recv()`; None once the inbox is closed and empty.
+
+        Once the reader has handed the socket over (it delivered the last message to a
+        `recv()` that was waiting, and stands by), this task reads and parses the socket
+        itself, so that a message wakes its handler directly instead of the reader first.
+        Another task's `recv()` meanwhile waits on the inbox as usual. A cancelled wait
+        takes nothing.
+        """
+        inbox = self.inbox
+        if not self._handed_over or self.receiving or self.lifecycle is not Lifecycle.OPEN:
+            return await inbox.take()
+        self.receiving = True
+        try:
+            self._parse(b"")  # what a paused parse left in the protocol's buffer
+            while True:
+                item = inbox.take_nowait()
+                if item is not None or inbox.closed:
+                    return item
+                with trio.CancelScope() as self._direct_read:
+                    try:
+                        data = await self.transport.receive_some()
+                    except CLOSED_STREAM_ERRORS:
+                        data = b""
+                if self._direct_read.cancelled_caught:
+                    continue  # the protocol closed meanwhile: the inbox is closed now
+                if not data:
+                    self._eof = True
+                    if self.protocol.state is not State.CLOSED:
+                        self.debug("TCP connection lost without a close frame")
+                        with self.call() as proto:
+                            proto.receive_eof()
+                    continue
+                self._parse(data)
+        finally:
+            self._direct_read = None
+            self.receiving = False
+            inbox.wake_reader()  # it takes the socket back unless a recv() is back first
+
+    def _parse(self, data: bytes | bytearray) -> bool:
         """Feed `data`, then turn buffered bytes into events, one at a time, until parsing
         must pause.
 
         Every message received before the peer's close frame is kept: backpressure stops
         the parsing, it never discards. Only once our own close frame is out (the handler
         chose to stop) are messages past `max_queue` dropped, so that the closing
-        handshake is not stuck behind them.
+        handshake is not stuck behind them. Returns whether a waiting `recv()` was given
+        a message.
         """
         inbox = self.inbox
         got_message = False
@@ -458,8 +520,7 @@ class ConnectionCore:
                     got_message = True
                 elif kind is Pong:
                     self.pings.answered(event.payload, trio.current_time())  # type: ignore[union-attr]
-        if got_message:
-            inbox.wake_getters()
+        return got_message and inbox.wake_getters()
 
     async def send_fragmented(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
         """Send one message a frame per item, after any fragmented send in progress; an

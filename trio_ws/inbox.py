@@ -61,6 +61,11 @@ class Inbox:
         items = self._items
         return items is not None and (len(items) >= self._high or self.size >= self._high_bytes)
 
+    @property
+    def low(self) -> bool:
+        """At or below both low marks: from here every `take_nowait()` wakes the reader."""
+        return len(self) <= self._low and self.size <= self._low_bytes
+
     def put(self, item: Item, *, closing: bool = False) -> None:
         """Add a received item. While `closing` (our close frame is out) an item past
         `max_queue` is dropped instead, so that the closing handshake is not stuck behind
@@ -74,10 +79,10 @@ class Inbox:
         items.append(item)
         self.size += len(item)
 
-    def wake_getters(self) -> None:
-        """Wake a waiting `recv()`: called once after a batch of `put()`s."""
-        if self._getters is not None:
-            self._getters.unpark_all()
+    def wake_getters(self) -> bool:
+        """Wake a waiting `recv()`: called once after a batch of `put()`s. Whether one was."""
+        getters = self._getters
+        return getters is not None and bool(getters.unpark_all())
 
     def take_nowait(self) -> Item | None:
         """The first item, or None if there is none; wakes the reader below the low marks."""

@@ -1,0 +1,194 @@
+"""recv() reading the socket itself: once the reader has delivered a message to a waiting
+recv(), it stands by and the handler's next recv() reads and parses the socket in its own
+task. Each test reaches that state on purpose (checked), then loses a race against it: the
+handler leaves recv() for good, a recv() is cancelled, the keepalive gives up, the peer
+closes TCP, another task closes, and two tasks receive at once. Nothing may stop being
+read, answered, closed or delivered."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.lowlevel
+
+import trio_ws
+from trio_ws.frames import Frame, Opcode, serialize_frame
+
+from .conftest import RawClient, ws_url
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def client_frame(opcode: Opcode, payload: bytes = b"") -> bytes:
+    return serialize_frame(Frame(opcode, payload), mask=True)
+
+
+async def reading_itself(ws: trio_ws.WebSocket) -> None:
+    """Wait until the handler's recv() reads the socket itself (the state under test)."""
+    with trio.fail_after(5):
+        while not ws._core.receiving:
+            await trio.sleep(0.001)
+
+
+async def first_round_trip_then(
+    then: trio_ws.server.Handler,
+) -> trio_ws.server.Handler:
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        await ws.send(await ws.recv())  # the reader delivers to a waiting recv(): handed over
+        await then(ws)
+
+    return handler
+
+
+@pytest.mark.parametrize("leave", ["sleeps", "cancelled"])
+async def test_a_handler_that_leaves_recv_still_has_pings_answered_and_closes_seen(leave: str) -> None:
+    """The handler reads the socket itself, then stops calling recv() (or its recv() is
+    cancelled mid-wait) and does something else: the reader takes the socket back, so the
+    peer's pings are answered and its close frame is seen."""
+    states: list[bool] = []
+    done = trio.Event()
+
+    async def then(ws: trio_ws.WebSocket) -> None:
+        if leave == "cancelled":
+            with trio.move_on_after(0.3):
+                states.append(True)
+                await ws.recv()
+        else:
+            await trio.lowlevel.checkpoint()
+        await done.wait()  # elsewhere, never in recv() again
+        assert ws.state is trio_ws.State.CLOSED
+
+    async with trio_ws.open_server(await first_round_trip_then(then), "127.0.0.1", 0) as server:
+        async with trio_ws.connect(ws_url(server)) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            await trio.sleep(0.4)
+            with trio.fail_after(2):
+                latency = await ws.ping()
+            assert latency < 1
+        assert ws.close_code == 1000
+        with trio.fail_after(2):
+            while server.connections:
+                await trio.sleep(0.01)
+        done.set()
+
+
+async def test_the_keepalive_closes_a_connection_whose_handler_reads_the_socket_itself() -> None:
+    """A peer that stops answering pings while the handler's recv() waits on the socket
+    itself: the keepalive fails the connection, recv() raises 1011 and TCP is closed."""
+    outcome: list[BaseException] = []
+
+    async def then(ws: trio_ws.WebSocket) -> None:
+        try:
+            await ws.recv()
+        except trio_ws.ConnectionClosed as closed:
+            outcome.append(closed)
+
+    async with trio_ws.open_server(
+        await first_round_trip_then(then), "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2
+    ) as server:
+        raw = await RawClient.connect(server.port)
+        await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
+        (conn,) = server.connections
+        await reading_itself(conn)
+        with trio.fail_after(3):
+            await raw.read_to_eof()  # never answers a ping
+    assert len(outcome) == 1 and outcome[0].code == 1011
+
+
+async def test_a_peer_that_drops_tcp_ends_a_recv_reading_the_socket_itself() -> None:
+    outcome: list[BaseException] = []
+
+    async def then(ws: trio_ws.WebSocket) -> None:
+        try:
+            await ws.recv()
+        except trio_ws.ConnectionClosed as closed:
+            outcome.append(closed)
+
+    async with trio_ws.open_server(await first_round_trip_then(then), "127.0.0.1", 0) as server:
+        raw = await RawClient.connect(server.port)
+        await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
+        (conn,) = server.connections
+        await reading_itself(conn)
+        await raw.stream.aclose()
+        with trio.fail_after(3):
+            while server.connections:
+                await trio.sleep(0.01)
+    assert len(outcome) == 1 and outcome[0].code == 1006
+
+
+async def test_another_task_closing_while_recv_reads_the_socket_itself() -> None:
+    """The handler's recv() waits on the socket; another task closes with 4000: the peer's
+    answer is read by that recv(), which then raises, and the close completes."""
+    outcome: list[BaseException] = []
+
+    async def then(ws: trio_ws.WebSocket) -> None:
+        async def close_soon() -> None:
+            await reading_itself(ws)
+            await ws.close(4000, "bye")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close_soon)
+            try:
+                await ws.recv()
+            except trio_ws.ConnectionClosed as closed:
+                outcome.append(closed)
+
+    async with trio_ws.open_server(await first_round_trip_then(then), "127.0.0.1", 0) as server:
+        async with trio_ws.connect(ws_url(server)) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            with trio.fail_after(3), pytest.raises(trio_ws.ConnectionClosed):
+                await ws.recv()
+        assert ws.close_code == 4000
+    assert len(outcome) == 1 and outcome[0].code == 4000
+
+
+async def test_two_tasks_receiving_at_once_get_every_message_once() -> None:
+    """One task's recv() reads the socket itself, another's waits on the queue: every
+    message reaches exactly one of them, and each sees its messages in order."""
+    got: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def then(ws: trio_ws.WebSocket) -> None:
+        async def take(name: str) -> None:
+            try:
+                while True:
+                    got[name].append(int(await ws.recv()))
+                    await trio.lowlevel.checkpoint()
+            except trio_ws.ConnectionClosed:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(take, "a")
+            nursery.start_soon(take, "b")
+
+    async with trio_ws.open_server(await first_round_trip_then(then), "127.0.0.1", 0) as server:
+        async with trio_ws.connect(ws_url(server)) as ws:
+            await ws.send("-1")
+            assert await ws.recv() == "-1"
+            for i in range(300):
+                await ws.send(str(i))
+                if i % 3 == 0:
+                    await trio.sleep(0.001)  # let a recv() wait, so the socket is handed over
+        with trio.fail_after(3):
+            while server.connections:
+                await trio.sleep(0.01)
+    assert sorted(got["a"] + got["b"]) == list(range(300))
+    assert got["a"] == sorted(got["a"]) and got["b"] == sorted(got["b"])
+
+
+async def test_request_response_reaches_the_state() -> None:
+    """The state the other tests race against is the usual one for request and response:
+    after each answer, the handler's recv() waits on the socket itself."""
+
+    async def echo(ws: trio_ws.WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with trio_ws.open_server(echo, "127.0.0.1", 0) as server:
+        async with trio_ws.connect(ws_url(server)) as ws:
+            for i in range(20):
+                await ws.send(str(i))
+                assert await ws.recv() == str(i)
+                (conn,) = server.connections
+                await reading_itself(conn)
