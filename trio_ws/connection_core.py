@@ -9,9 +9,17 @@ Who touches what, and when (in the spirit of h11's state notes):
   output goes to the outbox, and once the protocol is CLOSED the lifecycle moves on and
   every waiter wakes.
 - **The transport** (`Transport`) is the only owner of the stream and its socket.
-- **The inbox** (`Inbox`) is filled by the reader task (`parse`) and emptied by `recv()` /
-  `recv_streaming()` in the user's task. The reader stops parsing while it is full and
-  `recv()` wakes it below the low marks.
+- **The inbox** (`Inbox`) is filled by whoever reads the socket (`_parse`) and emptied by
+  `recv()` / `recv_streaming()` in the user's task. The reader stops parsing while it is
+  full and `recv()` wakes it below the low marks.
+- **Who reads the socket**: the reader task, except while the reader has handed it over.
+  It does so after it gave a message to a waiting `recv()` with the inbox at its low
+  marks: it stands by, and that task's next `recv()` reads and parses the socket itself
+  (`receive`, `receiving`), so a message wakes its handler directly. Leaving `recv()`
+  (with a message, cancelled, or closed) wakes the reader, which takes the socket back
+  unless a `recv()` is reading it again. Only one task ever waits on the socket: a
+  protocol that closes cancels the `recv()`'s wait (`_direct_read`), since the reader
+  then closes TCP.
 - **The outbox** (`Outbox`) is handed the protocol's output on the way out of the choke
   point, once it is `ready()`: written through at once by whichever task queued it, else
   held for a writer task that runs only while the kernel's send buffer is full. While held
@@ -25,9 +33,10 @@ Who touches what, and when (in the spirit of h11's state notes):
   protocol says so (bounded by `close_timeout`), or waits for the peer to, and marks the
   connection CLOSED. `close()` only starts the handshake and waits, aborting at its deadline.
 - **Tasks**: the handler (or the `async with connect()` body) and the reader run in the
-  connection's nursery (`running()`). The outbox's writer runs there only on demand.
-  Keepalive pings come from the server's `KeepaliveTimers`, one task for every connection,
-  through `keepalive(now)`; a client connection has timers of its own.
+  connection's nursery (`running()`), the reader standing by while the handler reads.
+  The outbox's writer runs there only on demand. Keepalive pings come from the server's
+  `KeepaliveTimers`, one task for every connection, through `keepalive(now)`; a client
+  connection has timers of its own.
 """
 
 from __future__ import annotations
