@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pytest
 import trio
-import trio.lowlevel
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_ws
 from trio_ws.frames import Frame, Opcode, serialize_frame
 
 from .conftest import RawClient, ws_url
+from .strategies import examples
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -192,3 +194,69 @@ async def test_request_response_reaches_the_state() -> None:
                 assert await ws.recv() == str(i)
                 (conn,) = server.connections
                 await reading_itself(conn)
+
+
+Action = tuple[str, float]
+
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("recv"), st.sampled_from([0.0, 0.001, 0.005, 10.0])),  # the timeout
+        st.tuples(st.just("sleep"), st.sampled_from([0.0, 0.001, 0.003])),
+        st.tuples(st.just("ping"), st.just(0.0)),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+async def wander(plan: list[Action], count: int, pause: list[float]) -> None:
+    """A handler that goes in and out of recv() by `plan` (recv() with a timeout that may
+    cancel it, sleeps, pings of its own) while the client sends `count` messages, pausing
+    as `pause` says, and pings between them."""
+    received: list[int] = []
+    plan = [*plan, ("recv", 10.0)]  # a recv() that waits, so that every message is taken
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        step = 0
+        while len(received) < count:
+            kind, value = plan[step % len(plan)]
+            step += 1
+            if kind == "recv":
+                with trio.move_on_after(value):
+                    received.append(int(await ws.recv()))
+            elif kind == "sleep":
+                await trio.sleep(value)
+            else:
+                with trio.fail_after(2):
+                    await ws.ping()
+        await ws.send("done")
+        await ws.wait_closed()
+
+    # No queue limit: with one, a handler that stops reading rightly stops the reading of
+    # pongs too (backpressure); here every ping must be answered.
+    async with trio_ws.open_server(handler, "127.0.0.1", 0, max_queue=None) as server:
+        async with trio_ws.connect(ws_url(server), max_queue=None) as ws:
+            for i in range(count):
+                await ws.send(str(i))
+                wait = pause[i % len(pause)] if pause else 0
+                if wait:
+                    await trio.sleep(wait)
+                if i % 5 == 0:
+                    with trio.fail_after(2):  # answered whatever the handler is doing
+                        await ws.ping()
+            with trio.fail_after(5):
+                assert await ws.recv() == "done"
+    assert received == list(range(count))
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(
+    plan=actions, count=st.integers(1, 30), pause=st.lists(st.sampled_from([0.0, 0.0005, 0.002]), max_size=4)
+)
+def test_a_handler_that_wanders_in_and_out_of_recv_loses_nothing(
+    plan: list[Action], count: int, pause: list[float]
+) -> None:
+    """Every message once and in order, and every ping answered, however the handler's
+    recv() calls (some cancelled mid-wait, some while it reads the socket itself) interleave
+    with its sleeps and pings and with what the client sends."""
+    trio.run(wander, plan, count, pause)
