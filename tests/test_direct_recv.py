@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import trio_ws
 from trio_ws.frames import Frame, Opcode, serialize_frame
 
-from .conftest import RawClient, ws_url
+from .conftest import RawClient, tls_contexts, ws_url
 from .strategies import examples
 
 pytestmark = pytest.mark.timeout(60)
@@ -260,3 +260,41 @@ def test_a_handler_that_wanders_in_and_out_of_recv_loses_nothing(
     recv() calls (some cancelled mid-wait, some while it reads the socket itself) interleave
     with its sleeps and pings and with what the client sends."""
     trio.run(wander, plan, count, pause)
+
+
+async def test_over_tls_the_reader_keeps_the_socket_and_a_cancelled_recv_loses_nothing() -> None:
+    """A TLS read cancelled during a renegotiation breaks the stream, so over TLS the
+    reader never hands the socket over: recv() waits on the queue, and recv() calls
+    cancelled mid-wait, again and again, leave every message to come."""
+    server_ctx, client_ctx = tls_contexts()
+    got: list[str] = []
+
+    handed: list[bool] = []
+
+    async def watch(ws: trio_ws.WebSocket) -> None:
+        while True:
+            handed.append(ws._core.receiving)
+            await trio.sleep(0.0005)
+
+    async def cancelled_often(ws: trio_ws.WebSocket) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, ws)
+            await ws.send(await ws.recv())
+            while len(got) < 20:
+                with trio.move_on_after(0.002):
+                    got.append(str(await ws.recv()))
+            nursery.cancel_scope.cancel()
+        await ws.send("done")
+        await ws.wait_closed()
+
+    async with trio_ws.open_server(cancelled_often, "127.0.0.1", 0, ssl_context=server_ctx) as server:
+        async with trio_ws.connect(f"wss://127.0.0.1:{server.port}/", ssl_context=client_ctx) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            for i in range(20):
+                await ws.send(str(i))
+                await trio.sleep(0.003)
+            with trio.fail_after(5):
+                assert await ws.recv() == "done"
+    assert got == [str(i) for i in range(20)]
+    assert len(handed) > 20 and not any(handed), "a TLS socket was handed to recv()"

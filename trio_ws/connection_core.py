@@ -397,7 +397,7 @@ class ConnectionCore:
                     if self._parsing_paused():
                         await self.inbox.wait_for_room()
                         continue
-                    if delivered and self.inbox.low:
+                    if delivered and self.inbox.low and transport.reads_cancel_safely:
                         # A recv() was waiting: it will likely be back for the next message
                         # before anything arrives, and then reads the socket itself, one
                         # task switch less per message. Stand by until it leaves recv()

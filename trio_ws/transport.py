@@ -10,6 +10,7 @@ non-blocking fd, as asyncio does), `StreamTransport` for any other trio stream (
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import trio
 
@@ -30,6 +31,11 @@ class Transport:
     """What a connection asks of its stream; this base class works over any trio stream."""
 
     __slots__ = ("stream", "writes_through")
+
+    reads_cancel_safely: ClassVar[bool] = False
+    """Whether a `receive_some` cancelled mid-wait leaves the stream as it was, so that a
+    `recv()` the user may cancel can read it itself. Not TLS: a read cancelled during a
+    renegotiation breaks an `SSLStream`."""
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -88,6 +94,8 @@ class SocketTransport(Transport):
     per read or write, and a wait only when the kernel has nothing (or no room)."""
 
     __slots__ = ("_eager_reads", "_fd", "_read_fd")
+
+    reads_cancel_safely = True  # a cancelled wait_readable has read nothing
 
     def __init__(self, stream: trio.SocketStream) -> None:
         super().__init__(stream)
