@@ -17,6 +17,7 @@ from trio_ws.frames import Frame, Opcode, serialize_frame
 
 from .conftest import RawClient, tls_contexts, ws_url
 from .strategies import examples
+from .test_connection import recording_close
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,9 +33,7 @@ async def reading_itself(ws: trio_ws.WebSocket) -> None:
             await trio.sleep(0.001)
 
 
-async def first_round_trip_then(
-    then: trio_ws.server.Handler,
-) -> trio_ws.server.Handler:
+def first_round_trip_then(then: trio_ws.server.Handler) -> trio_ws.server.Handler:
     async def handler(ws: trio_ws.WebSocket) -> None:
         await ws.send(await ws.recv())  # the reader delivers to a waiting recv(): handed over
         await then(ws)
@@ -60,7 +59,7 @@ async def test_a_handler_that_leaves_recv_still_has_pings_answered_and_closes_se
         await done.wait()  # elsewhere, never in recv() again
         assert ws.state is trio_ws.State.CLOSED
 
-    async with trio_ws.open_server(await first_round_trip_then(then), "127.0.0.1", 0) as server:
+    async with trio_ws.open_server(first_round_trip_then(then), "127.0.0.1", 0) as server:
         async with trio_ws.connect(ws_url(server)) as ws:
             await ws.send("hello")
             assert await ws.recv() == "hello"
@@ -78,16 +77,9 @@ async def test_a_handler_that_leaves_recv_still_has_pings_answered_and_closes_se
 async def test_the_keepalive_closes_a_connection_whose_handler_reads_the_socket_itself() -> None:
     """A peer that stops answering pings while the handler's recv() waits on the socket
     itself: the keepalive fails the connection, recv() raises 1011 and TCP is closed."""
-    outcome: list[BaseException] = []
-
-    async def then(ws: trio_ws.WebSocket) -> None:
-        try:
-            await ws.recv()
-        except trio_ws.ConnectionClosed as closed:
-            outcome.append(closed)
-
+    outcome: list[trio_ws.ConnectionClosed] = []
     async with trio_ws.open_server(
-        await first_round_trip_then(then), "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2
+        first_round_trip_then(recording_close(outcome)), "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2
     ) as server:
         raw = await RawClient.connect(server.port)
         await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
@@ -99,15 +91,8 @@ async def test_the_keepalive_closes_a_connection_whose_handler_reads_the_socket_
 
 
 async def test_a_peer_that_drops_tcp_ends_a_recv_reading_the_socket_itself() -> None:
-    outcome: list[BaseException] = []
-
-    async def then(ws: trio_ws.WebSocket) -> None:
-        try:
-            await ws.recv()
-        except trio_ws.ConnectionClosed as closed:
-            outcome.append(closed)
-
-    async with trio_ws.open_server(await first_round_trip_then(then), "127.0.0.1", 0) as server:
+    outcome: list[trio_ws.ConnectionClosed] = []
+    async with trio_ws.open_server(first_round_trip_then(recording_close(outcome)), "127.0.0.1", 0) as server:
         raw = await RawClient.connect(server.port)
         await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
         (conn,) = server.connections
@@ -122,7 +107,7 @@ async def test_a_peer_that_drops_tcp_ends_a_recv_reading_the_socket_itself() -> 
 async def test_another_task_closing_while_recv_reads_the_socket_itself() -> None:
     """The handler's recv() waits on the socket; another task closes with 4000: the peer's
     answer is read by that recv(), which then raises, and the close completes."""
-    outcome: list[BaseException] = []
+    outcome: list[trio_ws.ConnectionClosed] = []
 
     async def then(ws: trio_ws.WebSocket) -> None:
         async def close_soon() -> None:
@@ -136,7 +121,7 @@ async def test_another_task_closing_while_recv_reads_the_socket_itself() -> None
             except trio_ws.ConnectionClosed as closed:
                 outcome.append(closed)
 
-    async with trio_ws.open_server(await first_round_trip_then(then), "127.0.0.1", 0) as server:
+    async with trio_ws.open_server(first_round_trip_then(then), "127.0.0.1", 0) as server:
         async with trio_ws.connect(ws_url(server)) as ws:
             await ws.send("hello")
             assert await ws.recv() == "hello"
@@ -164,7 +149,7 @@ async def test_two_tasks_receiving_at_once_get_every_message_once() -> None:
             nursery.start_soon(take, "a")
             nursery.start_soon(take, "b")
 
-    async with trio_ws.open_server(await first_round_trip_then(then), "127.0.0.1", 0) as server:
+    async with trio_ws.open_server(first_round_trip_then(then), "127.0.0.1", 0) as server:
         async with trio_ws.connect(ws_url(server)) as ws:
             await ws.send("-1")
             assert await ws.recv() == "-1"

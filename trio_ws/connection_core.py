@@ -267,8 +267,13 @@ class ConnectionCore:
 
     def _write_lost(self) -> None:
         """The outbox found the connection gone while writing."""
+        self._lost("TCP connection lost while sending")
+
+    def _lost(self, why: str) -> None:
+        """The TCP connection is gone: unless the protocol is closed already, it ends
+        without a closing handshake (1006), and `why` goes to the debug log."""
         if self.protocol.state is not State.CLOSED:
-            self.debug("TCP connection lost while sending")
+            self.debug(why)
             with self.call() as proto:
                 proto.receive_eof()
 
@@ -416,10 +421,7 @@ class ConnectionCore:
                         self._eof = True
                         break
         finally:
-            if proto.state is not State.CLOSED:
-                self.debug("TCP connection lost without a close frame")
-                with self.call() as protocol:
-                    protocol.receive_eof()
+            self._lost("TCP connection lost without a close frame")
         await self._close_transport()
 
     async def _close_transport(self) -> None:
@@ -493,10 +495,7 @@ class ConnectionCore:
                     continue  # the protocol closed meanwhile: the inbox is closed now
                 if not data:
                     self._eof = True
-                    if self.protocol.state is not State.CLOSED:
-                        self.debug("TCP connection lost without a close frame")
-                        with self.call() as proto:
-                            proto.receive_eof()
+                    self._lost("TCP connection lost without a close frame")
                     continue
                 self._parse(data)
         finally:

@@ -125,7 +125,8 @@ class Outbox:
         """Send `data`, once `ready()`: written through at once when the kernel takes it,
         else held for a writer. Nothing awaits here, so no frame is ever half-written by a
         cancellation."""
-        if self._held is not None or self.state not in (WriterState.IDLE, WriterState.HELD):
+        state = self.state
+        if self._held is not None or (state is not WriterState.IDLE and state is not WriterState.HELD):
             raise RuntimeError(f"output handed to an outbox that is not ready ({self.state.name})")
         if self._transport.writes_through:
             sent = self._transport.write_nowait(data)

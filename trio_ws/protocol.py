@@ -202,7 +202,10 @@ class Protocol:
         if opcode < 0x8:  # TEXT, BINARY or CONTINUATION: part of a message
             messages = self._messages
             event = messages.add(frame, stream=stream)
-            self._parser.max_payload = messages.frame_limit  # what the next frame may carry
+            if not frame.fin or opcode is Opcode.CONTINUATION:
+                # A fragmented message began, went on or ended: what the next frame may
+                # carry changed (a whole message in one frame leaves it as it was).
+                self._parser.max_payload = messages.frame_limit
             return event
         if frame.rsv1:
             raise ProtocolError("RSV1 set on a frame that does not start a message")
