@@ -1,6 +1,8 @@
-"""recv() reading the socket itself: once the reader has delivered a message to a waiting
-recv(), it stands by and the handler's next recv() reads and parses the socket in its own
-task. Each test reaches that state on purpose (checked), then loses a race against it: the
+"""recv() reading the socket itself. Two ways lead there: once the reader has delivered a
+message to a waiting recv(), it stands by and the handler's next recv() reads and parses
+the socket in its own task; and a reader that finds a recv() waiting at its first step
+leaves the socket to it and ends, so an idle connection holds no reader task at all. Each
+test reaches one of these states on purpose (checked), then loses a race against it: the
 handler leaves recv() for good, a recv() is cancelled, the keepalive gives up, the peer
 closes TCP, another task closes, and two tasks receive at once. Nothing may stop being
 read, answered, closed or delivered."""
@@ -31,6 +33,18 @@ async def reading_itself(ws: trio_ws.WebSocket) -> None:
     with trio.fail_after(5):
         while not ws._core.receiving:
             await trio.sleep(0.001)
+
+
+def reader_tasks() -> int:
+    """How many connection reader tasks exist in this run."""
+    count = 0
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        assert task is not None
+        count += task.coro.cr_code.co_name == "_reader"
+        pending.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return count
 
 
 def first_round_trip_then(then: trio_ws.server.Handler) -> trio_ws.server.Handler:
@@ -74,29 +88,41 @@ async def test_a_handler_that_leaves_recv_still_has_pings_answered_and_closes_se
         done.set()
 
 
-async def test_the_keepalive_closes_a_connection_whose_handler_reads_the_socket_itself() -> None:
+@pytest.mark.parametrize("reach", ["after_a_round_trip", "from_the_start"])
+async def test_the_keepalive_closes_a_connection_whose_handler_reads_the_socket_itself(reach: str) -> None:
     """A peer that stops answering pings while the handler's recv() waits on the socket
     itself: the keepalive fails the connection, recv() raises 1011 and TCP is closed."""
     outcome: list[trio_ws.ConnectionClosed] = []
-    async with trio_ws.open_server(
-        first_round_trip_then(recording_close(outcome)), "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2
-    ) as server:
+    handler = recording_close(outcome)
+    if reach == "after_a_round_trip":
+        handler = first_round_trip_then(handler)
+    async with trio_ws.open_server(handler, "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2) as server:
         raw = await RawClient.connect(server.port)
-        await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
+        if reach == "after_a_round_trip":
+            await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
         (conn,) = server.connections
         await reading_itself(conn)
+        if reach == "from_the_start":
+            assert reader_tasks() == 0
         with trio.fail_after(3):
             await raw.read_to_eof()  # never answers a ping
     assert len(outcome) == 1 and outcome[0].code == 1011
 
 
-async def test_a_peer_that_drops_tcp_ends_a_recv_reading_the_socket_itself() -> None:
+@pytest.mark.parametrize("reach", ["after_a_round_trip", "from_the_start"])
+async def test_a_peer_that_drops_tcp_ends_a_recv_reading_the_socket_itself(reach: str) -> None:
     outcome: list[trio_ws.ConnectionClosed] = []
-    async with trio_ws.open_server(first_round_trip_then(recording_close(outcome)), "127.0.0.1", 0) as server:
+    handler = recording_close(outcome)
+    if reach == "after_a_round_trip":
+        handler = first_round_trip_then(handler)
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
         raw = await RawClient.connect(server.port)
-        await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
+        if reach == "after_a_round_trip":
+            await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
         (conn,) = server.connections
         await reading_itself(conn)
+        if reach == "from_the_start":
+            assert reader_tasks() == 0
         await raw.stream.aclose()
         with trio.fail_after(3):
             while server.connections:
@@ -283,3 +309,102 @@ async def test_over_tls_the_reader_keeps_the_socket_and_a_cancelled_recv_loses_n
                 assert await ws.recv() == "done"
     assert got == [str(i) for i in range(20)]
     assert len(handed) > 20 and not any(handed), "a TLS socket was handed to recv()"
+
+
+async def test_an_idle_connection_holds_no_reader_task_until_its_handler_leaves_recv() -> None:
+    """A handler that goes straight to recv(): its connection has no reader task while it
+    waits, its recv() answers pings; after the first message a reader stands by, and the
+    close completes the usual way (the server closes TCP first)."""
+
+    async def echo(ws: trio_ws.WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with trio_ws.open_server(echo, "127.0.0.1", 0) as server:
+        async with trio_ws.connect(ws_url(server)) as ws:
+            (conn,) = server.connections
+            await reading_itself(conn)
+            assert reader_tasks() == 1  # the client's own
+            with trio.fail_after(2):
+                assert await ws.ping() < 1
+            assert reader_tasks() == 1
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            await reading_itself(conn)
+            assert reader_tasks() == 2  # the server's stands by while recv() reads
+        assert ws.close_code == 1000
+        with trio.fail_after(2):
+            while server.connections:
+                await trio.sleep(0.01)
+
+
+async def test_an_idle_handler_whose_recv_is_cancelled_again_and_again_has_its_socket_read() -> None:
+    """The race against the handover at the first step: the handler's recv() is cancelled
+    before, during and after it, and the handler then works elsewhere. Whoever holds the
+    socket when recv() leaves, somebody reads it afterwards: every ping is answered, and
+    the peer's close frame is seen."""
+    states: list[bool] = []
+    lefts: list[trio.Event] = []
+    done = trio.Event()
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        left = trio.Event()
+        lefts.append(left)
+        for i in range(40):
+            with trio.move_on_after(0.0005 * (1 + i % 8)):
+                await ws.recv()
+            states.append(ws._core.receiving)
+            if i % 3:
+                await trio.sleep(0.001)
+        left.set()
+        await done.wait()  # elsewhere, never in recv() again
+        assert ws.state is trio_ws.State.CLOSED
+
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
+        for _ in range(3):
+            async with trio_ws.connect(ws_url(server), close_timeout=2) as ws:
+                for _ in range(20):  # while the handler goes in and out of recv()
+                    with trio.fail_after(2):
+                        assert await ws.ping() < 1
+                    await trio.sleep(0.002)
+                await lefts[-1].wait()
+                with trio.fail_after(2):
+                    assert await ws.ping() < 1  # and once it has left for good
+            assert ws.close_code == 1000
+            with trio.fail_after(3):
+                while server.connections:
+                    await trio.sleep(0.01)
+        done.set()
+    assert states and not any(states)  # recv() never still reading once it left
+
+
+@pytest.mark.parametrize("reach", ["after_a_round_trip", "from_the_start"])
+async def test_the_server_closing_drops_connections_whose_recv_reads_the_socket(reach: str) -> None:
+    """Shutting the server down while every handler's recv() reads its socket (some with
+    no reader task at all): each connection closes with 1001, and nothing is left."""
+    outcome: list[trio_ws.ConnectionClosed] = []
+    handler = recording_close(outcome)
+    if reach == "after_a_round_trip":
+        handler = first_round_trip_then(handler)
+    clients: list[int | None] = []
+    async with trio.open_nursery() as nursery:
+        async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
+
+            async def client() -> None:
+                async with trio_ws.connect(ws_url(server)) as ws:
+                    if reach == "after_a_round_trip":
+                        await ws.send("hi")
+                        await ws.recv()
+                    with pytest.raises(trio_ws.ConnectionClosed):
+                        await ws.recv()
+                clients.append(ws.close_code)
+
+            for _ in range(5):
+                nursery.start_soon(client)
+            with trio.fail_after(3):
+                while len(server.connections) < 5 or not all(c._core.receiving for c in server.connections):
+                    await trio.sleep(0.005)
+            if reach == "from_the_start":
+                assert reader_tasks() == 0  # the clients wait in recv() too: none either
+    assert clients == [1001] * 5
+    assert [c.code for c in outcome] == [1001] * 5

@@ -17,9 +17,12 @@ Who touches what, and when (in the spirit of h11's state notes):
   marks: it stands by, and that task's next `recv()` reads and parses the socket itself
   (`receive`, `receiving`), so a message wakes its handler directly. Leaving `recv()`
   (with a message, cancelled, or closed) wakes the reader, which takes the socket back
-  unless a `recv()` is reading it again. Only one task ever waits on the socket: a
-  protocol that closes cancels the `recv()`'s wait (`_direct_read`), since the reader
-  then closes TCP.
+  unless a `recv()` is reading it again. A reader that finds a `recv()` waiting at its
+  first step hands the socket over and ends instead: an idle connection holds no reader
+  task, and the `recv()` that leaves starts one (`_resume_reader`). So there is always
+  a reader, or a `recv()` reading. Only one task ever waits on the socket: a protocol
+  that closes cancels the `recv()`'s wait (`_direct_read`), since a reader (started
+  then if there was none) closes TCP.
 - **The outbox** (`Outbox`) is handed the protocol's output on the way out of the choke
   point, once it is `ready()`: written through at once by whichever task queued it, else
   held for a writer task that runs only while the kernel's send buffer is full. While held
@@ -101,6 +104,7 @@ class ConnectionCore:
         "_keepalive_ping",
         "_logger",
         "_more_soon",
+        "_nursery",
         "_own_timers",
         "_ping_interval",
         "_ping_timeout",
@@ -155,7 +159,10 @@ class ConnectionCore:
         self._close_deadline = float("inf")  # set by close(): the whole close fits in close_timeout
         self._closed_event: trio.Event | None = None  # made when somebody waits for CLOSED
         self._more_soon = False  # the call in progress expects more output before a yield
-        self._reading = trio.CancelScope()  # cancelled when the protocol closes while it waits
+        # The reader's scope, cancelled when the protocol closes while it waits; None while
+        # there is no reader (a recv() reads the socket itself, see `_reader`).
+        self._reading: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None  # the connection's, while it takes tasks
         self._eof = False  # the reader (or a recv() reading itself) saw the end of the stream
         # The reader delivered to a waiting recv() and left the socket to it (see `receive`).
         self._handed_over = False
@@ -222,7 +229,10 @@ class ConnectionCore:
             outbox.write(proto.data_to_send())
         if proto.state is State.CLOSED and self.lifecycle is Lifecycle.OPEN:
             self.lifecycle = Lifecycle.CLOSING
-            self._reading.cancel()  # a reader waiting for data goes on to close the TCP connection
+            if self._reading is not None:
+                self._reading.cancel()  # a reader waiting for data goes on to close TCP
+            else:
+                self._start_reader()  # none left (a recv() read the socket): one closes TCP
             if self._direct_read is not None:
                 self._direct_read.cancel()  # a recv() waiting on the socket leaves it to that close
             self.inbox.close()
@@ -293,7 +303,7 @@ class ConnectionCore:
             self._close_deadline = trio.current_time() + self._close_timeout
             with self.call() as proto:
                 proto.send_close(code, reason)
-            self.inbox.wake_reader()  # the reader must see the peer's close frame
+            self._resume_reader()  # someone must read the peer's close frame
             with trio.move_on_at(self._close_deadline):
                 await self.wait_closed()
             if self.lifecycle is Lifecycle.OPEN:
@@ -352,7 +362,8 @@ class ConnectionCore:
         """
         try:
             async with open_nursery_unwrapped() as nursery:
-                nursery.start_soon(self._reader)
+                self._nursery = nursery
+                self._start_reader()
                 self.outbox.start(nursery)
                 if self._ping_interval is not None:
                     if keepalive is None:  # timers of its own, in a task that ends with it
@@ -372,7 +383,8 @@ class ConnectionCore:
                 else:
                     await self.close(CloseCode.NORMAL_CLOSURE, "")
         finally:
-            self.outbox.detach()  # the nursery is closed to new tasks now
+            self._nursery = None  # closed to new tasks now
+            self.outbox.detach()
             if self.lifecycle is not Lifecycle.CLOSED:
                 self.abort_now()
                 try:
@@ -387,42 +399,80 @@ class ConnectionCore:
         with scope:
             await timers.run()
 
-    async def _reader(self) -> None:
-        """Read and parse until the protocol is closed, then close the TCP connection."""
+    def _start_reader(self) -> None:
+        """Start a reader task, unless the nursery is closed (the connection is then being
+        dropped by `running()`)."""
+        if self._nursery is not None:
+            self._reading = trio.CancelScope()
+            self._nursery.start_soon(self._reader, self._reading)
+
+    def _resume_reader(self) -> None:
+        """Someone must read the socket again: the reader, standing by or started anew,
+        unless a recv() is reading it (it resumes the reader when it leaves)."""
+        if self._reading is not None:
+            self.inbox.wake_reader()
+        elif not self.receiving:
+            self._start_reader()
+
+    async def _reader(self, reading: trio.CancelScope) -> None:
+        """Read and parse until the protocol is closed, then close the TCP connection;
+        or, at its first step, leave the socket to a recv() that is waiting and end."""
+        try:
+            with reading:  # cancelled when the protocol closes while this waits
+                if await self._read_until_closed():
+                    return
+        finally:
+            if self._reading is reading:  # not when it left the socket to a recv()
+                self._lost("TCP connection lost without a close frame")
+        await self._close_transport()
+
+    async def _read_until_closed(self) -> bool:
+        """The reader's loop: False once the protocol is closed (or the stream ended);
+        True if it handed the socket to a waiting recv() at its first step instead, and
+        no reader is left (an idle connection then holds no reader task at all)."""
         proto = self.protocol
         transport = self.transport
-        try:
-            data: bytes | bytearray = self._initial_data
-            with self._reading:  # cancelled when the protocol closes while this waits
-                while True:
-                    delivered = self._parse(data)
-                    data = b""
-                    if proto.state is State.CLOSED:
-                        break
-                    if self._parsing_paused():
+        data: bytes | bytearray = self._initial_data
+        self._initial_data = b""
+        first = True
+        while True:
+            delivered = self._parse(data)
+            data = b""
+            if proto.state is State.CLOSED:
+                return False
+            if self._parsing_paused():
+                await self.inbox.wait_for_room()
+                continue
+            if transport.reads_cancel_safely:
+                if first and not delivered and not self._handed_over and self.inbox.wake_getters():
+                    # A recv() waits, and the handler will read the socket itself (see
+                    # `receive`): no reader is needed until it leaves recv(), which then
+                    # starts one. The woken recv() cannot be cancelled before it reads.
+                    self._handed_over = True
+                    self._reading = None
+                    return True
+                if delivered and self.inbox.low:
+                    # A recv() was waiting: it will likely be back for the next message
+                    # before anything arrives, and then reads the socket itself, one
+                    # task switch less per message. Stand by until it leaves recv()
+                    # (below the low marks, every message it takes wakes the reader).
+                    self._handed_over = True
+                    await self.inbox.wait_for_room()
+                if self._handed_over:
+                    # Also a reader started by a recv() that left: it may be back already.
+                    while self.receiving:
                         await self.inbox.wait_for_room()
-                        continue
-                    if delivered and self.inbox.low and transport.reads_cancel_safely:
-                        # A recv() was waiting: it will likely be back for the next message
-                        # before anything arrives, and then reads the socket itself, one
-                        # task switch less per message. Stand by until it leaves recv()
-                        # (below the low marks, every message it takes wakes the reader).
-                        self._handed_over = True
-                        await self.inbox.wait_for_room()
-                        while self.receiving:
-                            await self.inbox.wait_for_room()
-                        self._handed_over = False  # it left: the reader reads again
-                        continue
-                    try:
-                        data = await transport.receive_some()
-                    except CLOSED_STREAM_ERRORS:
-                        break
-                    if not data:
-                        self._eof = True
-                        break
-        finally:
-            self._lost("TCP connection lost without a close frame")
-        await self._close_transport()
+                    self._handed_over = False  # it left: the reader reads again
+                    first = False
+                    continue
+            first = False
+            try:
+                data = await transport.receive_some()
+            except CLOSED_STREAM_ERRORS:
+                return False
+            if not data:
+                self._eof = True
+                return False
 
     async def _close_transport(self) -> None:
         """Once the protocol is closed: flush, close TCP the polite way, then mark closed.
@@ -471,14 +521,24 @@ class ConnectionCore:
         """The next item for `recv()`; None once the inbox is closed and empty.
 
         Once the reader has handed the socket over (it delivered the last message to a
-        `recv()` that was waiting, and stands by), this task reads and parses the socket
-        itself, so that a message wakes its handler directly instead of the reader first.
-        Another task's `recv()` meanwhile waits on the inbox as usual. A cancelled wait
-        takes nothing.
+        `recv()` that was waiting and stands by, or it found a `recv()` waiting at its
+        first step and ended), this task reads and parses the socket itself, so that a
+        message wakes its handler directly instead of the reader first. Another task's
+        `recv()` meanwhile waits on the inbox as usual. A cancelled wait takes nothing.
         """
         inbox = self.inbox
-        if not self._handed_over or self.receiving or self.lifecycle is not Lifecycle.OPEN:
-            return await inbox.take()
+        while True:
+            if self._handed_over and not self.receiving and self.lifecycle is Lifecycle.OPEN:
+                return await self._read_directly()
+            item = inbox.take_nowait()
+            if item is not None or inbox.closed:
+                return item
+            await inbox.wait()
+
+    async def _read_directly(self) -> Item | None:
+        """`receive`, reading and parsing the socket in this task until an item comes; the
+        reader takes the socket back (or a new one starts) when this leaves."""
+        inbox = self.inbox
         self.receiving = True
         try:
             self._parse(b"")  # what a paused parse left in the protocol's buffer
@@ -501,7 +561,7 @@ class ConnectionCore:
         finally:
             self._direct_read = None
             self.receiving = False
-            inbox.wake_reader()  # it takes the socket back unless a recv() is back first
+            self._resume_reader()  # unless a recv() is back first
 
     def _parse(self, data: bytes | bytearray) -> bool:
         """Feed `data`, then turn buffered bytes into events, one at a time, until parsing

@@ -80,7 +80,8 @@ class Inbox:
         self.size += len(item)
 
     def wake_getters(self) -> bool:
-        """Wake a waiting `recv()`: called once after a batch of `put()`s. Whether one was."""
+        """Wake every waiting `recv()`: after a batch of `put()`s, or to hand over the socket.
+        Whether one was."""
         getters = self._getters
         return getters is not None and bool(getters.unpark_all())
 
@@ -95,16 +96,12 @@ class Inbox:
             self._room.unpark_all()
         return item
 
-    async def take(self) -> Item | None:
-        """The first item, once there is one; None once the inbox is closed and empty.
-        A cancelled wait takes nothing."""
-        while not self._items:  # None or empty
-            if self.closed:
-                return None
-            if self._getters is None:
-                self._getters = trio.lowlevel.ParkingLot()
-            await self._getters.park()
-        return self.take_nowait()
+    async def wait(self) -> None:
+        """`recv()`'s wait: until a message comes, the inbox closes, or the reader hands
+        the socket over (`wake_getters`). A cancelled wait takes nothing."""
+        if self._getters is None:
+            self._getters = trio.lowlevel.ParkingLot()
+        await self._getters.park()
 
     async def wait_for_room(self) -> None:
         """The reader's wait while the inbox is full (or until `wake_reader()`)."""
