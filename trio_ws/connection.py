@@ -10,6 +10,7 @@ connection once its opening handshake is done (for `serve`, `connect` and
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
@@ -53,10 +54,12 @@ def new_websocket(
     `on_closed(ws)` is called once its TCP connection is closed."""
     protocol = Protocol(role, max_size=options.max_size, deflate=deflate)
     ws = WebSocket(stream, protocol, options, request=request, response=response, initial_data=initial_data)
+    request.headers.pack()  # kept for the connection's life, and rarely read again
+    response.headers.pack()
     if on_closed is not None:
         core = ws._core
-        # The closure holds the WebSocket while it is open; the core lets go of it at close.
-        core.on_closed = lambda: on_closed(ws)
+        # It holds the WebSocket while it is open; the core lets go of it at close.
+        core.on_closed = functools.partial(on_closed, ws)
     return ws
 
 
@@ -222,7 +225,9 @@ class WebSocket:
             return await self._assemble()
         message = self._core.inbox.take_nowait()
         if message is None:
-            message = await self._take()
+            message = await self._core.receive()  # not through _take: a frame less held
+            if message is None:
+                raise self._core.closed_exception()
             self._fast_calls = 0
         if type(message) is Fragment:  # it arrived while a recv_streaming() was active
             self._assembly = FragmentJoiner(self._core.protocol.max_size)

@@ -63,7 +63,7 @@ from .options import ConnectionOptions
 from .outbox import WRITER_AT_WORK, Outbox, Output
 from .pings import PendingPing, Pings
 from .protocol import Pong, Protocol, State
-from .tasks import open_nursery_unwrapped
+from .tasks import raise_unwrapped
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
 __all__ = ["ConnectionCore", "Lifecycle"]
@@ -361,7 +361,9 @@ class ConnectionCore:
         KeyboardInterrupt) drops the TCP connection at once.
         """
         try:
-            async with open_nursery_unwrapped() as nursery:
+            # The nursery itself, not `open_nursery_unwrapped()`: a generator less held by
+            # every open connection. Its group of one is unwrapped below all the same.
+            async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._start_reader()
                 self.outbox.start(nursery)
@@ -382,6 +384,8 @@ class ConnectionCore:
                     raise
                 else:
                     await self.close(CloseCode.NORMAL_CLOSURE, "")
+        except BaseExceptionGroup as group:
+            raise_unwrapped(group)
         finally:
             self._nursery = None  # closed to new tasks now
             self.outbox.detach()
@@ -529,16 +533,13 @@ class ConnectionCore:
         inbox = self.inbox
         while True:
             if self._handed_over and not self.receiving and self.lifecycle is Lifecycle.OPEN:
-                return await self._read_directly()
+                break
             item = inbox.take_nowait()
             if item is not None or inbox.closed:
                 return item
             await inbox.wait()
-
-    async def _read_directly(self) -> Item | None:
-        """`receive`, reading and parsing the socket in this task until an item comes; the
-        reader takes the socket back (or a new one starts) when this leaves."""
-        inbox = self.inbox
+        # Read and parse the socket in this task until an item comes (inline, not in a
+        # helper: one coroutine frame less held by every idle connection).
         self.receiving = True
         try:
             self._parse(b"")  # what a paused parse left in the protocol's buffer

@@ -19,12 +19,37 @@ class Headers(MutableMapping[str, str]):
     field; `del headers[name]` removes every field of that name.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_fields", "_packed")
 
     def __init__(self, headers: HeadersLike = (), /, **kwargs: str) -> None:
-        self._items: list[tuple[str, str]] = []
+        self._fields: list[tuple[str, str]] | None = []
+        self._packed = ""  # the fields as "name: value" lines, while `_fields` is None
         self.update_from(headers)
         self.update_from(kwargs)
+
+    @property
+    def _items(self) -> list[tuple[str, str]]:
+        """The fields, unpacked on first use after `pack()`."""
+        fields = self._fields
+        if fields is None:
+            # A name holds no ":" and a value no line break, so each line splits once.
+            lines = self._packed.split("\r\n") if self._packed else []
+            fields = self._fields = [(n, v) for n, _, v in (line.partition(": ") for line in lines)]
+            self._packed = ""
+        return fields
+
+    @_items.setter
+    def _items(self, fields: list[tuple[str, str]]) -> None:
+        self._fields, self._packed = fields, ""
+
+    def pack(self) -> None:
+        """Hold the fields as one string until they are next used: a connection keeps its
+        request's headers for its whole life, and most never look at them again (one
+        string costs a fifth of a list of pairs)."""
+        fields = self._fields
+        if fields:
+            self._packed = "\r\n".join(f"{name}: {value}" for name, value in fields)
+            self._fields = None
 
     def update_from(self, headers: HeadersLike) -> None:
         """Append every field of a `Headers`, a mapping, or an iterable of pairs."""

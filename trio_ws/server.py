@@ -242,6 +242,7 @@ class WebSocketServer:
                         peer_address(tcp_stream),
                         self._open_timeout,
                     )
+            del handshake_scope  # not held for the connection's life
             if ws is not None:
                 await self._run_handler(ws)
         except _CONNECTION_ERRORS as exc:

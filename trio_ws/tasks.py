@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
 import trio
 
-__all__ = ["open_nursery_unwrapped"]
+__all__ = ["open_nursery_unwrapped", "raise_unwrapped"]
 
 
 @asynccontextmanager
@@ -22,12 +23,19 @@ async def open_nursery_unwrapped() -> AsyncIterator[trio.Nursery]:
         async with trio.open_nursery() as nursery:
             yield nursery
     except BaseExceptionGroup as group:
-        if len(group.exceptions) != 1:
-            raise
-        exc = group.exceptions[0]
-        context, suppress = exc.__context__, exc.__suppress_context__
-        try:
-            raise exc
-        finally:
-            exc.__context__, exc.__suppress_context__ = context, suppress
-            del exc
+        raise_unwrapped(group)
+
+
+def raise_unwrapped(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise a nursery's group of one as its lone exception (with its own context kept);
+    a group of several as it is. Neither stays in this frame's locals: the traceback
+    holds the frame, and a cycle through it would keep the connection alive until the
+    cyclic collector runs."""
+    exc: BaseException = group.exceptions[0] if len(group.exceptions) == 1 else group
+    del group
+    context, suppress = exc.__context__, exc.__suppress_context__
+    try:
+        raise exc
+    finally:
+        exc.__context__, exc.__suppress_context__ = context, suppress
+        del exc
