@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,8 +36,10 @@ async def reading_itself(ws: trio_ws.WebSocket) -> None:
             await trio.sleep(0.001)
 
 
-def reader_tasks() -> int:
-    """How many connection reader tasks exist in this run."""
+async def reader_tasks() -> int:
+    """How many connection reader tasks exist in this run, once every task is blocked
+    (a reader just started has had its first step)."""
+    await trio.testing.wait_all_tasks_blocked()
     count = 0
     pending = [trio.lowlevel.current_root_task()]
     while pending:
@@ -103,7 +106,7 @@ async def test_the_keepalive_closes_a_connection_whose_handler_reads_the_socket_
         (conn,) = server.connections
         await reading_itself(conn)
         if reach == "from_the_start":
-            assert reader_tasks() == 0
+            assert await reader_tasks() == 0
         with trio.fail_after(3):
             await raw.read_to_eof()  # never answers a ping
     assert len(outcome) == 1 and outcome[0].code == 1011
@@ -122,7 +125,7 @@ async def test_a_peer_that_drops_tcp_ends_a_recv_reading_the_socket_itself(reach
         (conn,) = server.connections
         await reading_itself(conn)
         if reach == "from_the_start":
-            assert reader_tasks() == 0
+            assert await reader_tasks() == 0
         await raw.stream.aclose()
         with trio.fail_after(3):
             while server.connections:
@@ -324,14 +327,14 @@ async def test_an_idle_connection_holds_no_reader_task_until_its_handler_leaves_
         async with trio_ws.connect(ws_url(server)) as ws:
             (conn,) = server.connections
             await reading_itself(conn)
-            assert reader_tasks() == 1  # the client's own
+            assert await reader_tasks() == 1  # the client's own
             with trio.fail_after(2):
                 assert await ws.ping() < 1
-            assert reader_tasks() == 1
+            assert await reader_tasks() == 1
             await ws.send("hello")
             assert await ws.recv() == "hello"
             await reading_itself(conn)
-            assert reader_tasks() == 2  # the server's stands by while recv() reads
+            assert await reader_tasks() == 2  # the server's stands by while recv() reads
         assert ws.close_code == 1000
         with trio.fail_after(2):
             while server.connections:
@@ -405,6 +408,6 @@ async def test_the_server_closing_drops_connections_whose_recv_reads_the_socket(
                 while len(server.connections) < 5 or not all(c._core.receiving for c in server.connections):
                     await trio.sleep(0.005)
             if reach == "from_the_start":
-                assert reader_tasks() == 0  # the clients wait in recv() too: none either
+                assert await reader_tasks() == 0  # the clients wait in recv() too: none either
     assert clients == [1001] * 5
     assert [c.code for c in outcome] == [1001] * 5

@@ -100,7 +100,6 @@ class ConnectionCore:
         "_eof",
         "_handed_over",
         "_id",
-        "_initial_data",
         "_keepalive_ping",
         "_logger",
         "_more_soon",
@@ -152,7 +151,6 @@ class ConnectionCore:
         self.streaming = False
         # A recv() reads the socket itself (see `receive`): the reader stands by meanwhile.
         self.receiving = False
-        self._initial_data = initial_data
         self._ping_interval = options.ping_interval
         self._ping_timeout = options.ping_timeout
         self._close_timeout = options.close_timeout
@@ -164,8 +162,9 @@ class ConnectionCore:
         self._reading: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None  # the connection's, while it takes tasks
         self._eof = False  # the reader (or a recv() reading itself) saw the end of the stream
-        # The reader delivered to a waiting recv() and left the socket to it (see `receive`).
-        self._handed_over = False
+        # recv() may read the socket itself (see `receive`): from the start where reads are
+        # safe to cancel, and again each time the reader delivers to a waiting recv().
+        self._handed_over = transport.reads_cancel_safely
         # Cancelled with `_reading`: a recv() reading the socket itself stops waiting on it.
         self._direct_read: trio.CancelScope | None = None
         self._keepalive_ping: PendingPing | None = None  # the keepalive's last ping
@@ -176,6 +175,9 @@ class ConnectionCore:
         self._remote_address = remote_address
         self._id: uuid.UUID | None = None  # made on first use, as is the logger
         self._logger: _ConnectionLogger | None = None
+        if initial_data:  # frames that came with the handshake: parsed by the first reading
+            with self.call() as proto:
+                proto.feed_data(initial_data)
 
     # ---- identity and logs ------------------------------------------------------------
 
@@ -229,15 +231,15 @@ class ConnectionCore:
             outbox.write(proto.data_to_send())
         if proto.state is State.CLOSED and self.lifecycle is Lifecycle.OPEN:
             self.lifecycle = Lifecycle.CLOSING
-            if self._reading is not None:
-                self._reading.cancel()  # a reader waiting for data goes on to close TCP
-            else:
-                self._start_reader()  # none left (a recv() read the socket): one closes TCP
             if self._direct_read is not None:
-                self._direct_read.cancel()  # a recv() waiting on the socket leaves it to that close
+                self._direct_read.cancel()  # a recv() waiting on the socket leaves it to the close
             self.inbox.close()
             self.outbox.wake_waiters()
             self.pings.wake_all()
+            if self._reading is not None:
+                self._reading.cancel()  # a reader waiting for data goes on to close TCP
+            elif not self._close_at_once():
+                self._start_reader()  # none left (a recv() read the socket): one closes TCP
 
     def _take_output(self) -> Output | None:
         """What the protocol queued while the outbox's writer was busy: its next bytes."""
@@ -365,7 +367,7 @@ class ConnectionCore:
             # every open connection. Its group of one is unwrapped below all the same.
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self._start_reader()
+                self._start_reader(may_leave=True)
                 self.outbox.start(nursery)
                 if self._ping_interval is not None:
                     if keepalive is None:  # timers of its own, in a task that ends with it
@@ -403,12 +405,13 @@ class ConnectionCore:
         with scope:
             await timers.run()
 
-    def _start_reader(self) -> None:
+    def _start_reader(self, *, may_leave: bool = False) -> None:
         """Start a reader task, unless the nursery is closed (the connection is then being
-        dropped by `running()`)."""
+        dropped by `running()`). One that `may_leave` ends at its first step if a recv()
+        reads the socket by then."""
         if self._nursery is not None:
             self._reading = trio.CancelScope()
-            self._nursery.start_soon(self._reader, self._reading)
+            self._nursery.start_soon(self._reader, self._reading, may_leave)
 
     def _resume_reader(self) -> None:
         """Someone must read the socket again: the reader, standing by or started anew,
@@ -418,58 +421,52 @@ class ConnectionCore:
         elif not self.receiving:
             self._start_reader()
 
-    async def _reader(self, reading: trio.CancelScope) -> None:
+    async def _reader(self, reading: trio.CancelScope, may_leave: bool) -> None:
         """Read and parse until the protocol is closed, then close the TCP connection;
-        or, at its first step, leave the socket to a recv() that is waiting and end."""
+        or, if it `may_leave`, end at once when a recv() reads the socket already."""
         try:
             with reading:  # cancelled when the protocol closes while this waits
-                if await self._read_until_closed():
+                if await self._read_until_closed(may_leave):
                     return
         finally:
             if self._reading is reading:  # not when it left the socket to a recv()
                 self._lost("TCP connection lost without a close frame")
         await self._close_transport()
 
-    async def _read_until_closed(self) -> bool:
+    async def _read_until_closed(self, may_leave: bool) -> bool:
         """The reader's loop: False once the protocol is closed (or the stream ended);
-        True if it handed the socket to a waiting recv() at its first step instead, and
-        no reader is left (an idle connection then holds no reader task at all)."""
+        True if it left the socket to a recv() at its first step, and no reader is left
+        (so an idle connection holds no reader task at all)."""
         proto = self.protocol
         transport = self.transport
-        data: bytes | bytearray = self._initial_data
-        self._initial_data = b""
-        first = True
+        inbox = self.inbox
+        data: bytes | bytearray = b""
         while True:
             delivered = self._parse(data)
             data = b""
             if proto.state is State.CLOSED:
                 return False
             if self._parsing_paused():
-                await self.inbox.wait_for_room()
+                await inbox.wait_for_room()
                 continue
-            if transport.reads_cancel_safely:
-                if first and not delivered and not self._handed_over and self.inbox.wake_getters():
-                    # A recv() waits, and the handler will read the socket itself (see
-                    # `receive`): no reader is needed until it leaves recv(), which then
-                    # starts one. The woken recv() cannot be cancelled before it reads.
-                    self._handed_over = True
-                    self._reading = None
-                    return True
-                if delivered and self.inbox.low:
-                    # A recv() was waiting: it will likely be back for the next message
-                    # before anything arrives, and then reads the socket itself, one
-                    # task switch less per message. Stand by until it leaves recv()
-                    # (below the low marks, every message it takes wakes the reader).
-                    self._handed_over = True
-                    await self.inbox.wait_for_room()
-                if self._handed_over:
-                    # Also a reader started by a recv() that left: it may be back already.
-                    while self.receiving:
-                        await self.inbox.wait_for_room()
-                    self._handed_over = False  # it left: the reader reads again
-                    first = False
-                    continue
-            first = False
+            if may_leave and self.receiving:
+                # The handler went straight to recv(), which reads the socket: no reader is
+                # needed until it leaves recv(), which then starts one (`_resume_reader`).
+                self._reading = None
+                return True
+            may_leave = False  # only the connection's first reader, at its first step
+            if delivered and inbox.low and transport.reads_cancel_safely:
+                # A recv() was waiting: it will likely be back for the next message
+                # before anything arrives, and then reads the socket itself, one task
+                # switch less per message. Stand by until it leaves recv() (below the low
+                # marks, every message it takes wakes the reader).
+                self._handed_over = True
+                await inbox.wait_for_room()
+            if self._handed_over:
+                while self.receiving:  # a recv() reads: stand by until it leaves
+                    await inbox.wait_for_room()
+                self._handed_over = False  # it left: the reader reads again
+                continue
             try:
                 data = await transport.receive_some()
             except CLOSED_STREAM_ERRORS:
@@ -477,6 +474,19 @@ class ConnectionCore:
             if not data:
                 self._eof = True
                 return False
+
+    def _close_at_once(self) -> bool:
+        """Close TCP right away, without a task, when nothing stands in the way: nothing
+        left to write, this side closes first, and nothing unread (so the close is a FIN).
+        False, having closed nothing, when the reader's polite way is needed."""
+        transport = self.transport
+        if self.buffered or not self.protocol.closes_tcp_first or not transport.nothing_to_read():
+            return False
+        if not transport.close_now():
+            return False
+        self.outbox.stop()
+        self._set_closed()
+        return True
 
     async def _close_transport(self) -> None:
         """Once the protocol is closed: flush, close TCP the polite way, then mark closed.

@@ -10,7 +10,7 @@ non-blocking fd, as asyncio does), `StreamTransport` for any other trio stream (
 from __future__ import annotations
 
 import os
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import trio
 
@@ -77,6 +77,11 @@ class Transport:
     async def aclose(self) -> None:
         """Close the stream the polite way (TLS sends its close_notify)."""
         await self.stream.aclose()
+
+    def close_now(self) -> bool:
+        """Close the stream at once, without waiting, if it can be (a plain socket);
+        False, having done nothing, if it needs `aclose` (TLS has a close_notify to send)."""
+        return False
 
     async def abort(self) -> None:
         """Close the stream at once, and never raise; a cancelled close still closes."""
@@ -159,6 +164,13 @@ class SocketTransport(Transport):
     async def aclose(self) -> None:
         self._read_fd, self.writes_through = None, False  # the fd may be reused once closed
         await self.stream.aclose()
+
+    def close_now(self) -> bool:
+        self._read_fd, self.writes_through = None, False
+        # What the stream's aclose does, less its checkpoint (it wakes any task waiting on
+        # the socket with ClosedResourceError, as aclose would).
+        cast(trio.SocketStream, self.stream).socket.close()
+        return True
 
     async def abort(self) -> None:
         self._read_fd, self.writes_through = None, False
