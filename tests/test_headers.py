@@ -27,7 +27,8 @@ def test_packed_headers_read_and_change_as_the_fields_they_hold(
     for name in [*asked, *(n for n, _ in fields)]:
         assert packed.get_all(name) == plain.get_all(name)
         assert (name in packed) == (name in plain)
-    assert packed.raw_items() == plain.raw_items() == fields
+    assert packed.raw_items() == plain.raw_items() == fields == Headers.from_wire(fields).raw_items()
+    assert plain.by_name() == {name.lower(): plain.get_all(name) for name, _ in fields}
     assert packed == plain and len(packed) == len(plain) and list(packed) == list(plain)
     packed.pack()
     packed["X-Added"] = "1"

@@ -45,14 +45,14 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _tokens(headers: Headers, name: str) -> list[str]:
-    """The comma-separated tokens of every `name` field, stripped and non-empty."""
-    return [t.strip() for v in headers.get_all(name) for t in v.split(",") if t.strip()]
+def _tokens(values: list[str]) -> list[str]:
+    """The comma-separated tokens of every value of a field, stripped and non-empty."""
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
 
 
 def _to_headers(raw: Any) -> Headers:
-    """h11's header list (bytes pairs, original spelling) as our `Headers`."""
-    return Headers([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw.raw_items()])
+    """h11's header list (bytes pairs, original spelling, checked by h11) as our `Headers`."""
+    return Headers.from_wire([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw.raw_items()])
 
 
 def _to_h11(headers: Headers) -> list[tuple[bytes, bytes]]:
@@ -136,24 +136,24 @@ class ServerHandshake:
 
     def accept(self, request: Request) -> Response:
         """The 101 response for a valid upgrade request; `RejectHandshake` otherwise."""
-        headers = request.headers
-        if "websocket" not in [t.lower() for t in _tokens(headers, "Upgrade")]:
+        fields = request.headers.by_name()
+        if "websocket" not in [t.lower() for t in _tokens(fields.get("upgrade", []))]:
             raise _reject(  # 426 names the protocol to upgrade to (RFC 9110, 15.5.22)
                 426,
                 "this is a WebSocket endpoint and the request is not an upgrade "
                 "(expected the header Upgrade: websocket)",
                 {"Upgrade": "websocket", "Connection": "Upgrade"},
             )
-        if "upgrade" not in [t.lower() for t in _tokens(headers, "Connection")]:
+        if "upgrade" not in [t.lower() for t in _tokens(fields.get("connection", []))]:
             raise _reject(400, "expected the header Connection: Upgrade")
         if request.method != "GET":
             raise _reject(400, f"the upgrade must be a GET request, not {request.method}")
         if request.http_version != "1.1":
             raise _reject(505, f"the upgrade needs HTTP/1.1, not HTTP/{request.http_version}")
-        if "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip() != "0":
+        if "transfer-encoding" in fields or ", ".join(fields.get("content-length", ["0"])).strip() != "0":
             # Whatever followed the head would be read as WebSocket frames.
             raise _reject(400, "an upgrade request must not have a body")
-        versions = headers.get_all("Sec-WebSocket-Version")
+        versions = fields.get("sec-websocket-version", [])
         if versions != ["13"]:
             raise _reject(
                 426,
@@ -161,26 +161,27 @@ class ServerHandshake:
                 "this server speaks version 13",
                 {"Sec-WebSocket-Version": "13"},
             )
-        keys = headers.get_all("Sec-WebSocket-Key")
+        keys = fields.get("sec-websocket-key", [])
         if len(keys) != 1 or not _is_valid_key(keys[0]):
             raise _reject(400, "missing or invalid Sec-WebSocket-Key header")
         if self._origins is not None:
-            origin = headers.get("Origin")
+            origins = fields.get("origin")
+            origin = None if origins is None else ", ".join(origins)
             if origin not in self._origins:
                 raise _reject(403, f"origin {origin or '(none)'} is not allowed")
-        response_headers = Headers(
-            {
-                "Upgrade": "websocket",
-                "Connection": "Upgrade",
-                "Sec-WebSocket-Accept": accept_key(keys[0]),
-            }
+        response_headers = Headers.from_wire(
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", accept_key(keys[0])),
+            ]
         )
-        subprotocol = self._negotiate_subprotocol(_tokens(headers, "Sec-WebSocket-Protocol"))
+        subprotocol = self._negotiate_subprotocol(_tokens(fields.get("sec-websocket-protocol", [])))
         if subprotocol is not None:
             response_headers["Sec-WebSocket-Protocol"] = subprotocol
         if self._compression is not None:
             try:
-                offers = parse_extensions(headers.get_all("Sec-WebSocket-Extensions"))
+                offers = parse_extensions(fields.get("sec-websocket-extensions", []))
             except NegotiationError:
                 offers = []  # a malformed offer is declined, like any other
             params = server_accept(offers, self._compression)
@@ -208,9 +209,10 @@ class ServerHandshake:
 
     def send_response(self, response: Response) -> bytes:
         """Serialize `response`; any status but 101 carries its body and closes."""
+        if response.status == 101:  # sent as it is: no header is added to a 101
+            upgrade = h11.InformationalResponse(status_code=101, headers=_to_h11(response.headers))
+            return self._h11.send(upgrade) or b""
         headers = response.headers.copy()
-        if response.status == 101:
-            return self._h11.send(h11.InformationalResponse(status_code=101, headers=_to_h11(headers))) or b""
         if self._server_header is not None and "Server" not in headers:
             headers["Server"] = self._server_header
         if "Content-Length" not in headers:
@@ -355,13 +357,13 @@ class ClientHandshake:
         def fail(why: str) -> InvalidHandshake:
             return InvalidHandshake(f"invalid opening handshake: {why}", status=101, headers=headers)
 
-        if [t.lower() for t in _tokens(headers, "Upgrade")] != ["websocket"]:
+        if [t.lower() for t in _tokens(headers.get_all("Upgrade"))] != ["websocket"]:
             raise fail("missing Upgrade: websocket")
-        if "upgrade" not in [t.lower() for t in _tokens(headers, "Connection")]:
+        if "upgrade" not in [t.lower() for t in _tokens(headers.get_all("Connection"))]:
             raise fail("missing Connection: Upgrade")
         if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
             raise fail("wrong Sec-WebSocket-Accept")
-        if _tokens(headers, "Sec-WebSocket-Extensions"):
+        if _tokens(headers.get_all("Sec-WebSocket-Extensions")):
             if self._compression is None:
                 raise fail("the server chose extensions that were not offered")
             try:
@@ -370,7 +372,7 @@ class ClientHandshake:
             except NegotiationError as exc:
                 raise fail(str(exc)) from exc
             self.deflate = PerMessageDeflate(params, is_server=False, config=self._compression)
-        chosen = _tokens(headers, "Sec-WebSocket-Protocol")
+        chosen = _tokens(headers.get_all("Sec-WebSocket-Protocol"))
         if chosen:
             if len(chosen) > 1 or chosen[0] not in self._subprotocols:
                 raise fail(f"the server chose subprotocol {', '.join(chosen)}, which was not offered")

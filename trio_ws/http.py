@@ -24,8 +24,10 @@ class Headers(MutableMapping[str, str]):
     def __init__(self, headers: HeadersLike = (), /, **kwargs: str) -> None:
         self._fields: list[tuple[str, str]] | None = []
         self._packed = ""  # the fields as "name: value" lines, while `_fields` is None
-        self.update_from(headers)
-        self.update_from(kwargs)
+        if headers:
+            self.update_from(headers)
+        if kwargs:
+            self.update_from(kwargs)
 
     @property
     def _items(self) -> list[tuple[str, str]]:
@@ -41,6 +43,22 @@ class Headers(MutableMapping[str, str]):
     @_items.setter
     def _items(self, fields: list[tuple[str, str]]) -> None:
         self._fields, self._packed = fields, ""
+
+    @classmethod
+    def from_wire(cls, fields: Iterable[tuple[str, str]]) -> Headers:
+        """Fields known to be valid (checked by an HTTP parser such as h11, or made by this
+        library): taken as they are, without checking each one again."""
+        headers = cls()
+        headers._fields = list(fields)
+        return headers
+
+    def by_name(self) -> dict[str, list[str]]:
+        """Every field's values, in order, under its lower-cased name: one pass over the
+        fields for code that looks up many names (`get_all` makes one per name)."""
+        found: dict[str, list[str]] = {}
+        for name, value in self._items:
+            found.setdefault(name.lower(), []).append(value)
+        return found
 
     def pack(self) -> None:
         """Hold the fields as one string until they are next used: a connection keeps its
