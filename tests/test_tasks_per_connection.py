@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
 import trio.lowlevel
 
@@ -33,8 +34,20 @@ async def settle() -> None:
         await trio.lowlevel.checkpoint()
 
 
-async def test_tasks_per_idle_server_connection() -> None:
-    async with trio_ws.open_server(idle, "127.0.0.1", 0) as server:
+async def in_recv(ws: trio_ws.WebSocket) -> None:
+    async for _ in ws:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("handler", "tasks"),
+    [
+        (idle, SERVER_TASKS_PER_CONNECTION),  # a handler elsewhere: the reader reads
+        (in_recv, 1),  # a handler in recv() reads the socket itself: no reader task
+    ],
+)
+async def test_tasks_per_idle_server_connection(handler: trio_ws.server.Handler, tasks: int) -> None:
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
         await settle()
         before = all_tasks()
         peers = [await RawClient.connect(server.port) for _ in range(CONNECTIONS)]
@@ -44,7 +57,7 @@ async def test_tasks_per_idle_server_connection() -> None:
         await settle()
         per_connection = (all_tasks() - before) / CONNECTIONS
         print(f"server: {per_connection} tasks per idle connection")
-        assert per_connection.is_integer() and 1 <= per_connection <= SERVER_TASKS_PER_CONNECTION
+        assert per_connection == tasks
         for peer in peers:
             await peer.stream.aclose()
 

@@ -12,17 +12,18 @@ Who touches what, and when (in the spirit of h11's state notes):
 - **The inbox** (`Inbox`) is filled by whoever reads the socket (`_parse`) and emptied by
   `recv()` / `recv_streaming()` in the user's task. The reader stops parsing while it is
   full and `recv()` wakes it below the low marks.
-- **Who reads the socket**: the reader task, except while the reader has handed it over.
-  It does so after it gave a message to a waiting `recv()` with the inbox at its low
-  marks: it stands by, and that task's next `recv()` reads and parses the socket itself
-  (`receive`, `receiving`), so a message wakes its handler directly. Leaving `recv()`
-  (with a message, cancelled, or closed) wakes the reader, which takes the socket back
-  unless a `recv()` is reading it again. A reader that finds a `recv()` waiting at its
-  first step hands the socket over and ends instead: an idle connection holds no reader
-  task, and the `recv()` that leaves starts one (`_resume_reader`). So there is always
-  a reader, or a `recv()` reading. Only one task ever waits on the socket: a protocol
-  that closes cancels the `recv()`'s wait (`_direct_read`), since a reader (started
-  then if there was none) closes TCP.
+- **Who reads the socket**: the reader task, except while a `recv()` reads it itself
+  (`receive`, `receiving`), so that a message wakes its handler directly. That is so from
+  the start (where reads are safe to cancel), and again each time the reader gives a
+  message to a waiting `recv()` with the inbox at its low marks: it then stands by until
+  that task leaves `recv()` (with a message, cancelled, or closed), and takes the socket
+  back unless a `recv()` is reading it again. The connection's first reader ends at its
+  first step if the handler is in `recv()` by then: an idle connection holds no reader
+  task, and the `recv()` that leaves starts one (`_resume_reader`). So there is always a
+  reader, or a `recv()` reading. Only one task ever waits on the socket: a protocol that
+  closes cancels the `recv()`'s wait (`_direct_read`), and TCP is closed by the reader
+  (one is started if there was none), or at once when nothing is left to write or read
+  (`_close_at_once`).
 - **The outbox** (`Outbox`) is handed the protocol's output on the way out of the choke
   point, once it is `ready()`: written through at once by whichever task queued it, else
   held for a writer task that runs only while the kernel's send buffer is full. While held
@@ -36,7 +37,8 @@ Who touches what, and when (in the spirit of h11's state notes):
   protocol says so (bounded by `close_timeout`), or waits for the peer to, and marks the
   connection CLOSED. `close()` only starts the handshake and waits, aborting at its deadline.
 - **Tasks**: the handler (or the `async with connect()` body) and the reader run in the
-  connection's nursery (`running()`), the reader standing by while the handler reads.
+  connection's nursery (`running()`), the reader standing by, or not there at all, while
+  the handler reads.
   The outbox's writer runs there only on demand. Keepalive pings come from the server's
   `KeepaliveTimers`, one task for every connection, through `keepalive(now)`; a client
   connection has timers of its own.
