@@ -588,11 +588,13 @@ class ConnectionCore:
         """
         inbox = self.inbox
         got_message = False
+        stream = self.streaming  # no other task runs during this loop
         with self.call() as proto:
             if data:
                 proto.feed_data(data)
-            while not self._parsing_paused():
-                event = proto.next_event(stream=self.streaming)
+            # `_parsing_paused()`, written out: this runs once per message.
+            while proto.state is not State.OPEN or not inbox.full:
+                event = proto.next_event(stream=stream)
                 if event is None:
                     break
                 kind = type(event)

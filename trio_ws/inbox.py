@@ -83,7 +83,7 @@ class Inbox:
         """Wake every waiting `recv()`: after a batch of `put()`s, or to hand over the socket.
         Whether one was."""
         getters = self._getters
-        return getters is not None and bool(getters.unpark_all())
+        return getters is not None and bool(getters) and bool(getters.unpark_all())  # one parked
 
     def take_nowait(self) -> Item | None:
         """The first item, or None if there is none; wakes the reader below the low marks."""
@@ -92,8 +92,9 @@ class Inbox:
             return None
         item = items.popleft()
         self.size -= len(item)
-        if self._room is not None and len(items) <= self._low and self.size <= self._low_bytes:
-            self._room.unpark_all()
+        room = self._room
+        if room and len(items) <= self._low and self.size <= self._low_bytes:  # one is parked
+            room.unpark_all()
         return item
 
     async def wait(self) -> None:
@@ -111,7 +112,7 @@ class Inbox:
 
     def wake_reader(self) -> None:
         """Let the reader look again: our close frame went out, so it must read the peer's."""
-        if self._room is not None:
+        if self._room:  # a lot with the reader parked
             self._room.unpark_all()
 
     def close(self) -> None:
