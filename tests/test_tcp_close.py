@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,11 +51,20 @@ async def test_a_server_initiated_close_ends_with_the_servers_fin() -> None:
     assert [frame.opcode for frame in raw.frames()] == [Opcode.CLOSE]
 
 
-async def test_a_client_initiated_close_ends_with_the_servers_fin() -> None:
+async def in_recv(ws: trio_ws.WebSocket) -> None:
+    """A handler in recv(), which reads the socket itself: the close frame reaches it with
+    no reader task, and the close of TCP is done at once or by a reader started then."""
+    async for _ in ws:
+        pass
+    await ws.wait_closed()
+
+
+@pytest.mark.parametrize("handler_in_recv", [False, True])
+async def test_a_client_initiated_close_ends_with_the_servers_fin(handler_in_recv: bool) -> None:
     closed = trio.Event()
 
     async def wait(ws: trio_ws.WebSocket) -> None:
-        await ws.wait_closed()
+        await (in_recv(ws) if handler_in_recv else ws.wait_closed())
         closed.set()
 
     async with trio_ws.open_server(wait, "127.0.0.1", 0) as server:
@@ -69,7 +79,8 @@ async def test_a_client_initiated_close_ends_with_the_servers_fin() -> None:
     assert echo.opcode is Opcode.CLOSE and echo.payload[:2] == b"\x03\xe8"
 
 
-async def test_data_left_unread_after_the_close_frame_still_ends_with_a_fin() -> None:
+@pytest.mark.parametrize("handler_in_recv", [False, True])
+async def test_data_left_unread_after_the_close_frame_still_ends_with_a_fin(handler_in_recv: bool) -> None:
     """The client sends its close frame and then 1 MiB more in the same burst: the server
     stops reading at the close frame, so the rest is unread in its kernel, and a plain close
     would reset the connection. It half-closes and reads to EOF: the client gets the close
@@ -79,7 +90,7 @@ async def test_data_left_unread_after_the_close_frame_still_ends_with_a_fin() ->
         await ws.wait_closed()
 
     junk = b"\x00" * 2**20
-    async with trio_ws.open_server(wait, "127.0.0.1", 0) as server:
+    async with trio_ws.open_server(in_recv if handler_in_recv else wait, "127.0.0.1", 0) as server:
         raw = await RawClient.connect(server.port)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(raw.stream.send_all, CLIENT_CLOSE + junk)
@@ -121,7 +132,9 @@ async def test_a_peer_that_keeps_sending_after_its_close_frame_is_cut_at_close_t
     assert 0.4 < closed_after[0] < 2.0, closed_after
 
 
-async def a_close_followed_by(after: bytes, client_closes: bool) -> tuple[str, list[Opcode]]:
+async def a_close_followed_by(
+    after: bytes, client_closes: bool, handler_in_recv: bool
+) -> tuple[str, list[Opcode]]:
     """A server; a raw client whose close frame is followed, in one burst, by `after`; how
     the connection ended for the client, and the frames it got."""
 
@@ -131,7 +144,8 @@ async def a_close_followed_by(after: bytes, client_closes: bool) -> tuple[str, l
     async def close_at_once(ws: trio_ws.WebSocket) -> None:
         await ws.close(4000, "done")
 
-    async with trio_ws.open_server(wait if client_closes else close_at_once, "127.0.0.1", 0) as server:
+    handler = (in_recv if handler_in_recv else wait) if client_closes else close_at_once
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
         raw = await RawClient.connect(server.port)
         async with trio.open_nursery() as nursery:
             if client_closes:
@@ -154,12 +168,13 @@ async def a_close_followed_by(after: bytes, client_closes: bool) -> tuple[str, l
         st.binary(min_size=1, max_size=64).map(lambda frame: frame * 2000),
     ),
     client_closes=st.booleans(),
+    handler_in_recv=st.booleans(),
 )
 def test_whatever_follows_the_close_frame_the_client_gets_the_close_frame_then_a_fin(
-    after: bytes, client_closes: bool
+    after: bytes, client_closes: bool, handler_in_recv: bool
 ) -> None:
     """Any bytes after the client's close frame, from none to 2 MB, on either side's
     close: the server closes TCP first with a FIN, never a RST, and its close frame is the
     only frame the client gets."""
-    ending, opcodes = trio.run(a_close_followed_by, after, client_closes)
+    ending, opcodes = trio.run(a_close_followed_by, after, client_closes, handler_in_recv)
     assert (ending, opcodes) == ("FIN", [Opcode.CLOSE])
