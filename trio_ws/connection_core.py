@@ -536,9 +536,9 @@ class ConnectionCore:
     async def receive(self) -> Item | None:
         """The next item for `recv()`; None once the inbox is closed and empty.
 
-        Once the reader has handed the socket over (it delivered the last message to a
-        `recv()` that was waiting and stands by, or it found a `recv()` waiting at its
-        first step and ended), this task reads and parses the socket itself, so that a
+        While the socket is handed over (from the start, where reads are safe to cancel;
+        and after the reader delivered the last message to a `recv()` that was waiting,
+        while it stands by), this task reads and parses the socket itself, so that a
         message wakes its handler directly instead of the reader first. Another task's
         `recv()` meanwhile waits on the inbox as usual. A cancelled wait takes nothing.
         """
