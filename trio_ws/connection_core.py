@@ -20,10 +20,10 @@ Who touches what, and when (in the spirit of h11's state notes):
   back unless a `recv()` is reading it again. The connection's first reader ends at its
   first step if the handler is in `recv()` by then: an idle connection holds no reader
   task, and the `recv()` that leaves starts one (`_resume_reader`). So there is always a
-  reader, or a `recv()` reading. Only one task ever waits on the socket: a protocol that
-  closes cancels the `recv()`'s wait (`_direct_read`), and TCP is closed by the reader
-  (one is started if there was none), or at once when nothing is left to write or read
-  (`_close_at_once`).
+  reader, or a `recv()` reading. Only one task ever waits on the socket: once the
+  protocol is closed, TCP is closed at once when nothing is left to write or read
+  (`_close_at_once`), which wakes a `recv()` waiting on it, or by the reader (one is
+  started if there was none), which reads to the end only once no `recv()` does.
 - **The outbox** (`Outbox`) is handed the protocol's output on the way out of the choke
   point, once it is `ready()`: written through at once by whichever task queued it, else
   held for a writer task that runs only while the kernel's send buffer is full. While held
@@ -98,7 +98,6 @@ class ConnectionCore:
         "_close_deadline",
         "_close_timeout",
         "_closed_event",
-        "_direct_read",
         "_eof",
         "_handed_over",
         "_id",
@@ -113,6 +112,7 @@ class ConnectionCore:
         "_remote_address",
         "_timer",
         "_timers",
+        "_unread_at_close",
         "inbox",
         "latency",
         "lifecycle",
@@ -164,11 +164,12 @@ class ConnectionCore:
         self._reading: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None  # the connection's, while it takes tasks
         self._eof = False  # the reader (or a recv() reading itself) saw the end of the stream
+        # Bytes came after the peer's close frame: TCP is half-closed and drained, never
+        # closed whole, even if a later look finds the socket empty (more may be on the way).
+        self._unread_at_close = False
         # recv() may read the socket itself (see `receive`): from the start where reads are
         # safe to cancel, and again each time the reader delivers to a waiting recv().
         self._handed_over = transport.reads_cancel_safely
-        # Cancelled with `_reading`: a recv() reading the socket itself stops waiting on it.
-        self._direct_read: trio.CancelScope | None = None
         self._keepalive_ping: PendingPing | None = None  # the keepalive's last ping
         self._own_timers: trio.CancelScope | None = None  # keepalive timers run for this one alone
         self._timers: KeepaliveTimers | None = None  # where its keepalive is timed
@@ -233,8 +234,6 @@ class ConnectionCore:
             outbox.write(proto.data_to_send())
         if proto.state is State.CLOSED and self.lifecycle is Lifecycle.OPEN:
             self.lifecycle = Lifecycle.CLOSING
-            if self._direct_read is not None:
-                self._direct_read.cancel()  # a recv() waiting on the socket leaves it to the close
             self.inbox.close()
             self.outbox.wake_waiters()
             self.pings.wake_all()
@@ -482,7 +481,10 @@ class ConnectionCore:
         left to write, this side closes first, and nothing unread (so the close is a FIN).
         False, having closed nothing, when the reader's polite way is needed."""
         transport = self.transport
-        if self.buffered or not self.protocol.closes_tcp_first or not transport.nothing_to_read():
+        if self.buffered or not self.protocol.closes_tcp_first:
+            return False
+        if not transport.nothing_to_read():
+            self._unread_at_close = True
             return False
         if not transport.close_now():
             return False
@@ -503,7 +505,7 @@ class ConnectionCore:
                 await self.wait_flushed()
                 if not self.protocol.closes_tcp_first:
                     await self._drain_to_eof()  # the peer closes first: wait for its FIN
-                elif transport.nothing_to_read():
+                elif not self._unread_at_close and transport.nothing_to_read():
                     pass  # closed at once below: a FIN, since nothing is left unread
                 elif await transport.half_close():
                     # Unread data would turn the close into a RST, which could destroy
@@ -518,7 +520,10 @@ class ConnectionCore:
         self._set_closed()
 
     async def _drain_to_eof(self) -> None:
-        """Read and drop what the peer still sends, until it closes its side."""
+        """Read and drop what the peer still sends, until it closes its side; first, wait
+        until no recv() waits on the socket (what it reads, the closed protocol drops)."""
+        while self.receiving and not self._eof:
+            await self.inbox.wait_for_room()  # a recv() that leaves wakes the reader
         with contextlib.suppress(*CLOSED_STREAM_ERRORS, OSError):
             while not self._eof and await self.transport.receive_some():
                 pass
@@ -559,20 +564,18 @@ class ConnectionCore:
                 item = inbox.take_nowait()
                 if item is not None or inbox.closed:
                     return item
-                with trio.CancelScope() as self._direct_read:
-                    try:
-                        data = await self.transport.receive_some()
-                    except CLOSED_STREAM_ERRORS:
-                        data = b""
-                if self._direct_read.cancelled_caught:
-                    continue  # the protocol closed meanwhile: the inbox is closed now
+                # No cancel scope of its own: if the protocol closes meanwhile, the close of
+                # TCP wakes this wait (ClosedResourceError), or the peer's last bytes do.
+                try:
+                    data = await self.transport.receive_some()
+                except CLOSED_STREAM_ERRORS:
+                    data = b""
                 if not data:
                     self._eof = True
                     self._lost("TCP connection lost without a close frame")
                     continue
                 self._parse(data)
         finally:
-            self._direct_read = None
             self.receiving = False
             self._resume_reader()  # unless a recv() is back first
 
