@@ -9,6 +9,9 @@ read, answered, closed or delivered."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import pytest
 import trio
 import trio.testing
@@ -17,6 +20,7 @@ from hypothesis import strategies as st
 
 import trio_ws
 from trio_ws.frames import Frame, Opcode, serialize_frame
+from trio_ws.handshake import accept_key
 
 from .conftest import RawClient, tls_contexts, ws_url
 from .strategies import examples
@@ -411,3 +415,79 @@ async def test_the_server_closing_drops_connections_whose_recv_reads_the_socket(
                 assert await reader_tasks() == 0  # the clients wait in recv() too: none either
     assert clients == [1001] * 5
     assert [c.code for c in outcome] == [1001] * 5
+
+
+async def test_the_keepalive_gives_up_on_a_peer_that_reads_nothing_while_recv_waits_on_the_socket() -> None:
+    """The slow way to close, lost on purpose: the handler's recv() waits on the socket
+    while another of its tasks fills the kernel's buffers toward a peer that reads nothing
+    and answers no ping. The keepalive fails the connection with output still held, so TCP
+    cannot be closed at once: the reader flushes until `close_timeout`, then drops TCP,
+    and that wakes the recv(). Nothing hangs, and the connection is gone."""
+    outcome: list[trio_ws.ConnectionClosed] = []
+    waited: list[bool] = []
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        async def flood() -> None:
+            with contextlib.suppress(trio_ws.ConnectionClosed):
+                while True:
+                    await ws.send(b"x" * 65536)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            try:
+                await ws.recv()
+            except trio_ws.ConnectionClosed as closed:
+                outcome.append(closed)
+            waited.append(ws._core.buffered > 0 or ws.state is trio_ws.State.CLOSED)
+
+    async with trio_ws.open_server(
+        handler, "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5
+    ) as server:
+        raw = await RawClient.connect(server.port)  # reads nothing from here on
+        (conn,) = server.connections
+        await reading_itself(conn)
+        with trio.fail_after(3):
+            while not conn._core.buffered:
+                await trio.sleep(0.01)  # the flood fills the kernel's buffers
+        with trio.fail_after(5):
+            while server.connections:
+                await trio.sleep(0.01)
+        await raw.stream.aclose()
+    assert len(outcome) == 1 and outcome[0].code == 1011
+    assert waited == [True]
+
+
+async def test_a_client_whose_keepalive_gives_up_while_recv_waits_on_the_socket() -> None:
+    """On the client, whose body's recv() reads the socket with no reader task: the server
+    never answers a ping, so the client's own keepalive fails the connection (1011) from
+    its timer task. Having failed it, the client closes TCP first, at once, which wakes the
+    recv(): it raises 1011, and the connection is CLOSED well before the server would
+    have closed TCP itself."""
+
+    async def mute_server(stream: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some()
+        key = head.split(b"Sec-WebSocket-Key: ", 1)[1].split(b"\r\n", 1)[0].decode()
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
+        )
+        received = b""
+        while b"\x88" not in received:  # the client's close frame (masked, opcode 8)
+            received += await stream.receive_some()
+        await trio.sleep(2)  # it would close TCP only now
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(functools.partial(trio.serve_tcp, mute_server, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        with trio.fail_after(1):
+            async with trio_ws.connect(
+                f"ws://127.0.0.1:{port}/", ping_interval=0.1, ping_timeout=0.1, close_timeout=3
+            ) as ws:
+                with pytest.raises(trio_ws.ConnectionClosedError) as closed:
+                    await ws.recv()
+        assert closed.value.code == 1011
+        assert ws.state is trio_ws.State.CLOSED
+        nursery.cancel_scope.cancel()
