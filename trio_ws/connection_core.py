@@ -237,9 +237,12 @@ class ConnectionCore:
             self.inbox.close()
             self.outbox.wake_waiters()
             self.pings.wake_all()
-            if self._reading is not None:
+            if self._close_at_once():
+                if self._reading is not None:
+                    self._reading.cancel()  # a reader waiting or standing by just ends
+            elif self._reading is not None:
                 self._reading.cancel()  # a reader waiting for data goes on to close TCP
-            elif not self._close_at_once():
+            else:
                 self._start_reader()  # none left (a recv() read the socket): one closes TCP
 
     def _take_output(self) -> Output | None:
@@ -477,11 +480,13 @@ class ConnectionCore:
                 return False
 
     def _close_at_once(self) -> bool:
-        """Close TCP right away, without a task, when nothing stands in the way: nothing
-        left to write, this side closes first, and nothing unread (so the close is a FIN).
-        False, having closed nothing, when the reader's polite way is needed."""
+        """Close TCP right away, without a task, when nothing stands in the way: a socket
+        that can be closed at once, nothing left to write, this side closes first, and
+        nothing unread (so the close is a FIN). A task waiting on the socket wakes with
+        ClosedResourceError. False, having closed nothing, when the reader's polite way is
+        needed."""
         transport = self.transport
-        if self.buffered or not self.protocol.closes_tcp_first:
+        if not transport.closes_at_once or self.buffered or not self.protocol.closes_tcp_first:
             return False
         if not transport.nothing_to_read():
             self._unread_at_close = True
@@ -496,6 +501,8 @@ class ConnectionCore:
         """Once the protocol is closed: flush, close TCP the polite way, then mark closed.
         One deadline bounds it all: past it, the close in progress is cut short and the
         stream closed forcefully (a cancelled `aclose` still closes)."""
+        if self.lifecycle is Lifecycle.CLOSED:
+            return  # closed at once already (`_close_at_once`)
         transport = self.transport
         transport.stop_writing_through()  # from here on only the writer writes
         if self._close_deadline == float("inf"):

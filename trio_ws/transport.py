@@ -32,6 +32,10 @@ class Transport:
 
     __slots__ = ("stream", "writes_through")
 
+    closes_at_once: ClassVar[bool] = False
+    """Whether `close_now` can close the stream without waiting (a plain socket; TLS has
+    a close_notify to send)."""
+
     reads_cancel_safely: ClassVar[bool] = False
     """Whether a `receive_some` cancelled mid-wait leaves the stream as it was, so that a
     `recv()` the user may cancel can read it itself. Not TLS: a read cancelled during a
@@ -79,8 +83,8 @@ class Transport:
         await self.stream.aclose()
 
     def close_now(self) -> bool:
-        """Close the stream at once, without waiting, if it can be (a plain socket);
-        False, having done nothing, if it needs `aclose` (TLS has a close_notify to send)."""
+        """Close the stream at once, without waiting, if it can be (`closes_at_once`);
+        False, having done nothing, if it needs `aclose`."""
         return False
 
     async def abort(self) -> None:
@@ -101,6 +105,7 @@ class SocketTransport(Transport):
     __slots__ = ("_eager_reads", "_fd", "_read_fd")
 
     reads_cancel_safely = True  # a cancelled wait_readable has read nothing
+    closes_at_once = True
 
     def __init__(self, stream: trio.SocketStream) -> None:
         super().__init__(stream)
