@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -52,6 +53,19 @@ async def reader_tasks() -> int:
         count += task.coro.cr_code.co_name == "_reader"
         pending.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
     return count
+
+
+async def recv_beside(
+    ws: trio_ws.WebSocket, beside: Callable[[], Awaitable[None]], outcome: list[trio_ws.ConnectionClosed]
+) -> None:
+    """One recv() while `beside` runs in a task of its own; the close it ends with goes to
+    `outcome`."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(beside)
+        try:
+            await ws.recv()
+        except trio_ws.ConnectionClosed as closed:
+            outcome.append(closed)
 
 
 def first_round_trip_then(then: trio_ws.server.Handler) -> trio_ws.server.Handler:
@@ -147,12 +161,7 @@ async def test_another_task_closing_while_recv_reads_the_socket_itself() -> None
             await reading_itself(ws)
             await ws.close(4000, "bye")
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(close_soon)
-            try:
-                await ws.recv()
-            except trio_ws.ConnectionClosed as closed:
-                outcome.append(closed)
+        await recv_beside(ws, close_soon, outcome)
 
     async with trio_ws.open_server(first_round_trip_then(then), "127.0.0.1", 0) as server:
         async with trio_ws.connect(ws_url(server)) as ws:
@@ -432,13 +441,8 @@ async def test_the_keepalive_gives_up_on_a_peer_that_reads_nothing_while_recv_wa
                 while True:
                     await ws.send(b"x" * 65536)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(flood)
-            try:
-                await ws.recv()
-            except trio_ws.ConnectionClosed as closed:
-                outcome.append(closed)
-            waited.append(ws._core.buffered > 0 or ws.state is trio_ws.State.CLOSED)
+        await recv_beside(ws, flood, outcome)
+        waited.append(ws.state is trio_ws.State.CLOSED)
 
     async with trio_ws.open_server(
         handler, "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5
