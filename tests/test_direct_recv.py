@@ -76,6 +76,25 @@ def first_round_trip_then(then: trio_ws.server.Handler) -> trio_ws.server.Handle
     return handler
 
 
+def reaching(reach: str, handler: trio_ws.server.Handler) -> trio_ws.server.Handler:
+    """`handler`, whose recv() reads the socket itself from the start, or only after a
+    first round trip (the reader then stands by)."""
+    return first_round_trip_then(handler) if reach == "after_a_round_trip" else handler
+
+
+async def raw_peer_in_the_state(server: trio_ws.WebSocketServer, reach: str) -> RawClient:
+    """A raw peer, once its connection's recv() reads the socket itself (from the start:
+    with no reader task at all)."""
+    raw = await RawClient.connect(server.port)
+    if reach == "after_a_round_trip":
+        await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
+    (conn,) = server.connections
+    await reading_itself(conn)
+    if reach == "from_the_start":
+        assert await reader_tasks() == 0
+    return raw
+
+
 @pytest.mark.parametrize("leave", ["sleeps", "cancelled"])
 async def test_a_handler_that_leaves_recv_still_has_pings_answered_and_closes_seen(leave: str) -> None:
     """The handler reads the socket itself, then stops calling recv() (or its recv() is
@@ -114,17 +133,9 @@ async def test_the_keepalive_closes_a_connection_whose_handler_reads_the_socket_
     """A peer that stops answering pings while the handler's recv() waits on the socket
     itself: the keepalive fails the connection, recv() raises 1011 and TCP is closed."""
     outcome: list[trio_ws.ConnectionClosed] = []
-    handler = recording_close(outcome)
-    if reach == "after_a_round_trip":
-        handler = first_round_trip_then(handler)
+    handler = reaching(reach, recording_close(outcome))
     async with trio_ws.open_server(handler, "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2) as server:
-        raw = await RawClient.connect(server.port)
-        if reach == "after_a_round_trip":
-            await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
-        (conn,) = server.connections
-        await reading_itself(conn)
-        if reach == "from_the_start":
-            assert await reader_tasks() == 0
+        raw = await raw_peer_in_the_state(server, reach)
         with trio.fail_after(3):
             await raw.read_to_eof()  # never answers a ping
     assert len(outcome) == 1 and outcome[0].code == 1011
@@ -133,17 +144,9 @@ async def test_the_keepalive_closes_a_connection_whose_handler_reads_the_socket_
 @pytest.mark.parametrize("reach", ["after_a_round_trip", "from_the_start"])
 async def test_a_peer_that_drops_tcp_ends_a_recv_reading_the_socket_itself(reach: str) -> None:
     outcome: list[trio_ws.ConnectionClosed] = []
-    handler = recording_close(outcome)
-    if reach == "after_a_round_trip":
-        handler = first_round_trip_then(handler)
+    handler = reaching(reach, recording_close(outcome))
     async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
-        raw = await RawClient.connect(server.port)
-        if reach == "after_a_round_trip":
-            await raw.stream.send_all(client_frame(Opcode.TEXT, b"hi"))
-        (conn,) = server.connections
-        await reading_itself(conn)
-        if reach == "from_the_start":
-            assert await reader_tasks() == 0
+        raw = await raw_peer_in_the_state(server, reach)
         await raw.stream.aclose()
         with trio.fail_after(3):
             while server.connections:
@@ -399,9 +402,7 @@ async def test_the_server_closing_drops_connections_whose_recv_reads_the_socket(
     """Shutting the server down while every handler's recv() reads its socket (some with
     no reader task at all): each connection closes with 1001, and nothing is left."""
     outcome: list[trio_ws.ConnectionClosed] = []
-    handler = recording_close(outcome)
-    if reach == "after_a_round_trip":
-        handler = first_round_trip_then(handler)
+    handler = reaching(reach, recording_close(outcome))
     clients: list[int | None] = []
     async with trio.open_nursery() as nursery:
         async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
