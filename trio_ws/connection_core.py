@@ -491,8 +491,7 @@ class ConnectionCore:
         if not transport.nothing_to_read():
             self._unread_at_close = True
             return False
-        if not transport.close_now():
-            return False
+        transport.close_now()
         self.outbox.stop()
         self._set_closed()
         return True

@@ -83,7 +83,10 @@ class Inbox:
         """Wake every waiting `recv()`: after a batch of `put()`s, or to hand over the socket.
         Whether one was."""
         getters = self._getters
-        return getters is not None and bool(getters) and bool(getters.unpark_all())  # one parked
+        if not getters:  # none made yet, or nobody parked in it
+            return False
+        getters.unpark_all()
+        return True
 
     def take_nowait(self) -> Item | None:
         """The first item, or None if there is none; wakes the reader below the low marks."""

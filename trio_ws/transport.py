@@ -82,10 +82,9 @@ class Transport:
         """Close the stream the polite way (TLS sends its close_notify)."""
         await self.stream.aclose()
 
-    def close_now(self) -> bool:
-        """Close the stream at once, without waiting, if it can be (`closes_at_once`);
-        False, having done nothing, if it needs `aclose`."""
-        return False
+    def close_now(self) -> None:
+        """Close the stream at once, without waiting; only where `closes_at_once`."""
+        raise NotImplementedError("this transport closes with aclose")
 
     async def abort(self) -> None:
         """Close the stream at once, and never raise; a cancelled close still closes."""
@@ -170,12 +169,11 @@ class SocketTransport(Transport):
         self._read_fd, self.writes_through = None, False  # the fd may be reused once closed
         await self.stream.aclose()
 
-    def close_now(self) -> bool:
+    def close_now(self) -> None:
         self._read_fd, self.writes_through = None, False
         # What the stream's aclose does, less its checkpoint (it wakes any task waiting on
         # the socket with ClosedResourceError, as aclose would).
         cast(trio.SocketStream, self.stream).socket.close()
-        return True
 
     async def abort(self) -> None:
         self._read_fd, self.writes_through = None, False
