@@ -9,6 +9,7 @@ from .broadcasting import broadcast
 from .client import connect
 from .config import ClientConfig, ServerConfig
 from .connection import WebSocket
+from .counters import stats
 from .exceptions import (
     CloseCode,
     ConnectionClosed,
@@ -82,5 +83,6 @@ __all__ = [
     "open_server",
     "reconnect",
     "serve",
+    "stats",
     "testing",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 
+from .counters import CLIENT_CONNECTIONS, ConnectionStats
 from .exceptions import CloseCode, PayloadTooBig, ProtocolError
 from .extensions.permessage_deflate import PerMessageDeflate
 from .frames import Frame, Opcode
@@ -46,9 +47,24 @@ class MessageAssembler:
     fails as soon as it arrives, not at the end of the message.
     """
 
-    __slots__ = ("_buffer", "_compressed", "_decoder", "_deflate", "_opcode", "_streamed", "max_size")
+    __slots__ = (
+        "_buffer",
+        "_compressed",
+        "_decoder",
+        "_deflate",
+        "_opcode",
+        "_stats",
+        "_streamed",
+        "max_size",
+    )
 
-    def __init__(self, max_size: int | None, deflate: PerMessageDeflate | None) -> None:
+    def __init__(
+        self,
+        max_size: int | None,
+        deflate: PerMessageDeflate | None,
+        stats: ConnectionStats = CLIENT_CONNECTIONS,
+    ) -> None:
+        self._stats = stats  # where each message received is counted
         self.max_size = max_size
         """The largest message, in bytes (after inflating), or None for no limit."""
         self._deflate = deflate
@@ -92,6 +108,9 @@ class MessageAssembler:
         elif self._opcode is not None:
             raise ProtocolError("new data frame while a fragmented message is in progress")
         elif frame.fin and not frame.rsv1:  # the common case: a whole message in one frame
+            stats = self._stats
+            stats.received_messages[opcode] += 1
+            stats.received_bytes[opcode] += len(frame.payload)
             return decode_text(frame.payload) if opcode is Opcode.TEXT else frame.payload
         else:
             self._opcode = opcode
@@ -116,15 +135,21 @@ class MessageAssembler:
             return None
         data = bytes(buffer)
         message: Message
+        stats = self._stats
         if self._compressed:
             # Inflated once per message: cheaper than per frame, and bounded the same.
             assert self._deflate is not None  # the parser only lets RSV1 through with it
+            stats.deflate_in[0] += len(data)
             data = self._deflate.decompress(data, True, self.max_size)
+            stats.deflate_out[0] += len(data)
             message = decode_text(data) if self._opcode is Opcode.TEXT else data
         elif decoder is not None:
             message = data.decode("utf-8")  # validated frame by frame above
         else:
             message = data
+        assert self._opcode is not None
+        stats.received_messages[self._opcode] += 1
+        stats.received_bytes[self._opcode] += len(data)
         self._end()
         return message
 
@@ -136,9 +161,14 @@ class MessageAssembler:
             payload = bytes(self._buffer) + payload
             self._buffer = bytearray()
             self._decoder = None  # it validated the assembled bytes: start over with them
+        stats = self._stats
         if self._compressed:
             assert self._deflate is not None
+            stats.deflate_in[0] += len(payload)
             payload = self._deflate.decompress(payload, frame.fin, self.max_size)
+            stats.deflate_out[0] += len(payload)
+        assert self._opcode is not None
+        stats.received_bytes[self._opcode] += len(payload)
         data: str | bytes = payload
         if self._opcode is Opcode.TEXT:
             if self._decoder is None:
@@ -149,6 +179,7 @@ class MessageAssembler:
                 raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
         self._streamed = True
         if frame.fin:
+            stats.received_messages[self._opcode] += 1
             self._end()
         return Fragment(data, frame.fin)
 

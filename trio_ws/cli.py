@@ -32,6 +32,7 @@ import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -60,6 +61,7 @@ __all__ = ["main", "REDIS_URL_VARIABLE"]
 
 REDIS_URL_VARIABLE = "TRIO_WS_REDIS_URL"
 ARGS_VARIABLE = "TRIO_WS_WORKER_ARGS"  # a worker's parsed command line, as JSON
+METRICS_DIRECTORY_VARIABLE = "TRIO_WS_METRICS_DIR"  # where workers share their metrics snapshots
 log = logging.getLogger("trio_ws.cli")
 DEMO_TARGET = "trio_ws.demo:config"
 
@@ -117,6 +119,7 @@ SERVE_FLAGS = (
     ServeFlag("ping_timeout", _or_none(float), "seconds to wait for a pong, then 1011 (none: forever)"),
     ServeFlag("close_timeout", float, "seconds to wait for the peer while closing"),
     ServeFlag("compression", _compression, "deflate (permessage-deflate) or none"),
+    ServeFlag("metrics_port", int, "serve /metrics on this port, not the server's (implies --metrics)"),
     ServeFlag(
         "graceful_timeout",
         _or_none(float),
@@ -144,6 +147,8 @@ def flag_options(args: argparse.Namespace) -> ServeOptions:
                 raise ValueError(f"{flag.flag}: {text!r} is not a valid value ({flag.help})") from None
     if args.reuse_port:
         options["reuse_port"] = True
+    if args.metrics or "metrics_port" in options:
+        options["metrics"] = True
     if args.redact_logs is not None:
         options["redact_logs"] = args.redact_logs
     if args.origin:
@@ -212,8 +217,19 @@ async def run_worker(config: ServerConfig, args: argparse.Namespace, worker: dic
         )
     else:
         listeners = inherited_listeners(worker["fds"])
+    directory = os.environ.get(METRICS_DIRECTORY_VARIABLE)
+    sharing = worker is not None and config.metrics and directory is not None
+    if sharing and config.metrics_port is not None:
+        # The supervisor serves the metrics port, from what each worker shares.
+        config = config.replace(metrics=False, metrics_port=None)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            if sharing:
+                from .metrics import EXPORTER
+
+                assert worker is not None and directory is not None
+                EXPORTER.share_through(directory, str(worker["slot"]))
+                nursery.start_soon(EXPORTER.share)  # cancelled once the server has drained
 
             async def serving(task_status: trio.TaskStatus[WebSocketServer]) -> None:
                 await serve_listeners(config, listeners, task_status=task_status)
@@ -272,7 +288,22 @@ async def supervise(config: ServerConfig, args: argparse.Namespace) -> int:
         [[listener.socket for listener in listeners] for listeners in slots],
         url=f"{scheme}://{args.host}:{port}/",
     )
-    return await supervisor.run()
+    if not config.metrics:
+        return await supervisor.run()
+    # Each worker writes its figures here; a scrape of any of them sums them all.
+    with tempfile.TemporaryDirectory(prefix="trio_ws-metrics-") as directory:
+        environment[METRICS_DIRECTORY_VARIABLE] = directory
+        if config.metrics_port is None:
+            return await supervisor.run()
+        from .metrics import EXPORTER, serve_metrics
+
+        EXPORTER.share_through(directory, None)
+        async with trio.open_nursery() as nursery:
+            metrics_port = await nursery.start(serve_metrics, args.host, config.metrics_port)
+            say(f"metrics on http://{args.host}:{metrics_port}/metrics")
+            code = await supervisor.run()
+            nursery.cancel_scope.cancel()
+        return code
 
 
 EXIT_NORMAL, EXIT_NO_CONNECTION, EXIT_USAGE, EXIT_ABNORMAL = 0, 1, 2, 3
@@ -407,6 +438,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True)
         action="store_true",
         default=None,
         help="set SO_REUSEPORT, so that separate serve processes share the port (--workers does not need it)",
+    )
+    options.add_argument(
+        "--metrics",
+        action="store_true",
+        default=None,
+        help="export Prometheus metrics at /metrics, summed over the workers (needs trio-ws[metrics])",
     )
     options.add_argument(
         "--redact-logs",

@@ -106,6 +106,13 @@ class ServerConfig(ConnectionOptions):
     """Reverse proxies (addresses, networks such as "10.0.0.0/8", or "*") whose
     `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` headers are believed: the
     client they name becomes `ws.remote_address`. From any other peer they are ignored."""
+    metrics: bool = False
+    """Export Prometheus metrics (`pip install 'trio-ws[metrics]'`) at `/metrics`: on the
+    server's own port, or on `metrics_port`. Under `serve --workers N` they are summed over
+    every worker (see docs/observe.md)."""
+    metrics_port: int | None = None
+    """Serve `/metrics` on this port of its own (0: any free one, see `server.metrics_port`)
+    instead of the server's port; needs `metrics=True`."""
 
     def __post_init__(self) -> None:
         if not callable(self.handler):
@@ -129,6 +136,21 @@ class ServerConfig(ConnectionOptions):
             raise TypeError(f"lifespan must be `{expected}`, not {describe(self.lifespan)}")
         if self.forwarded_allow_ips is not None:
             TrustedProxies(self.forwarded_allow_ips)  # a bad address fails here
+        if not isinstance(self.metrics, bool):
+            raise TypeError(f"metrics must be True or False, not {describe(self.metrics)}")
+        if self.metrics_port is not None:
+            if isinstance(self.metrics_port, bool) or not isinstance(self.metrics_port, int):
+                raise TypeError(f"metrics_port must be an int, not {describe(self.metrics_port)}")
+            if not 0 <= self.metrics_port <= 65535:
+                raise ValueError(f"metrics_port must be a port number (0 to 65535), not {self.metrics_port}")
+            if not self.metrics:
+                raise ValueError("metrics_port needs metrics=True")
+        if self.metrics:
+            try:
+                import prometheus_client  # noqa: F401 -- checked here, so a missing extra fails at once
+            except ImportError:
+                needs = "metrics=True needs prometheus-client: pip install 'trio-ws[metrics]'"
+                raise ValueError(needs) from None
 
     def _counts(self) -> tuple[str, ...]:
         return (*super()._counts(), "max_connections", "backlog")
@@ -203,6 +225,8 @@ class ServeOptions(_SharedOptions, total=False):
     hub: HubConfig | None
     lifespan: Lifespan | None
     forwarded_allow_ips: Sequence[str] | str | None
+    metrics: bool
+    metrics_port: int | None
 
 
 class ConnectOptions(_SharedOptions, total=False):

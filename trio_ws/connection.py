@@ -21,6 +21,7 @@ import trio
 
 from .assembler import FragmentJoiner
 from .connection_core import ConnectionCore, Lifecycle
+from .counters import CLIENT_CONNECTIONS, ConnectionStats
 from .exceptions import CloseCode, ConnectionClosedOK, PayloadTooBig
 from .extensions.permessage_deflate import PerMessageDeflate
 from .http import Headers, Request, Response
@@ -48,11 +49,13 @@ def new_websocket(
     deflate: PerMessageDeflate | None,
     initial_data: bytes = b"",
     on_closed: Callable[[WebSocket], None] | None = None,
+    stats: ConnectionStats = CLIENT_CONNECTIONS,
 ) -> WebSocket:
     """The connection over `stream` once its opening handshake is done: the one place
     where a protocol, a transport and a `WebSocket` are put together from the options.
-    `on_closed(ws)` is called once its TCP connection is closed."""
-    protocol = Protocol(role, max_size=options.max_size, deflate=deflate)
+    `on_closed(ws)` is called once its TCP connection is closed; its messages are counted
+    in `stats` (a server's, shared by its connections)."""
+    protocol = Protocol(role, max_size=options.max_size, deflate=deflate, stats=stats)
     ws = WebSocket(stream, protocol, options, request=request, response=response, initial_data=initial_data)
     request.headers.pack()  # kept for the connection's life, and rarely read again
     response.headers.pack()
@@ -184,6 +187,17 @@ class WebSocket:
         """The reason that goes with `close_code`."""
         proto = self._core.protocol
         return proto.close_reason if proto.state is State.CLOSED else None
+
+    @property
+    def closed_by(self) -> str | None:
+        """Who sent the first close frame, once the connection is closed: "server" or
+        "client"; None while it is open, or when TCP ended without any."""
+        proto = self._core.protocol
+        if proto.state is not State.CLOSED or (proto.close_sent is None and proto.close_rcvd is None):
+            return None
+        if proto.close_sent is not None and not proto.peer_closed_first:
+            return proto.role.value
+        return Role.CLIENT.value if proto.role is Role.SERVER else Role.SERVER.value
 
     @property
     def buffered_amount(self) -> int:
@@ -330,7 +344,11 @@ class WebSocket:
             if core.sending_fragments is not None:
                 await core.sending_fragments.wait()
             elif not core.has_room and core.protocol.state is State.OPEN:
-                await core.wait_for_room()
+                waited_from = trio.current_time()
+                try:
+                    await core.wait_for_room()
+                finally:  # counted cancelled too: it waited all the same
+                    core.protocol.stats.send_wait_seconds += trio.current_time() - waited_from
                 self._fast_calls = 0
             else:
                 return
@@ -344,6 +362,7 @@ class WebSocket:
         """
         core = self._core
         if not (core.protocol.can_send_frame and core.sending_fragments is None and core.has_room):
+            core.protocol.stats.send_nowait_refusals += 1
             return False
         self._queue_whole(message)
         return True
@@ -361,7 +380,7 @@ class WebSocket:
                 if frame is None:
                     proto.send(message.message)
                 else:
-                    proto.send_serialized(frame)
+                    proto.send_serialized(frame, message.opcode, len(message.payload))
             else:
                 proto.send(message)  # type: ignore[arg-type]
 

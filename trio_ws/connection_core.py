@@ -451,6 +451,7 @@ class ConnectionCore:
             if proto.state is State.CLOSED:
                 return False
             if self._parsing_paused():
+                proto.stats.inbox_pauses += 1
                 await inbox.wait_for_room()
                 continue
             if may_leave and self.receiving:
@@ -611,7 +612,9 @@ class ConnectionCore:
                     inbox.put(event, closing=proto.state is State.CLOSING)  # type: ignore[arg-type]
                     got_message = True
                 elif kind is Pong:
-                    self.pings.answered(event.payload, trio.current_time())  # type: ignore[union-attr]
+                    rtt = self.pings.answered(event.payload, trio.current_time())  # type: ignore[union-attr]
+                    if rtt is not None:
+                        proto.stats.ping_rtt.observe(rtt)
         return got_message and inbox.wake_getters()
 
     async def send_fragmented(self, fragments: Iterable[Data] | AsyncIterable[Data]) -> None:
@@ -668,6 +671,7 @@ class ConnectionCore:
                 if now < pending.sent_at + timeout:
                     return pending.sent_at + timeout
                 self.logger.info("no pong within %ss; closing the connection", timeout)
+                self.protocol.stats.keepalive_failures += 1
                 with self.call() as proto:
                     proto.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                 return None

@@ -71,6 +71,10 @@ class Delivery(Protocol):
     def position(self, topic: str) -> StreamPosition:
         """The position of `topic`'s latest publication, where this process knows it."""
 
+    @property
+    def history_topics(self) -> int:
+        """Topics whose history this process keeps in memory (0 where Redis keeps it)."""
+
     async def flush(self) -> None:
         """Return once what was published has left this process (or cannot)."""
 
@@ -87,6 +91,10 @@ class LocalDelivery:
 
     def positioned(self, topics: frozenset[str]) -> bool:
         return False
+
+    @property
+    def history_topics(self) -> int:
+        return 0
 
     async def publish(self, topic: str, frames: PreparedMessage) -> int:
         reached = self.local.deliver(topic, _unpositioned(topic, frames))
@@ -116,6 +124,10 @@ class LocalHistory(LocalDelivery):
     def __init__(self, local: LocalFanout, limits_of: Callable[[str], HistoryLimits]) -> None:
         super().__init__(local)
         self.store = HistoryStore(limits_of, lambda topic: local.subscriber_count(topic) > 0)
+
+    @property
+    def history_topics(self) -> int:
+        return len(self.store)
 
     def position(self, topic: str) -> StreamPosition:
         if is_presence_topic(topic):
@@ -176,6 +188,10 @@ class Relay:
 
     def positioned(self, topics: frozenset[str]) -> bool:
         return False
+
+    @property
+    def history_topics(self) -> int:
+        return 0
 
     async def publish(self, topic: str, frames: PreparedMessage) -> int:
         reached = self.local.deliver(topic, _unpositioned(topic, frames))

@@ -30,13 +30,16 @@ from typing import Unpack
 import trio
 
 from .connection import WebSocket
+from .counters import HubStats, Snapshot, StatsSource
+from .counters import register as register_stats
+from .counters import unregister as unregister_stats
 from .delivery import Delivery, choose_delivery
 from .history import HistoryLimits, Publication, StreamPosition
 from .hub_backend import Backend, PresenceBackend
 from .hub_config import HubConfig, HubOptions, check_queue_options
 from .messages import Data
 from .prepared import PreparedMessage
-from .subscriber_queue import OverflowPolicy, SubscriberQueue
+from .subscriber_queue import POLICIES, OverflowPolicy, SubscriberQueue
 from .subscription import ChannelSink, Fanout, Formatter, Phase, Sink, Subscription, WebSocketSink
 from .tasks import open_nursery_unwrapped
 from .topics import check_topic, presence_topic
@@ -137,6 +140,36 @@ class Hub:
         self._closed = False
         self._background = 0  # tasks started by _in_background and not finished
         self._idle: trio.Event | None = None  # set when they are all done
+        self.counts = HubStats()
+        """What it counts as it goes (read with `stats()`)."""
+
+    def stats(self) -> Snapshot:
+        """Its figures now, with its backend's, by metric name (see `trio_ws.stats()`)."""
+        counts = self.counts
+        live = {
+            subscription
+            for subscriptions in self._topics.values()
+            for subscription in subscriptions
+            if subscription.phase is not Phase.ENDED
+        }
+        dropped = dict(counts.dropped)
+        for subscription in live:  # what the living dropped so far; the ended added theirs
+            policy = subscription.queue.policy
+            dropped[policy] = dropped.get(policy, 0) + subscription.queue.dropped
+        figures: Snapshot = {
+            "trio_ws_hub_publications_total": {(): counts.publications},
+            "trio_ws_hub_deliveries_total": {(): counts.deliveries},
+            "trio_ws_hub_dropped_total": {(policy,): dropped.get(policy, 0) for policy in POLICIES},
+            "trio_ws_hub_overflow_disconnects_total": {(): counts.overflow_disconnects},
+            "trio_ws_hub_subscriptions": {(): len(live)},
+            "trio_ws_hub_resumes_total": {(outcome,): n for outcome, n in counts.resumes.items()},
+            "trio_ws_hub_replayed_publications": {(): counts.replayed.read()},
+            "trio_ws_hub_history_topics": {(): self._delivery.history_topics},
+        }
+        backend = self.config.backend
+        if isinstance(backend, StatsSource):
+            figures.update(backend.stats())
+        return figures
 
     # ---- options ----------------------------------------------------------------------
 
@@ -276,12 +309,15 @@ class Hub:
             format=format,
             ws=ws,
             positioned=positioned,
+            stats=self.counts,
         )
         new_topics = [topic for topic in topics if topic not in self._topics]
         for topic in topics:
             self._topics.setdefault(topic, {})[subscription] = None
         try:
             await self._delivery.start(subscription, since, new_topics)
+            if since is not None:
+                self.counts.resumed(bool(subscription.recovered))
             yield subscription
         finally:
             self._remove(subscription)
@@ -401,6 +437,7 @@ class Hub:
         raises ValueError."""
         if topic not in self._topics:  # a subscribed topic was checked when subscribed
             check_topic(topic)
+        self.counts.publications += 1
         return await self._delivery.publish(topic, PreparedMessage(message))
 
     def deliver_locally(self, topic: str, message: Data, publication: Publication | None = None) -> int:
@@ -424,6 +461,7 @@ class Hub:
                 reached += 1
             elif subscription.phase is Phase.ENDED:
                 self._remove(subscription)  # too slow under "disconnect"
+        self.counts.deliveries += reached
         return reached
 
     def subscriber_count(self, topic: str) -> int:
@@ -494,9 +532,11 @@ async def open_hub(
         if config.backend is not None:
             await nursery.start(_run_backend, config.backend, hub)
         token = _current_hub.set(hub)
+        register_stats(hub)
         try:
             yield hub
         finally:
+            unregister_stats(hub)
             _current_hub.reset(token)
             await hub.aclose()
             nursery.cancel_scope.cancel()

@@ -54,17 +54,21 @@ class Pings:
         """Stop waiting for this ping's pong (answered already, or given up)."""
         self._waiting.pop(payload, None)
 
-    def answered(self, payload: bytes, now: float) -> None:
-        """A pong came: its ping and every earlier one are answered at `now`."""
+    def answered(self, payload: bytes, now: float) -> float | None:
+        """A pong came: its ping and every earlier one are answered at `now`. Returns its
+        ping's round trip (None for a pong that answers no ping of ours)."""
         if payload not in self._waiting:
-            return
+            return None
+        rtt = None
         for key, ping in list(self._waiting.items()):
             ping.rtt = now - ping.sent_at
             if ping.answered is not None:
                 ping.answered.set()
             del self._waiting[key]
             if key == payload:
+                rtt = ping.rtt
                 break
+        return rtt
 
     def wake_all(self) -> None:
         """The connection closed: every waiting `ping()` returns, unanswered."""

@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from .assembler import MessageAssembler
+from .counters import CLIENT_CONNECTIONS, ConnectionStats
 from .exceptions import CloseCode, ProtocolError
 from .extensions.permessage_deflate import PerMessageDeflate
 from .frames import BytesLike, Frame, FrameParser, Opcode, as_bytes, parse_close, serialize_close, write_frame
@@ -75,14 +76,16 @@ class Protocol:
         "_out_opcode",
         "_parser",
         "_pong",
-        "bytes_received",
+                "bytes_received",
         "bytes_sent",
         "close_rcvd",
         "close_sent",
         "deflate",
         "failure",
+        "peer_closed_first",
         "role",
         "state",
+        "stats",
     )
 
     def __init__(
@@ -91,12 +94,15 @@ class Protocol:
         *,
         max_size: int | None = 2**20,
         deflate: PerMessageDeflate | None = None,
+        stats: ConnectionStats = CLIENT_CONNECTIONS,
     ) -> None:
         self.role = role
+        self.stats = stats
+        """Where its messages are counted: a server's, shared by its connections."""
         self.state = State.OPEN
         self.deflate = deflate
         """The negotiated permessage-deflate codec, if any."""
-        self._messages = MessageAssembler(max_size, deflate)  # data frames in, messages out
+        self._messages = MessageAssembler(max_size, deflate, stats)  # data frames in, messages out
         self._parser = FrameParser(require_mask=role is Role.SERVER, allowed_rsv=0x40 if deflate else 0)
         self._parser.max_payload = self._messages.frame_limit
         self._mask = role is Role.CLIENT
@@ -115,6 +121,8 @@ class Protocol:
         """The close frame sent to the peer, if any."""
         self.failure: Close | None = None
         """Why this side failed the connection (RFC 6455 section 7.1.7), if it did."""
+        self.peer_closed_first = False
+        """Whether the peer's close frame came before this side sent one."""
 
     # ---- receiving -------------------------------------------------------------------
 
@@ -224,6 +232,7 @@ class Protocol:
         code, reason = parse_close(frame.payload)
         self.close_rcvd = Close(code, reason)
         if self.close_sent is None:
+            self.peer_closed_first = True
             self._write_close(Close(code, reason))
         self.state = State.CLOSED
         self._discard_input()  # whatever follows a close frame is ignored
@@ -251,13 +260,20 @@ class Protocol:
         else:
             raise TypeError("all fragments of a message must be str, or all bytes-like")
         self._out_opcode = None if fin else opcode
+        stats = self.stats
+        stats.sent_messages[opcode] += fin
+        stats.sent_bytes[opcode] += len(payload)
         if self.deflate is None:
             write_frame(self._out, frame_opcode, payload, fin=fin, mask=self._mask)
-        elif fin and frame_opcode is opcode:  # a whole message
+            return
+        stats.deflate_in[1] += len(payload)
+        if fin and frame_opcode is opcode:  # a whole message
             payload = self.deflate.compress_message(payload)
+            stats.deflate_out[1] += len(payload)
             write_frame(self._out, frame_opcode, payload, rsv1=True, mask=self._mask)
         else:
             payload = self.deflate.compress(payload, fin)
+            stats.deflate_out[1] += len(payload)
             rsv1 = frame_opcode is not Opcode.CONTINUATION
             write_frame(self._out, frame_opcode, payload, fin=fin, rsv1=rsv1, mask=self._mask)
 
@@ -286,14 +302,21 @@ class Protocol:
         if self.deflate is None:
             write_frame(out, opcode, payload)
         else:
-            write_frame(out, opcode, self.deflate.compress_message(payload), rsv1=True)
+            compressed = self.deflate.compress_message(payload)
+            self.stats.deflate_in[1] += len(payload)
+            self.stats.deflate_out[1] += len(compressed)
+            write_frame(out, opcode, compressed, rsv1=True)
         return bytes(out)
 
-    def send_serialized(self, frame: bytes) -> None:
-        """Queue a message already serialized as one frame (a `shared_frame`)."""
+    def send_serialized(self, frame: bytes, opcode: Opcode, size: int) -> None:
+        """Queue a message already serialized as one frame (a `shared_frame`), of `opcode`
+        and `size` payload bytes (before compressing)."""
         if not self.can_send_frame:
             raise RuntimeError("cannot queue a whole message now")
         self._out += frame
+        stats = self.stats
+        stats.sent_messages[opcode] += 1
+        stats.sent_bytes[opcode] += size
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping frame."""

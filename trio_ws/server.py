@@ -6,7 +6,7 @@ import errno
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, Unpack
 
@@ -20,6 +20,9 @@ from .config import (
     configured,
 )
 from .connection import WebSocket, new_websocket, running
+from .counters import METRICS_PATH, ServerStats, Snapshot
+from .counters import register as register_stats
+from .counters import unregister as unregister_stats
 from .exceptions import CloseCode, ConnectionClosed
 from .extensions.permessage_deflate import config_for
 from .forwarded import TrustedProxies
@@ -102,6 +105,22 @@ class WebSocketServer:
         self._handler_scopes: set[trio.CancelScope] = set()  # cancelled if they outlive aclose()
         self.keepalive = KeepaliveTimers()
         """The keepalive pings of every connection, from one task (started by `serve`)."""
+        self.counts = ServerStats()
+        """What it and its connections count as they go (read with `stats()`)."""
+        self.metrics_port: int | None = None
+        """The port `/metrics` is served on when `config.metrics_port` asks for one of its
+        own (the real one when 0 was asked for), once it listens."""
+        # `/metrics` answered on the server's own port (imported here: an optional extra).
+        self._metrics_response: Callable[[], Response] | None = None
+        if config.metrics and config.metrics_port is None:
+            from .metrics import metrics_response
+
+            self._metrics_response = metrics_response
+
+    def stats(self) -> Snapshot:
+        """Its figures now, by metric name (see `trio_ws.stats()`, which adds up every
+        server and hub of the process)."""
+        return self.counts.server_snapshot(len(self.connections))
 
     @property
     def addresses(self) -> list[Any]:
@@ -175,6 +194,12 @@ class WebSocketServer:
         try:
             async with trio.open_nursery() as timers:
                 timers.start_soon(self.keepalive.run)
+                if self.config.metrics_port is not None:
+                    from .metrics import serve_metrics
+
+                    host = self.addresses[0][0] if self._listeners else "127.0.0.1"
+                    self.metrics_port = await timers.start(serve_metrics, host, self.config.metrics_port)
+                register_stats(self)
                 # Entered before the first accept and left once every connection ended: the
                 # app's own tasks outlive every handler that might use them.
                 async with lifespan:
@@ -187,6 +212,7 @@ class WebSocketServer:
                     self._handlers_done.set()
                 timers.cancel_scope.cancel()  # every connection has ended
         finally:
+            unregister_stats(self)
             self._handlers_done.set()
             for listener in self._listeners:
                 listener.socket.close()
@@ -267,6 +293,7 @@ class WebSocketServer:
             return None
         except RejectHandshake as rejection:
             self._log_answer(remote, None, rejection.response.status)
+            self.counts.answered(rejection.response.status)
             await send_all(stream, handshake.send_response(rejection.response))
             return None
         if self._ssl_context is not None:
@@ -277,8 +304,12 @@ class WebSocketServer:
                 request.remote_address = forwarded.remote_address
                 if forwarded.scheme is not None:
                     request.scheme = "wss" if forwarded.scheme in ("https", "wss") else "ws"
+        if self._metrics_response is not None and request.path_only == METRICS_PATH:
+            await send_all(stream, handshake.send_response(self._metrics_response()))
+            return None  # not a handshake: not counted
         response = await self._respond(handshake, request)
         self._log_answer(request.remote_address, request, response.status)
+        self.counts.answered(response.status)
         if response.status == 101:
             self._upgraded += 1  # counted from here, so concurrent handshakes respect the limit
         try:
@@ -299,6 +330,7 @@ class WebSocketServer:
             deflate=deflate,
             initial_data=handshake.trailing_data,
             on_closed=self.connections.discard,
+            stats=self.counts,
         )
 
     def _log_answer(self, client: Any, request: Request | None, status: int) -> None:
@@ -377,6 +409,12 @@ class WebSocketServer:
         finally:
             self.connections.discard(ws)
             self._upgraded -= 1
+            code = ws.close_code
+            self.counts.closed(
+                CloseCode.ABNORMAL_CLOSURE if code is None else code,
+                ws.closed_by or "none",
+                trio.current_time() - opened_at,
+            )
             if self.logger.isEnabledFor(logging.DEBUG):
                 ws.logger.debug("connection closed: code %s", ws.close_code)
             if access_logger.isEnabledFor(logging.INFO):

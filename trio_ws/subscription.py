@@ -34,6 +34,7 @@ from typing import Protocol
 import trio
 
 from .connection import WebSocket
+from .counters import HubStats
 from .exceptions import CloseCode, ConnectionClosed
 from .history import Publication, StreamPosition
 from .messages import Data
@@ -264,8 +265,11 @@ class Subscription:
         format: Formatter | None = None,
         ws: WebSocket | None = None,
         positioned: bool = False,
+        stats: HubStats | None = None,
     ) -> None:
         self.sink = sink
+        self.stats = HubStats() if stats is None else stats
+        """Where it counts its hub's figures (disconnects, drops, replays)."""
         self.ws = ws
         """The WebSocket subscribed (None for `open_channel`)."""
         self.topics = topics
@@ -298,6 +302,7 @@ class Subscription:
         self._batch: list[Publication] = []  # read from the history, not sent yet
         self._first: Data | None = None
         self._forwarder = trio.CancelScope()
+        self._replayed = 0  # publications sent by the replay
         self._forwarding = False  # the forwarder is sending one: a live one must not overtake it
 
     @property
@@ -387,11 +392,17 @@ class Subscription:
         """End the subscription because its queue is full under "disconnect"."""
         queue = self.queue
         limit = f"queue of {queue.size}" if len(queue) >= queue.size else f"queue of {queue.max_bytes} bytes"
+        self.stats.overflow_disconnects += 1
         self.sink.too_slow(f"{limit} full")
         self.end()
 
     def end(self) -> None:
-        """Stop: nothing more is delivered, and the forwarder returns."""
+        """Stop: nothing more is delivered, and the forwarder returns. What it dropped is
+        added to its hub's count (once: ending again does nothing)."""
+        if self.phase is Phase.ENDED:
+            return
+        dropped = self.stats.dropped
+        dropped[self.queue.policy] = dropped.get(self.queue.policy, 0) + self.queue.dropped
         self.phase = Phase.ENDED
         self._forwarder.cancel()
         self.queue.close()
@@ -431,6 +442,7 @@ class Subscription:
             for publication in batch:
                 if not await self.sink.send(Fanout(publication)):
                     return False
+                self._replayed += 1
                 self._after = publication.position
             return True
         source, cursor = self._source, self._after
@@ -443,6 +455,7 @@ class Subscription:
         if more is None:  # the history moved past the cursor: missed, as from a full queue
             queue.dropped += 1
             if queue.policy == "disconnect":
+                self.stats.overflow_disconnects += 1
                 self.sink.too_slow("the replay fell behind the history")
                 self.end()
                 return False
@@ -473,6 +486,8 @@ class Subscription:
                 return
         self._held = None
         self.phase = Phase.LIVE
+        if self.recovered:
+            self.stats.replayed.observe(self._replayed)
         while held is not None and (fanout := held.get_nowait()) is not None:
             if not self.offer(fanout) and self.phase is Phase.ENDED:
                 return

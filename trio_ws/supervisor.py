@@ -164,7 +164,7 @@ class Supervisor:
         fds = [sock.fileno() for sock in self.slots[slot]]
         environment = dict(self.environment)
         environment[WORKER_VARIABLE] = json.dumps(
-            {"fds": fds, "ready_fd": ready_write, "supervisor": os.getpid()}
+            {"fds": fds, "ready_fd": ready_write, "supervisor": os.getpid(), "slot": slot}
         )
         try:
             # Its own process group: Ctrl-C in a terminal reaches the supervisor alone, which

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..counters import Snapshot, merge, without_gauges
 from ..history import Publication, StreamPosition
 from ..messages import Data
 from ..tasks import open_nursery_unwrapped
@@ -99,6 +100,7 @@ class RedisClusterBackend:
         self._nursery: trio.Nursery | None = None
         self._hub: Receiver | None = None
         self._retired = {"undelivered": 0, "missed": 0, "rejected": 0}
+        self._retired_stats: Snapshot = {}  # the counts of the nodes' backends that were stopped
         self._no_primary = 0  # publishes to a slot without a reachable primary
 
     # ---- counters, over every primary's backend --------------------------------------
@@ -106,6 +108,12 @@ class RedisClusterBackend:
     def _total(self, name: str) -> int:
         counts: list[int] = [getattr(node.backend, name) for node in self._nodes.values()]
         return self._retired[name] + sum(counts)
+
+    def stats(self) -> Snapshot:
+        """Its figures now, summed over every primary's backend, by metric name."""
+        no_primary: Snapshot = {"trio_ws_redis_undelivered_total": {(): self._no_primary}}
+        nodes = [node.backend.stats() for node in self._nodes.values()]
+        return merge([self._retired_stats, no_primary, *nodes])
 
     @property
     def undelivered(self) -> int:
@@ -212,6 +220,7 @@ class RedisClusterBackend:
         node.scope.cancel()
         for name in self._retired:
             self._retired[name] += getattr(node.backend, name)
+        self._retired_stats = merge([self._retired_stats, without_gauges(node.backend.stats())])
         for topic, on in list(self._subscribed_on.items()):
             if on == node_id:
                 del self._subscribed_on[topic]

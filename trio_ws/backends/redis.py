@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..backoff import Backoff
+from ..counters import SECONDS, Histogram, Snapshot
 from ..history import Publication, StreamPosition, new_epoch
 from ..messages import Data
 from ..tasks import open_nursery_unwrapped
@@ -210,6 +211,30 @@ class RedisBackend:
         """Publishes from other processes that this one's listener missed (gaps in numbering)."""
         self.rejected = 0
         """Messages from Redis that were skipped as malformed or oversized."""
+        self.publishes = 0
+        """Publishes handed to it."""
+        self.outages = 0
+        """Times one of its connections to Redis was lost."""
+        self.reconnects = 0
+        """Connections made again after one was lost."""
+        self.outage_seconds = 0.0
+        """Time its connections spent lost, each from its loss to its reconnection."""
+        self.command_seconds = Histogram(SECONDS)
+        """Round trips of the commands it waits for (history, positions, presence)."""
+
+    def stats(self) -> Snapshot:
+        """Its figures now, by metric name (see `trio_ws.stats()`)."""
+        return {
+            "trio_ws_redis_publishes_total": {(): self.publishes},
+            "trio_ws_redis_undelivered_total": {(): self.undelivered},
+            "trio_ws_redis_missed_total": {(): self.missed},
+            "trio_ws_redis_rejected_total": {(): self.rejected},
+            "trio_ws_redis_in_flight": {(): self.in_flight},
+            "trio_ws_redis_reconnects_total": {(): self.reconnects},
+            "trio_ws_redis_outages_total": {(): self.outages},
+            "trio_ws_redis_outage_seconds_total": {(): self.outage_seconds},
+            "trio_ws_redis_command_seconds": {(): self.command_seconds.read()},
+        }
 
     # ---- connections -----------------------------------------------------------------
 
@@ -409,7 +434,10 @@ class RedisBackend:
     async def _reconnect(
         self, backoff: Backoff, max_reply_size: int, *, publisher: bool = False
     ) -> RespConnection:
-        """Try again and again, with back-off, until a connection is made."""
+        """Try again and again, with back-off, until a connection is made (a connection was
+        lost: counted as an outage, that lasts until then)."""
+        self.outages += 1
+        lost_at = trio.current_time()
         while True:
             await trio.sleep(backoff.next_delay())
             try:
@@ -417,6 +445,8 @@ class RedisBackend:
             except (*_STREAM_ERRORS, trio.TooSlowError):
                 continue
             backoff.reset()
+            self.reconnects += 1
+            self.outage_seconds += trio.current_time() - lost_at
             return connection
 
     async def _drop_listener(self) -> None:
@@ -587,6 +617,7 @@ class RedisBackend:
         An invalid topic raises ValueError (`trio_ws.topics.check_topic`).
         """
         check_topic(topic)
+        self.publishes += 1
         data = message.encode() if isinstance(message, str) else bytes(message)
         if len(data) > self.max_message_size:
             self._undelivered_now(ValueError(f"a message of {len(data)} bytes, over max_message_size"))
@@ -746,12 +777,15 @@ class RedisBackend:
             raise ConnectionError(self._publisher_down_because)
         # No timeout of its own: the pipeline fails its connection, and so this call, when
         # an answer is `timeout` late.
+        sent_at = trio.current_time()
         try:
-            return await pipeline.call(*args)
+            reply = await pipeline.call(*args)
         except ConnectionError as exc:
             if _is_moved(exc):
                 self._moved()
             raise
+        self.command_seconds.observe(trio.current_time() - sent_at)
+        return reply
 
     def _fresh_epoch(self) -> str:
         """An epoch no topic has had: this backend's random token and a counter (made for

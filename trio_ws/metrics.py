@@ -1,0 +1,316 @@
+"""Prometheus metrics: `trio_ws.stats()` exported by `prometheus-client` (the `metrics` extra),
+summed over every worker of `python -m trio_ws serve --workers N`.
+
+Counts stay plain integers where the work happens (`trio_ws.counters`); an `Exporter` reads
+them when scraped (a custom collector), so a message pays nothing for being exported.
+
+Across workers, each worker writes its snapshot to a file of its own in a directory the
+supervisor made, every `SHARE_INTERVAL` seconds and once more as it stops. A scrape of any
+worker (or of the supervisor's `--metrics-port`) adds up this process's live figures and
+the others' files: counters and histograms over every worker that ever ran, dead ones
+included, so that a worker's death never takes a total back; gauges only over the living,
+labelled with their `worker` slot, so that a dead worker's open connections leave with it
+and its replacement starts from zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import h11
+import trio
+
+from .counters import METRICS, METRICS_PATH, HistogramValue, Snapshot, Value, merge, stats, without_gauges
+from .http import Response
+
+try:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+except ImportError as exc:  # pragma: no cover -- the extra is missing
+    raise ImportError("trio_ws's metrics need prometheus-client: pip install 'trio-ws[metrics]'") from exc
+
+__all__ = [
+    "Exporter",
+    "EXPORTER",
+    "METRICS_PATH",
+    "SHARE_INTERVAL",
+    "CONTENT_TYPE",
+    "metrics_response",
+    "serve_metrics",
+    "to_json",
+    "from_json",
+]
+
+SHARE_INTERVAL = 1.0
+"""Seconds between two snapshots a worker writes for the others (a scrape's totals lag by at most this)."""
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+MAX_REQUEST_HEAD = 16 * 1024  # a scrape's request head; more is refused (431)
+
+
+def to_json(snapshot: Snapshot) -> dict[str, list[Any]]:
+    """A snapshot as JSON values: per metric, a list of [label values, value], a histogram's
+    value being {"counts": [...], "sum": ...}."""
+    return {
+        name: [
+            [
+                list(labels),
+                {"counts": list(value.counts), "sum": value.sum}
+                if isinstance(value, HistogramValue)
+                else value,
+            ]
+            for labels, value in values.items()
+        ]
+        for name, values in snapshot.items()
+    }
+
+
+def from_json(data: Any) -> Snapshot:
+    """`to_json`'s inverse; metrics this version does not know are skipped, and a value of
+    the wrong shape is a ValueError."""
+    snapshot: Snapshot = {}
+    for name, entries in data.items():
+        spec = METRICS.get(name)
+        if spec is None:
+            continue
+        values: dict[tuple[str, ...], Value] = {}
+        for labels, value in entries:
+            if len(labels) != len(spec.labels) or not all(isinstance(label, str) for label in labels):
+                raise ValueError(f"{name}: labels {labels!r} do not match {spec.labels}")
+            if spec.kind == "histogram":
+                counts = tuple(int(count) for count in value["counts"])
+                if len(counts) != len(spec.buckets) + 1:
+                    raise ValueError(f"{name}: {len(counts)} buckets, not {len(spec.buckets) + 1}")
+                values[tuple(labels)] = HistogramValue(counts, float(value["sum"]))
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[tuple(labels)] = value
+            else:
+                raise ValueError(f"{name}: {value!r} is not a number")
+        snapshot[name] = values
+    return snapshot
+
+
+class Exporter:
+    """What a scrape answers in this process: its own figures (`trio_ws.stats()`), and, once
+    `share_through` was called (a worker of a supervisor, or the supervisor itself), the
+    other workers' last snapshots."""
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        self.worker: str | None = None  # this process's slot, if it is a worker
+
+    def share_through(self, directory: str, worker: str | None) -> None:
+        """Read the other workers' snapshots in `directory`; write this process's there as
+        `worker` (None: the supervisor, which only reads)."""
+        self.directory, self.worker = directory, worker
+
+    @property
+    def _own_file(self) -> str | None:
+        if self.directory is None or self.worker is None:
+            return None
+        return os.path.join(self.directory, f"worker-{os.getpid()}.json")
+
+    def write_snapshot(self) -> None:
+        """Write this process's figures for the others (atomically: a reader sees the last
+        whole snapshot)."""
+        path = self._own_file
+        if path is None:
+            return
+        document = {"pid": os.getpid(), "worker": self.worker, "stats": to_json(stats())}
+        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".snapshot-")
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(document, file)
+        os.replace(temporary, path)
+
+    async def share(self) -> None:
+        """Write this process's snapshot every `SHARE_INTERVAL` seconds, and once more when
+        cancelled (as the worker stops)."""
+        try:
+            while True:
+                self.write_snapshot()
+                await trio.sleep(SHARE_INTERVAL)
+        finally:
+            self.write_snapshot()
+
+    def _workers(self) -> Iterator[tuple[str, bool, Snapshot]]:
+        """(worker slot, alive, snapshot) of every process to count, this one live."""
+        own = self._own_file
+        if self.worker is not None or self.directory is None:
+            yield self.worker or "0", True, stats()
+        if self.directory is None:
+            return
+        for entry in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, entry)
+            if not entry.startswith("worker-") or path == own:
+                continue
+            try:
+                with open(path) as file:
+                    document = json.load(file)
+                snapshot = from_json(document["stats"])
+                pid, worker = int(document["pid"]), str(document["worker"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # gone meanwhile, or not ours: the next scrape reads the next one
+            yield worker, _alive(pid), snapshot
+
+    def snapshot(self) -> Snapshot:
+        """Every figure to export: counters and histograms summed over every worker;
+        gauges of the living workers, with a `worker` label."""
+        summed: list[Snapshot] = []
+        gauges: list[Snapshot] = []
+        for worker, alive, snapshot in self._workers():
+            summed.append(without_gauges(snapshot))
+            if alive:
+                gauges.append(
+                    {
+                        name: {(*labels, worker): value for labels, value in values.items()}
+                        for name, values in snapshot.items()
+                        if METRICS[name].kind == "gauge"
+                    }
+                )
+        return merge([*summed, *gauges])
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families (prometheus-client's collector interface)."""
+        snapshot = self.snapshot()
+        for name, spec in METRICS.items():
+            values = snapshot.get(name, {})
+            family: Metric
+            if spec.kind == "counter":
+                counter = CounterMetricFamily(name.removesuffix("_total"), spec.help, labels=spec.labels)
+                for labels, value in values.items():
+                    counter.add_metric(labels, float(value))  # type: ignore[arg-type]
+                family = counter
+            elif spec.kind == "gauge":
+                gauge = GaugeMetricFamily(name, spec.help, labels=(*spec.labels, "worker"))
+                for labels, value in values.items():
+                    gauge.add_metric(labels, float(value))  # type: ignore[arg-type]
+                family = gauge
+            else:
+                histogram = HistogramMetricFamily(name, spec.help, labels=spec.labels)
+                for labels, value in values.items():
+                    assert isinstance(value, HistogramValue)
+                    histogram.add_metric(list(labels), _cumulative(spec.buckets, value), value.sum)
+                family = histogram
+            yield family
+
+    def render(self) -> bytes:
+        """The exposition text of every metric."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return generate_latest(registry)
+
+
+def _cumulative(bounds: tuple[float, ...], value: HistogramValue) -> list[tuple[str, float]]:
+    running = 0
+    buckets = []
+    for bound, count in zip((*bounds, math.inf), value.counts, strict=True):
+        running += count
+        buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), float(running)))
+    return buckets
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+EXPORTER = Exporter()
+"""This process's exporter: `/metrics` answers with it."""
+
+
+def metrics_response() -> Response:
+    """The answer to `GET /metrics` on a server's own port: `EXPORTER`'s figures."""
+    return Response(200, {"Content-Type": CONTENT_TYPE}, EXPORTER.render())
+
+
+async def serve_metrics(
+    host: str,
+    port: int,
+    exporter: Exporter = EXPORTER,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer `GET /metrics` on a port of its own (`metrics_port`), plain HTTP/1.1 with
+    keep-alive; the port is given to `task_status` once it listens."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def answer(stream: trio.SocketStream) -> None:
+        await _answer_scrapes(stream, exporter)
+
+    await trio.serve_listeners(answer, listeners)
+
+
+async def _answer_scrapes(stream: trio.abc.Stream, exporter: Exporter) -> None:
+    """One scraper's connection: its requests answered in turn (keep-alive)."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        async with stream:
+            while True:
+                try:
+                    event = connection.next_event()
+                except h11.RemoteProtocolError as exc:  # a malformed request: say so, then close
+                    if connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        await _send(
+                            stream, connection, exc.error_status_hint, b"bad request\n", b"text/plain"
+                        )
+                    return
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    connection.receive_data(bytes(data))
+                elif isinstance(event, h11.Request):
+                    await _answer(stream, connection, event, exporter)
+                elif event is h11.PAUSED:  # one request answered: the next, unless it must close
+                    if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+                        return
+                    connection.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+
+
+async def _answer(
+    stream: trio.abc.Stream, connection: h11.Connection, request: h11.Request, exporter: Exporter
+) -> None:
+    target = request.target.split(b"?", 1)[0]
+    if request.method not in (b"GET", b"HEAD"):
+        await _send(stream, connection, 405, b"only GET\n", b"text/plain", head=False)
+    elif target != METRICS_PATH.encode():
+        await _send(stream, connection, 404, b"metrics are at /metrics\n", b"text/plain")
+    else:
+        body = exporter.render()
+        await _send(stream, connection, 200, body, CONTENT_TYPE.encode(), head=request.method == b"HEAD")
+
+
+async def _send(
+    stream: trio.abc.Stream,
+    connection: h11.Connection,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    *,
+    head: bool = False,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    out = connection.send(h11.Response(status_code=status, headers=headers)) or b""
+    if not head:
+        out += connection.send(h11.Data(data=body)) or b""
+    out += connection.send(h11.EndOfMessage()) or b""
+    await stream.send_all(out)
