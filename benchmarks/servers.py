@@ -8,12 +8,15 @@ connection, with the library's own broadcast where it has one. `raw_trio` is a p
 TCP echo (no WebSocket framing): the ceiling for anything on Trio. `trio_floor` is the
 least a WebSocket server on Trio can do for the handshake and idle rows: one task per
 connection, the 101 written by hand (no h11, no WebSocket object), the close frame answered,
-then the TCP close.
+then the TCP close. `trio_ws_metrics` is trio_ws with `metrics=True`, scraped meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
+import time
 
 PAYLOAD64 = bytes(range(64))
 MAX_SIZE = 2**21
@@ -25,7 +28,27 @@ def fanout_count(message: object) -> int | None:
     return None
 
 
-async def serve_trio_ws(port: int, compression: bool) -> None:
+SCRAPE_EVERY = 0.5  # seconds: trio_ws_metrics is scraped thirty times as often as Prometheus's default
+
+
+def scrape_forever(port: int) -> None:
+    """GET /metrics every SCRAPE_EVERY seconds, from a thread of the server's own process (so
+    on its core: the scrape's whole cost, client side included, counts against the server)."""
+    import urllib.request
+
+    while True:
+        time.sleep(SCRAPE_EVERY)
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+
+
+async def serve_trio_ws_metrics(port: int, compression: bool) -> None:
+    """trio_ws with `metrics=True`, scraped every SCRAPE_EVERY seconds meanwhile."""
+    threading.Thread(target=scrape_forever, args=(port,), daemon=True).start()
+    await serve_trio_ws(port, compression, metrics=True)
+
+
+async def serve_trio_ws(port: int, compression: bool, metrics: bool = False) -> None:
     import trio
 
     import trio_ws
@@ -47,7 +70,12 @@ async def serve_trio_ws(port: int, compression: bool) -> None:
             fanout.discard(ws)
 
     async with trio_ws.open_server(
-        handler, "127.0.0.1", port, compression="deflate" if compression else None, max_size=MAX_SIZE
+        handler,
+        "127.0.0.1",
+        port,
+        compression="deflate" if compression else None,
+        max_size=MAX_SIZE,
+        metrics=metrics,
     ):
         print("ready", flush=True)
         await trio.sleep_forever()
@@ -204,6 +232,7 @@ async def serve_trio_floor(port: int, compression: bool) -> None:
 
 SERVERS = {
     "trio_ws": ("trio", serve_trio_ws),
+    "trio_ws_metrics": ("trio", serve_trio_ws_metrics),
     "websockets_trio": ("trio", serve_websockets_trio),
     "websockets_asyncio": ("asyncio", serve_websockets_asyncio),
     "trio_websocket": ("trio", serve_trio_websocket),

@@ -177,7 +177,11 @@ METRICS: Mapping[str, MetricSpec] = _specs(
         "trio_ws_hub_history_topics", "gauge", "Topics whose history this process keeps in memory now."
     ),
     # Redis.
-    MetricSpec("trio_ws_redis_publishes_total", "counter", "Publishes handed to the Redis backend."),
+    MetricSpec(
+        "trio_ws_redis_publishes_total",
+        "counter",
+        "Publishes handed to the Redis backend (with history, appends to a topic's stream).",
+    ),
     MetricSpec(
         "trio_ws_redis_undelivered_total",
         "counter",

@@ -303,6 +303,7 @@ class Subscription:
         self._first: Data | None = None
         self._forwarder = trio.CancelScope()
         self._replayed = 0  # publications sent by the replay
+        self._replay_counted = False  # in its hub's replay histogram, once
         self._forwarding = False  # the forwarder is sending one: a live one must not overtake it
 
     @property
@@ -401,6 +402,7 @@ class Subscription:
         added to its hub's count (once: ending again does nothing)."""
         if self.phase is Phase.ENDED:
             return
+        self._count_replay()  # a replay cut short counts what it sent
         dropped = self.stats.dropped
         dropped[self.queue.policy] = dropped.get(self.queue.policy, 0) + self.queue.dropped
         self.phase = Phase.ENDED
@@ -486,11 +488,17 @@ class Subscription:
                 return
         self._held = None
         self.phase = Phase.LIVE
-        if self.recovered:
-            self.stats.replayed.observe(self._replayed)
+        self._count_replay()
         while held is not None and (fanout := held.get_nowait()) is not None:
             if not self.offer(fanout) and self.phase is Phase.ENDED:
                 return
+
+    def _count_replay(self) -> None:
+        """Add a recovered resume's replay to the hub's histogram, once: when it goes live,
+        or ends first."""
+        if self.recovered and not self._replay_counted:
+            self._replay_counted = True
+            self.stats.replayed.observe(self._replayed)
 
     @staticmethod
     def _is_stale_for(publication: Publication, after: StreamPosition | None) -> bool:

@@ -676,6 +676,7 @@ class RedisBackend:
         confirm it. It reaches this process's subscribers too through Redis, in offset order.
         """
         check_topic(topic)
+        self.publishes += 1
         kind, data = encode_publication(message)
         if len(data) > self.max_message_size:
             self._undelivered_now(ValueError(f"a message of {len(data)} bytes, over max_message_size"))

@@ -1,0 +1,104 @@
+"""A real Prometheus (Debian's package) on a free port of 127.0.0.1, scraping given targets
+every half second, and its HTTP query API: for the metrics tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import trio
+
+from .conftest import debian_binary, free_port
+
+SCRAPE_INTERVAL = 0.5
+
+
+class Prometheus:
+    """A running Prometheus: `await value(expression)` asks it."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def _get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=5) as answer:
+            body: bytes = answer.read()
+            return body
+
+    async def query(self, expression: str) -> list[dict[str, object]]:
+        """The instant vector `expression` gives now: each sample's labels and value."""
+        path = "/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        answer = json.loads(await trio.to_thread.run_sync(self._get, path))
+        assert answer["status"] == "success", answer
+        return [
+            {"labels": sample["metric"], "value": float(sample["value"][1])}
+            for sample in answer["data"]["result"]
+        ]
+
+    async def value(self, expression: str) -> float | None:
+        """The single value of `expression` now, or None while it has none."""
+        samples = await self.query(expression)
+        assert len(samples) <= 1, samples
+        return None if not samples else float(samples[0]["value"])  # type: ignore[arg-type]
+
+    async def wait_for(self, expected: dict[str, float], seconds: float = 30) -> dict[str, float | None]:
+        """Ask each expression until all give their expected value (a scrape or two
+        later); what they gave last, to compare in the test."""
+        deadline = trio.current_time() + seconds
+        while True:
+            got = {expression: await self.value(expression) for expression in expected}
+            if got == expected or trio.current_time() > deadline:
+                return got
+            await trio.sleep(SCRAPE_INTERVAL)
+
+
+@contextmanager
+def prometheus(tmp_path: Path, targets: list[str]) -> Iterator[Prometheus]:
+    """Prometheus scraping `targets` ("127.0.0.1:port", at /metrics)."""
+    binary = debian_binary("prometheus")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n"
+        f"  scrape_interval: {int(SCRAPE_INTERVAL * 1000)}ms\n"
+        f"  scrape_timeout: {int(SCRAPE_INTERVAL * 1000)}ms\n"
+        "scrape_configs:\n"
+        "  - job_name: trio_ws\n"
+        f"    static_configs:\n      - targets: {json.dumps(targets)}\n"
+    )
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115 -- closed with the process
+    )
+    server = Prometheus(port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                server._get("/-/ready")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
