@@ -108,10 +108,15 @@ class MessageAssembler:
         elif self._opcode is not None:
             raise ProtocolError("new data frame while a fragmented message is in progress")
         elif frame.fin and not frame.rsv1:  # the common case: a whole message in one frame
+            payload = frame.payload
             stats = self._stats
-            stats.received_messages[opcode] += 1
-            stats.received_bytes[opcode] += len(frame.payload)
-            return decode_text(frame.payload) if opcode is Opcode.TEXT else frame.payload
+            if opcode is Opcode.TEXT:
+                stats.text_received += 1
+                stats.text_received_bytes += len(payload)
+                return decode_text(payload)
+            stats.binary_received += 1
+            stats.binary_received_bytes += len(payload)
+            return payload
         else:
             self._opcode = opcode
             self._compressed = frame.rsv1
@@ -148,8 +153,7 @@ class MessageAssembler:
         else:
             message = data
         assert self._opcode is not None
-        stats.received_messages[self._opcode] += 1
-        stats.received_bytes[self._opcode] += len(data)
+        stats.received(self._opcode, len(data))
         self._end()
         return message
 
@@ -168,7 +172,7 @@ class MessageAssembler:
             payload = self._deflate.decompress(payload, frame.fin, self.max_size)
             stats.deflate_out[0] += len(payload)
         assert self._opcode is not None
-        stats.received_bytes[self._opcode] += len(payload)
+        stats.received(self._opcode, len(payload), messages=frame.fin)
         data: str | bytes = payload
         if self._opcode is Opcode.TEXT:
             if self._decoder is None:
@@ -179,7 +183,6 @@ class MessageAssembler:
                 raise ProtocolError("invalid UTF-8 in text message", CloseCode.INVALID_DATA) from exc
         self._streamed = True
         if frame.fin:
-            stats.received_messages[self._opcode] += 1
             self._end()
         return Fragment(data, frame.fin)
 

@@ -76,7 +76,7 @@ class Protocol:
         "_out_opcode",
         "_parser",
         "_pong",
-                "bytes_received",
+        "bytes_received",
         "bytes_sent",
         "close_rcvd",
         "close_sent",
@@ -261,8 +261,12 @@ class Protocol:
             raise TypeError("all fragments of a message must be str, or all bytes-like")
         self._out_opcode = None if fin else opcode
         stats = self.stats
-        stats.sent_messages[opcode] += fin
-        stats.sent_bytes[opcode] += len(payload)
+        if opcode is Opcode.TEXT:
+            stats.text_sent += fin
+            stats.text_sent_bytes += len(payload)
+        else:
+            stats.binary_sent += fin
+            stats.binary_sent_bytes += len(payload)
         if self.deflate is None:
             write_frame(self._out, frame_opcode, payload, fin=fin, mask=self._mask)
             return
@@ -314,9 +318,7 @@ class Protocol:
         if not self.can_send_frame:
             raise RuntimeError("cannot queue a whole message now")
         self._out += frame
-        stats = self.stats
-        stats.sent_messages[opcode] += 1
-        stats.sent_bytes[opcode] += size
+        self.stats.sent(opcode, size)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping frame."""
