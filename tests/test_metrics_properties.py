@@ -1,0 +1,239 @@
+"""Properties of the counts and of their export, over arbitrary values:
+
+- the traffic counts equal a model of what was sent, whatever the messages (text or
+  binary, any size, whole or fragmented, compressed or not, received whole or streamed);
+- a snapshot survives its JSON form (how workers share it), and a file in the shared
+  directory that is not a snapshot is skipped, never fatal;
+- a model of workers that count, write their snapshots and die: after every step the
+  exported counters are the sum over every worker that ever wrote, never less than before,
+  and the gauges are those of the living only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+import trio_ws
+from trio_ws.counters import METRICS, HistogramValue, Snapshot
+from trio_ws.metrics import Exporter, from_json, to_json
+
+messages = st.lists(
+    st.tuples(
+        st.one_of(st.text(max_size=300), st.binary(max_size=3000)),
+        st.integers(min_value=1, max_value=4),  # fragments
+    ),
+    max_size=12,
+)
+
+
+def fragments(message: str | bytes, count: int) -> list[str | bytes]:
+    step = max(1, -(-len(message) // count))
+    parts = [message[i : i + step] for i in range(0, len(message), step)]
+    return parts or [message]
+
+
+@settings(deadline=None, max_examples=40)
+@given(messages=messages, compression=st.booleans(), streaming=st.booleans())
+def test_traffic_counts_equal_the_model(
+    messages: list[tuple[str | bytes, int]], compression: bool, streaming: bool
+) -> None:
+    async def echo(ws: trio_ws.WebSocket) -> None:
+        while True:
+            if streaming:
+                parts = [part async for part in ws.recv_streaming()]
+                message: str | bytes = (
+                    "".join(parts) if parts and isinstance(parts[0], str) else b"".join(parts)
+                )  # type: ignore[arg-type]
+            else:
+                message = await ws.recv()
+            await ws.send(message)
+
+    async def main() -> ServerSnapshot:
+        config = trio_ws.ServerConfig(handler=echo, compression="deflate" if compression else None)
+        async with trio_ws.testing.open_in_memory_server(config) as server:
+            async with server.connect("/") as ws:
+                for message, count in messages:
+                    await ws.send(fragments(message, count) if count > 1 else message)
+                    assert await ws.recv() == message
+            return server.server.stats()
+
+    snapshot = trio.run(main)
+    expected: dict[tuple[str, str], int] = {}
+    for kind, name in (("text", str), ("binary", bytes)):
+        sent = [m for m, _ in messages if isinstance(m, name)]
+        size = sum(len(m.encode() if isinstance(m, str) else m) for m in sent)
+        expected[("trio_ws_messages_received_total", kind)] = len(sent)
+        expected[("trio_ws_messages_sent_total", kind)] = len(sent)
+        expected[("trio_ws_received_bytes_total", kind)] = size
+        expected[("trio_ws_sent_bytes_total", kind)] = size
+    got = {(name, kind): snapshot[name][(kind,)] for name, kind in expected}
+    assert got == expected
+    inflated = snapshot["trio_ws_deflate_output_bytes_total"][("received",)]
+    compressed_in = snapshot["trio_ws_deflate_input_bytes_total"][("sent",)]
+    total = sum(len(m.encode() if isinstance(m, str) else m) for m, _ in messages)
+    # With compression every message is compressed both ways: what was inflated, and what
+    # was given to deflate, are the payloads.
+    assert (inflated, compressed_in) == ((total, total) if compression else (0, 0))
+
+
+ServerSnapshot = Snapshot
+
+names = st.sampled_from(sorted(METRICS))
+label_values = st.text(max_size=8)
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> Snapshot:
+    snapshot: Snapshot = {}
+    for name in draw(st.lists(names, unique=True, max_size=6)):
+        spec = METRICS[name]
+        values: dict[tuple[str, ...], Any] = {}
+        for labels in draw(st.lists(st.tuples(*[label_values] * len(spec.labels)), unique=True, max_size=3)):
+            if spec.kind == "histogram":
+                counts = draw(
+                    st.lists(
+                        st.integers(0, 10**6), min_size=len(spec.buckets) + 1, max_size=len(spec.buckets) + 1
+                    )
+                )
+                values[labels] = HistogramValue(tuple(counts), draw(st.floats(0, 1e6)))
+            else:
+                values[labels] = draw(st.integers(0, 10**12))
+        snapshot[name] = values
+    return snapshot
+
+
+@given(snapshot=snapshots())
+def test_a_snapshot_survives_its_json_form(snapshot: Snapshot) -> None:
+    assert from_json(json.loads(json.dumps(to_json(snapshot)))) == snapshot
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200)
+@given(document=json_values, good=snapshots())
+def test_a_file_that_is_not_a_snapshot_is_skipped(
+    tmp_path_factory: pytest.TempPathFactory, document: object, good: Snapshot
+) -> None:
+    directory = tmp_path_factory.mktemp("shared")
+    (directory / "worker-1.json").write_text(json.dumps(document))
+    (directory / "worker-2.json").write_text(
+        json.dumps({"pid": 1, "worker": "0", "stats": {"trio_ws_hub_dropped_total": document}})
+    )
+    (directory / "worker-3.json").write_bytes(b"\xff not json")
+    (directory / "worker-4.json").write_text(
+        json.dumps({"pid": os.getpid(), "worker": "1", "stats": to_json(good)})
+    )
+    exporter = Exporter()
+    exporter.share_through(str(directory), None)
+    snapshot = exporter.snapshot()  # never raises
+    assert exporter.render()
+    # The good file counts whole (the other files give nothing, or, by chance, a valid
+    # figure of one metric, left out of the comparison).
+    for name, values in good.items():
+        if name == "trio_ws_hub_dropped_total":
+            continue
+        for labels, value in values.items():
+            key = (*labels, "1") if METRICS[name].kind == "gauge" else labels
+            assert snapshot[name][key] == value
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been waited for)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+class Workers(RuleBasedStateMachine):
+    """Workers of a supervisor, as the exporter sees them through their files."""
+
+    @initialize()
+    def start(self) -> None:
+        self.directory = (
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"trio_ws-metrics-model-{os.getpid()}-{id(self)}"
+        )
+        self.directory.mkdir()
+        self.exporter = Exporter()
+        self.exporter.share_through(str(self.directory), None)
+        self.dead = dead_pid()
+        self.files: dict[int, dict[str, Any]] = {}  # file number: what was written
+        self.last_total = 0.0
+
+    def write(self, number: int, pid: int, slot: str, opened: int, open_now: int) -> None:
+        document = {
+            "pid": pid,
+            "worker": slot,
+            "stats": {
+                "trio_ws_connections_opened_total": [[[], opened]],
+                "trio_ws_connections_open": [[[], open_now]],
+            },
+        }
+        (self.directory / f"worker-{number}.json").write_text(json.dumps(document))
+        self.files[number] = document
+
+    @rule(
+        number=st.integers(0, 5),
+        slot=st.sampled_from(["0", "1"]),
+        more=st.integers(0, 50),
+        open_now=st.integers(0, 20),
+    )
+    def a_living_worker_counts(self, number: int, slot: str, more: int, open_now: int) -> None:
+        before = self.files.get(number)
+        if before is not None and before["pid"] != os.getpid():
+            return  # that worker is dead: it writes no more
+        opened = (0 if before is None else before["stats"]["trio_ws_connections_opened_total"][0][1]) + more
+        self.write(number, os.getpid(), slot if before is None else before["worker"], opened, open_now)
+
+    @rule(number=st.integers(0, 5))
+    def a_worker_dies(self, number: int) -> None:
+        document = self.files.get(number)
+        if document is not None:
+            stats = document["stats"]
+            self.write(
+                number,
+                self.dead,
+                document["worker"],
+                stats["trio_ws_connections_opened_total"][0][1],
+                stats["trio_ws_connections_open"][0][1],
+            )
+
+    @invariant()
+    def totals_are_every_worker_and_gauges_the_living(self) -> None:
+        if not hasattr(self, "exporter"):
+            return
+        snapshot = self.exporter.snapshot()
+        total = sum(d["stats"]["trio_ws_connections_opened_total"][0][1] for d in self.files.values())
+        assert snapshot.get("trio_ws_connections_opened_total", {}).get((), 0) == total
+        assert total >= self.last_total  # a death never takes a total back
+        self.last_total = total
+        gauges: dict[tuple[str, ...], float] = {}
+        for document in self.files.values():
+            if document["pid"] == os.getpid():
+                key = (document["worker"],)
+                gauges[key] = gauges.get(key, 0) + document["stats"]["trio_ws_connections_open"][0][1]
+        assert snapshot.get("trio_ws_connections_open", {}) == gauges
+
+    def teardown(self) -> None:
+        if hasattr(self, "directory"):
+            for path in self.directory.iterdir():
+                path.unlink()
+            self.directory.rmdir()
+
+
+TestWorkers = Workers.TestCase
+TestWorkers.settings = settings(max_examples=60, stateful_step_count=20, deadline=None)
