@@ -1,11 +1,13 @@
 """A real Prometheus (Debian's package) on a free port of 127.0.0.1, scraping given targets
-every half second, and its HTTP query API: for the metrics tests."""
+every half second, and its HTTP query API; and scraping `/metrics` ourselves: for the
+metrics tests."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -13,10 +15,42 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import debian_binary, free_port
 
 SCRAPE_INTERVAL = 0.5
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def exposition(text: str) -> Samples:
+    """Every sample of an exposition text, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def get(url: str) -> tuple[int, str]:
+    """A plain GET: the status and the body, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+async def scrape(url: str) -> Samples:
+    """Every sample `url` (a /metrics) gives."""
+    status, text = await trio.to_thread.run_sync(get, url)
+    assert status == 200, text
+    return exposition(text)
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 class Prometheus:

@@ -5,47 +5,16 @@ agree, and `/metrics` is served on the server's port or on a port of its own."""
 from __future__ import annotations
 
 import re
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 import trio_ws
 from trio_ws.counters import METRICS, HistogramValue, Snapshot
 
 from .conftest import RedisServer
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def exposition(text: str) -> Samples:
-    """Every sample of an exposition text, by name and labels."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-async def scrape(url: str) -> Samples:
-    status, text = await trio.to_thread.run_sync(get, url)
-    assert status == 200, text
-    return exposition(text)
-
-
-def sample(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+from .prometheus import get, sample, scrape
 
 
 def figure(snapshot: Snapshot, name: str, *labels: str) -> Any:

@@ -14,7 +14,7 @@ import trio
 import trio_ws
 
 from .conftest import free_port
-from .prometheus import prometheus
+from .prometheus import get, prometheus, scrape
 from .service import serve
 
 APP = "tests.metrics_app:config"
@@ -162,3 +162,31 @@ async def test_a_killed_workers_gauge_leaves_with_it_and_no_total_goes_back(tmp_
                 nursery.cancel_scope.cancel()
         service.signal(signal.SIGTERM)
         await service.wait(15)
+
+
+async def test_the_supervisor_serves_metrics_port_with_every_workers_figures() -> None:
+    """`--metrics-port`: the supervisor answers there, from what each worker shares; the
+    service's own port does not serve /metrics (the app's Router answers 404)."""
+    port, metrics_port = free_port(), free_port()
+    flags = ("--port", str(port), "--workers", "2", "--metrics-port", str(metrics_port))
+    async with serve(APP, *flags) as service:
+        await service.line("2 workers ready")
+        await service.line(rf"metrics on http://127.0.0.1:{metrics_port}/metrics")
+        await echo_traffic(port)
+        expected = {
+            ("trio_ws_connections_opened_total", ()): float(CONNECTIONS),
+            ("trio_ws_messages_received_total", (("kind", "text"),)): float(CONNECTIONS * MESSAGES),
+        }
+        with trio.fail_after(10):
+            while True:
+                samples = await scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+                got = {key: samples.get((key[0], frozenset(key[1])), 0.0) for key in expected}
+                workers = {labels for name, labels in samples if name == "trio_ws_connections_open"}
+                if got == expected and len(workers) == 2:
+                    break
+                await trio.sleep(0.2)
+        assert workers == {frozenset({("worker", "0")}), frozenset({("worker", "1")})}
+        status, _ = await trio.to_thread.run_sync(get, f"http://127.0.0.1:{port}/metrics")
+        assert status == 404
+        service.signal(signal.SIGTERM)
+        assert await service.wait(15) == 0
