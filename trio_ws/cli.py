@@ -119,7 +119,7 @@ SERVE_FLAGS = (
     ServeFlag("ping_timeout", _or_none(float), "seconds to wait for a pong, then 1011 (none: forever)"),
     ServeFlag("close_timeout", float, "seconds to wait for the peer while closing"),
     ServeFlag("compression", _compression, "deflate (permessage-deflate) or none"),
-    ServeFlag("metrics_port", int, "serve /metrics on this port of its own, not the server's (turns metrics on)"),
+    ServeFlag("metrics_port", int, "serve /metrics on this port, not the server's (turns metrics on)"),
     ServeFlag(
         "graceful_timeout",
         _or_none(float),
