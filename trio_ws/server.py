@@ -293,8 +293,8 @@ class WebSocketServer:
             return None
         except RejectHandshake as rejection:
             self._log_answer(remote, None, rejection.response.status)
-            self.counts.answered(rejection.response.status)
             await send_all(stream, handshake.send_response(rejection.response))
+            self.counts.answered(rejection.response.status)
             return None
         if self._ssl_context is not None:
             request.scheme = "wss"
@@ -309,7 +309,6 @@ class WebSocketServer:
             return None  # not a handshake: not counted
         response = await self._respond(handshake, request)
         self._log_answer(request.remote_address, request, response.status)
-        self.counts.answered(response.status)
         if response.status == 101:
             self._upgraded += 1  # counted from here, so concurrent handshakes respect the limit
         try:
@@ -318,6 +317,7 @@ class WebSocketServer:
             if response.status == 101:
                 self._upgraded -= 1
             raise
+        self.counts.answered(response.status)  # once sent: every 101 counted ends counted closed
         if response.status != 101:
             return None
         deflate = handshake.deflate if "Sec-WebSocket-Extensions" in response.headers else None
