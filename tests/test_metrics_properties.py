@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -26,6 +27,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 import trio_ws
 from trio_ws.counters import METRICS, HistogramValue, Snapshot
 from trio_ws.metrics import Exporter, from_json, to_json
+
+from .prometheus import get
 
 messages = st.lists(
     st.tuples(
@@ -237,3 +240,67 @@ class Workers(RuleBasedStateMachine):
 
 TestWorkers = Workers.TestCase
 TestWorkers.settings = settings(max_examples=60, stateful_step_count=20, deadline=None)
+
+
+async def test_a_vanished_shared_directory_does_not_end_the_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor's directory removed under a worker (a tmp cleaner, a full disk): the
+    worker logs it once, serves on, and shares again once it is back."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    exporter = Exporter()
+    exporter.share_through(str(directory), "0")
+    exporter.write_snapshot()
+    assert [path.name for path in directory.iterdir()] == [f"worker-{os.getpid()}.json"]
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+    for _ in range(3):
+        exporter.write_snapshot()  # never raises
+    failures = [record for record in caplog.records if "cannot share" in record.getMessage()]
+    assert len(failures) == 1
+    directory.mkdir()
+    exporter.write_snapshot()
+    assert [path.name for path in directory.iterdir()] == [f"worker-{os.getpid()}.json"]
+    assert any("again" in record.getMessage() for record in caplog.records)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    requests=st.lists(
+        st.one_of(
+            st.binary(max_size=600),
+            st.builds(
+                lambda method, target, junk: f"{method} {target} HTTP/1.1\r\n".encode() + junk + b"\r\n\r\n",
+                st.sampled_from(["GET", "HEAD", "POST", "PUT", "get", "BREW", ""]),
+                st.sampled_from(["/metrics", "/metrics?x=1", "/", "*", "/%00", "metrics", "/" + "m" * 300]),
+                st.binary(max_size=200),
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_metrics_port_answers_any_bytes_and_serves_on(requests: list[bytes]) -> None:
+    """Whatever a client sends the metrics port, it answers with an HTTP status or closes,
+    within a second, and the next scrape is served."""
+
+    async def main() -> None:
+        config = trio_ws.ServerConfig(handler=lambda ws: ws.wait_closed(), metrics=True, metrics_port=0)
+        async with trio_ws.open_server(config, "127.0.0.1", 0) as server:
+            assert server.metrics_port is not None
+            for request in requests:
+                async with await trio.open_tcp_stream("127.0.0.1", server.metrics_port) as stream:
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await stream.send_all(request)
+                    with trio.move_on_after(0.1):  # an incomplete head waits for more: fine
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            answer = await stream.receive_some(65536)
+                            assert answer == b"" or answer.startswith(b"HTTP/1.1 "), answer[:80]
+            status, text = await trio.to_thread.run_sync(
+                get, f"http://127.0.0.1:{server.metrics_port}/metrics"
+            )
+            assert status == 200 and "trio_ws_connections_opened_total" in text
+
+    trio.run(main)

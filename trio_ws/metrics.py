@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -56,6 +57,7 @@ __all__ = [
 SHARE_INTERVAL = 1.0
 """Seconds between two snapshots a worker writes for the others (a scrape's totals lag by at most this)."""
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+logger = logging.getLogger("trio_ws.metrics")
 MAX_REQUEST_HEAD = 16 * 1024  # a scrape's request head; more is refused (431)
 
 
@@ -109,6 +111,7 @@ class Exporter:
     def __init__(self) -> None:
         self.directory: str | None = None
         self.worker: str | None = None  # this process's slot, if it is a worker
+        self._write_failed = False  # logged once per outage of the shared directory
 
     def share_through(self, directory: str, worker: str | None) -> None:
         """Read the other workers' snapshots in `directory`; write this process's there as
@@ -128,10 +131,23 @@ class Exporter:
         if path is None:
             return
         document = {"pid": os.getpid(), "worker": self.worker, "stats": to_json(stats())}
-        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".snapshot-")
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(document, file)
-        os.replace(temporary, path)
+        temporary = None
+        try:
+            descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".snapshot-")
+            with os.fdopen(descriptor, "w") as file:
+                json.dump(document, file)
+            os.replace(temporary, path)
+        except OSError as exc:  # the directory is gone, or the disk full: the worker serves on
+            if not self._write_failed:
+                logger.warning("cannot share this worker's metrics in %s (%s); retrying", self.directory, exc)
+            self._write_failed = True
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+        else:
+            if self._write_failed:
+                logger.warning("sharing this worker's metrics in %s again", self.directory)
+            self._write_failed = False
 
     async def share(self) -> None:
         """Write this process's snapshot every `SHARE_INTERVAL` seconds, and once more when
