@@ -13,7 +13,7 @@ import trio
 import trio_ws
 from trio_ws.counters import METRICS, HistogramValue, Snapshot
 
-from .conftest import RedisServer
+from .conftest import RedisCluster, RedisServer
 from .prometheus import get, sample, scrape
 
 
@@ -337,3 +337,18 @@ def test_stats_is_empty_of_sources_that_ended() -> None:
         assert "trio_ws_connections_open" not in trio_ws.stats()
 
     trio.run(main)
+
+
+async def test_a_cluster_backend_sums_its_primaries_figures(redis_cluster: RedisCluster) -> None:
+    """Topics on every primary: the backend's figures are the sum of its per-primary ones."""
+    backend = trio_ws.RedisClusterBackend(redis_cluster.url)
+    async with trio_ws.open_hub(backend, history_size=10) as hub:
+        topics = [f"topic-{number}" for number in range(20)]  # spread over the slots
+        for topic in topics:
+            await hub.publish(topic, "x")
+        await backend.flush()
+        snapshot = trio_ws.stats()
+        assert figure(snapshot, "trio_ws_redis_publishes_total") == len(topics)
+        assert figure(snapshot, "trio_ws_redis_undelivered_total") == 0
+        assert figure(snapshot, "trio_ws_redis_command_seconds").count >= len(topics)
+        assert len(backend.primaries) > 1  # the sum did add several
