@@ -352,3 +352,16 @@ async def test_a_cluster_backend_sums_its_primaries_figures(redis_cluster: Redis
         assert figure(snapshot, "trio_ws_redis_undelivered_total") == 0
         assert figure(snapshot, "trio_ws_redis_command_seconds").count >= len(topics)
         assert len(backend.primaries) > 1  # the sum did add several
+
+
+async def test_an_in_memory_server_counts_and_answers_metrics_too() -> None:
+    config = trio_ws.ServerConfig(handler=router, metrics=True)
+    async with trio_ws.testing.open_in_memory_server(config) as server:
+        async with server.connect("/echo") as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+        assert figure(trio_ws.stats(), "trio_ws_messages_received_total", "text") == 1
+        response = await server.request("/metrics")
+        assert response.status == 200
+        assert 'trio_ws_messages_received_total{kind="text"} 1.0' in response.body.decode()
+    assert "trio_ws_messages_received_total" not in trio_ws.stats()

@@ -28,6 +28,8 @@ import trio.testing
 from .client import connect_over
 from .config import Handler, ServeOptions, ServerConfig, configured
 from .connection import WebSocket
+from .counters import register as register_stats
+from .counters import unregister as unregister_stats
 from .http import Headers, HeadersLike, Response
 from .hub import Hub, open_hub
 from .server import WebSocketServer, build_server
@@ -102,11 +104,15 @@ async def open_in_memory_server(
         lifespan: AbstractAsyncContextManager[object] = nullcontext()
         if config.lifespan is not None:
             lifespan = config.lifespan(server, hub)
-        async with open_nursery_unwrapped() as timers:
-            timers.start_soon(server.keepalive.run)
-            async with lifespan, open_nursery_unwrapped() as connections:
-                yield InMemoryServer(server, connections)
-            timers.cancel_scope.cancel()  # every handler has ended
+        register_stats(server)  # in `trio_ws.stats()` and `/metrics`, as a server on a socket is
+        try:
+            async with open_nursery_unwrapped() as timers:
+                timers.start_soon(server.keepalive.run)
+                async with lifespan, open_nursery_unwrapped() as connections:
+                    yield InMemoryServer(server, connections)
+                timers.cancel_scope.cancel()  # every handler has ended
+        finally:
+            unregister_stats(server)
 
 
 @asynccontextmanager
