@@ -18,6 +18,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "METRICS",
+    "PER_WORKER",
+    "EXPORTED",
+    "per_worker_name",
     "MetricSpec",
     "Kind",
     "Histogram",
@@ -219,6 +222,27 @@ METRICS: Mapping[str, MetricSpec] = _specs(
     ),
 )
 """Every metric, by name: what `stats()` gives and `/metrics` exports."""
+
+
+def per_worker_name(gauge: str) -> str:
+    """The name of a gauge's per-worker family: `trio_ws_worker_connections_open` for
+    `trio_ws_connections_open`."""
+    return "trio_ws_worker_" + gauge.removeprefix("trio_ws_")
+
+
+PER_WORKER: Mapping[str, MetricSpec] = _specs(
+    *(
+        MetricSpec(
+            per_worker_name(name), "gauge", f"{spec.help} One series per worker.", (*spec.labels, "worker")
+        )
+        for name, spec in METRICS.items()
+        if spec.kind == "gauge"
+    )
+)
+"""Each gauge again, by worker (its slot under `serve --workers N`, else "0"): `/metrics`
+gives both a gauge's sum over the living workers and this."""
+EXPORTED: Mapping[str, MetricSpec] = {**METRICS, **PER_WORKER}
+"""Every family `/metrics` gives."""
 
 TEXT = 1  # the text opcode; any other data opcode is binary
 METRICS_PATH = "/metrics"

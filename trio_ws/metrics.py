@@ -27,7 +27,18 @@ from typing import Any
 import h11
 import trio
 
-from .counters import METRICS, METRICS_PATH, HistogramValue, Snapshot, Value, merge, stats, without_gauges
+from .counters import (
+    EXPORTED,
+    METRICS,
+    METRICS_PATH,
+    HistogramValue,
+    Snapshot,
+    Value,
+    merge,
+    per_worker_name,
+    stats,
+    without_gauges,
+)
 from .http import Response
 
 try:
@@ -181,25 +192,25 @@ class Exporter:
 
     def snapshot(self) -> Snapshot:
         """Every figure to export: counters and histograms summed over every worker;
-        gauges of the living workers, with a `worker` label."""
+        gauges summed over the living workers, and again by worker (`PER_WORKER`)."""
         summed: list[Snapshot] = []
-        gauges: list[Snapshot] = []
         for worker, alive, snapshot in self._workers():
             summed.append(without_gauges(snapshot))
             if alive:
-                gauges.append(
+                gauges = {name: values for name, values in snapshot.items() if METRICS[name].kind == "gauge"}
+                summed.append(gauges)
+                summed.append(
                     {
-                        name: {(*labels, worker): value for labels, value in values.items()}
-                        for name, values in snapshot.items()
-                        if METRICS[name].kind == "gauge"
+                        per_worker_name(name): {(*labels, worker): value for labels, value in values.items()}
+                        for name, values in gauges.items()
                     }
                 )
-        return merge([*summed, *gauges])
+        return merge(summed)
 
     def collect(self) -> Iterator[Metric]:
         """The metric families (prometheus-client's collector interface)."""
         snapshot = self.snapshot()
-        for name, spec in METRICS.items():
+        for name, spec in EXPORTED.items():
             values = snapshot.get(name, {})
             family: Metric
             if spec.kind == "counter":
@@ -208,7 +219,7 @@ class Exporter:
                     counter.add_metric(labels, float(value))  # type: ignore[arg-type]
                 family = counter
             elif spec.kind == "gauge":
-                gauge = GaugeMetricFamily(name, spec.help, labels=(*spec.labels, "worker"))
+                gauge = GaugeMetricFamily(name, spec.help, labels=spec.labels)
                 for labels, value in values.items():
                     gauge.add_metric(labels, float(value))  # type: ignore[arg-type]
                 family = gauge
