@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
-import subprocess
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +146,8 @@ def test_a_file_that_is_not_a_snapshot_is_skipped(
     )
     exporter = Exporter()
     exporter.share_through(str(directory), None)
-    snapshot = exporter.snapshot()  # never raises
+    with held_lock(directory / "worker-4.lock"):  # worker 4 is alive
+        snapshot = exporter.snapshot()  # never raises
     assert exporter.render()
     # The good file counts whole (the other files give nothing, or, by chance, a valid
     # figure of one metric, left out of the comparison).
@@ -156,31 +160,34 @@ def test_a_file_that_is_not_a_snapshot_is_skipped(
                 assert snapshot[per_worker_name(name)][(*labels, "1")] == value
 
 
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been waited for)."""
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
+@contextlib.contextmanager
+def held_lock(path: Path) -> Iterator[int]:
+    """Hold a worker's lock file, as a living worker does."""
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield descriptor
+    finally:
+        os.close(descriptor)  # the lock goes with it, as with a process that dies
 
 
 class Workers(RuleBasedStateMachine):
-    """Workers of a supervisor, as the exporter sees them through their files."""
+    """Workers of a supervisor, as the exporter sees them through their files: a worker is
+    alive while it holds its lock file, and every one reuses the same pid (the worst case
+    of pid reuse: nothing may be told apart by the pid)."""
 
     @initialize()
     def start(self) -> None:
-        self.directory = (
-            Path(os.environ.get("TMPDIR", "/tmp")) / f"trio_ws-metrics-model-{os.getpid()}-{id(self)}"
-        )
-        self.directory.mkdir()
+        self.directory = Path(tempfile.mkdtemp(prefix="trio_ws-metrics-model-"))
         self.exporter = Exporter()
         self.exporter.share_through(str(self.directory), None)
-        self.dead = dead_pid()
         self.files: dict[int, dict[str, Any]] = {}  # file number: what was written
+        self.locks: dict[int, int] = {}  # file number: the lock of a living worker
         self.last_total = 0.0
 
-    def write(self, number: int, pid: int, slot: str, opened: int, open_now: int) -> None:
+    def write(self, number: int, slot: str, opened: int, open_now: int) -> None:
         document = {
-            "pid": pid,
+            "pid": 4242,
             "worker": slot,
             "stats": {
                 "trio_ws_connections_opened_total": [[[], opened]],
@@ -198,23 +205,20 @@ class Workers(RuleBasedStateMachine):
     )
     def a_living_worker_counts(self, number: int, slot: str, more: int, open_now: int) -> None:
         before = self.files.get(number)
-        if before is not None and before["pid"] != os.getpid():
+        if before is not None and number not in self.locks:
             return  # that worker is dead: it writes no more
+        if before is None:
+            descriptor = os.open(self.directory / f"worker-{number}.lock", os.O_CREAT | os.O_RDWR)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.locks[number] = descriptor
         opened = (0 if before is None else before["stats"]["trio_ws_connections_opened_total"][0][1]) + more
-        self.write(number, os.getpid(), slot if before is None else before["worker"], opened, open_now)
+        self.write(number, slot if before is None else before["worker"], opened, open_now)
 
     @rule(number=st.integers(0, 5))
     def a_worker_dies(self, number: int) -> None:
-        document = self.files.get(number)
-        if document is not None:
-            stats = document["stats"]
-            self.write(
-                number,
-                self.dead,
-                document["worker"],
-                stats["trio_ws_connections_opened_total"][0][1],
-                stats["trio_ws_connections_open"][0][1],
-            )
+        descriptor = self.locks.pop(number, None)
+        if descriptor is not None:
+            os.close(descriptor)  # SIGKILL: its files stay, its lock goes
 
     @invariant()
     def totals_are_every_worker_and_gauges_the_living(self) -> None:
@@ -226,8 +230,8 @@ class Workers(RuleBasedStateMachine):
         assert total >= self.last_total  # a death never takes a total back
         self.last_total = total
         gauges: dict[tuple[str, ...], float] = {}
-        for document in self.files.values():
-            if document["pid"] == os.getpid():
+        for number, document in self.files.items():
+            if number in self.locks:
                 key = (document["worker"],)
                 gauges[key] = gauges.get(key, 0) + document["stats"]["trio_ws_connections_open"][0][1]
         assert snapshot.get("trio_ws_worker_connections_open", {}) == gauges
@@ -235,10 +239,10 @@ class Workers(RuleBasedStateMachine):
         assert snapshot.get("trio_ws_connections_open", {}) == ({(): living} if gauges else {})
 
     def teardown(self) -> None:
+        for descriptor in getattr(self, "locks", {}).values():
+            os.close(descriptor)
         if hasattr(self, "directory"):
-            for path in self.directory.iterdir():
-                path.unlink()
-            self.directory.rmdir()
+            shutil.rmtree(self.directory)
 
 
 TestWorkers = Workers.TestCase
@@ -250,23 +254,29 @@ async def test_a_vanished_shared_directory_does_not_end_the_worker(
 ) -> None:
     """The supervisor's directory removed under a worker (a tmp cleaner, a full disk): the
     worker logs it once, serves on, and shares again once it is back."""
-    directory = tmp_path / "shared"
-    directory.mkdir()
-    exporter = Exporter()
-    exporter.share_through(str(directory), "0")
-    exporter.write_snapshot()
-    assert [path.name for path in directory.iterdir()] == [f"worker-{os.getpid()}.json"]
-    for path in directory.iterdir():
-        path.unlink()
-    directory.rmdir()
-    for _ in range(3):
-        exporter.write_snapshot()  # never raises
-    failures = [record for record in caplog.records if "cannot share" in record.getMessage()]
-    assert len(failures) == 1
-    directory.mkdir()
-    exporter.write_snapshot()
-    assert [path.name for path in directory.iterdir()] == [f"worker-{os.getpid()}.json"]
-    assert any("again" in record.getMessage() for record in caplog.records)
+    async with trio_ws.open_server(lambda ws: ws.wait_closed(), "127.0.0.1", 0):  # a gauge to see
+        directory = tmp_path / "shared"
+        directory.mkdir()
+        exporter = Exporter()
+        exporter.share_through(str(directory), "0")
+        exporter.write_snapshot()
+        shared = sorted(path.suffix for path in directory.iterdir())
+        assert shared == [".json", ".lock"]
+        reader = Exporter()
+        reader.share_through(str(directory), None)
+        assert reader.snapshot()["trio_ws_worker_connections_open"] == {("0",): 0}  # seen alive
+        for path in directory.iterdir():
+            path.unlink()
+        directory.rmdir()
+        for _ in range(3):
+            exporter.write_snapshot()  # never raises
+        failures = [record for record in caplog.records if "cannot share" in record.getMessage()]
+        assert len(failures) == 1
+        directory.mkdir()
+        exporter.write_snapshot()
+        assert sorted(path.suffix for path in directory.iterdir()) == [".json", ".lock"]
+        assert reader.snapshot()["trio_ws_worker_connections_open"] == {("0",): 0}  # alive again
+        assert any("again" in record.getMessage() for record in caplog.records)
 
 
 @settings(deadline=None, max_examples=40)

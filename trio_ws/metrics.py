@@ -5,7 +5,8 @@ Counts stay plain integers where the work happens (`trio_ws.counters`); an `Expo
 them when scraped (a custom collector), so a message pays nothing for being exported.
 
 Across workers, each worker writes its snapshot to a file of its own in a directory the
-supervisor made, every `SHARE_INTERVAL` seconds and once more as it stops. A scrape of any
+supervisor made, every `SHARE_INTERVAL` seconds and once more as it stops, and holds a lock
+on another for as long as it lives. A scrape of any
 worker (or of the supervisor's `--metrics-port`) adds up this process's live figures and
 the others' files: counters and histograms over every worker that ever ran, dead ones
 included, so that a worker's death never takes a total back; gauges only over the living,
@@ -16,10 +17,12 @@ and its replacement starts from zero.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -123,17 +126,38 @@ class Exporter:
         self.directory: str | None = None
         self.worker: str | None = None  # this process's slot, if it is a worker
         self._write_failed = False  # logged once per outage of the shared directory
+        # This process's files: `<name>.json`, its snapshot, and `<name>.lock`, locked for
+        # as long as it lives. The kernel lets go of the lock when the process dies, however
+        # it dies, so the lock says who is alive where a pid could be reused. The name is
+        # unique (pid and a random part), so a reused pid never writes over a dead worker's.
+        self._name = f"worker-{os.getpid()}-{secrets.token_hex(4)}"
+        self._lock: int | None = None
 
     def share_through(self, directory: str, worker: str | None) -> None:
         """Read the other workers' snapshots in `directory`; write this process's there as
         `worker` (None: the supervisor, which only reads)."""
         self.directory, self.worker = directory, worker
+        if worker is not None:
+            self._hold_lock()
 
     @property
     def _own_file(self) -> str | None:
         if self.directory is None or self.worker is None:
             return None
-        return os.path.join(self.directory, f"worker-{os.getpid()}.json")
+        return os.path.join(self.directory, self._name + ".json")
+
+    def _hold_lock(self) -> None:
+        """Lock this process's lock file (again, if the directory lost it)."""
+        assert self.directory is not None
+        path = os.path.join(self.directory, self._name + ".lock")
+        if self._lock is not None:
+            if os.path.exists(path):
+                return
+            os.close(self._lock)
+            self._lock = None
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and ours: never held elsewhere
+        self._lock = descriptor
 
     def write_snapshot(self) -> None:
         """Write this process's figures for the others (atomically: a reader sees the last
@@ -144,6 +168,7 @@ class Exporter:
         document = {"pid": os.getpid(), "worker": self.worker, "stats": to_json(stats())}
         temporary = None
         try:
+            self._hold_lock()
             descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".snapshot-")
             with os.fdopen(descriptor, "w") as file:
                 json.dump(document, file)
@@ -179,16 +204,16 @@ class Exporter:
             return
         for entry in sorted(os.listdir(self.directory)):
             path = os.path.join(self.directory, entry)
-            if not entry.startswith("worker-") or path == own:
+            if not (entry.startswith("worker-") and entry.endswith(".json")) or path == own:
                 continue
             try:
                 with open(path) as file:
                     document = json.load(file)
                 snapshot = from_json(document["stats"])
-                pid, worker = int(document["pid"]), str(document["worker"])
+                worker = str(document["worker"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # gone meanwhile, or not ours: the next scrape reads the next one
-            yield worker, _alive(pid), snapshot
+            yield worker, _locked(path.removesuffix(".json") + ".lock"), snapshot
 
     def snapshot(self) -> Snapshot:
         """Every figure to export: counters and histograms summed over every worker;
@@ -247,14 +272,23 @@ def _cumulative(bounds: tuple[float, ...], value: HistogramValue) -> list[tuple[
     return buckets
 
 
-def _alive(pid: int) -> bool:
+def _locked(path: str) -> bool:
+    """Whether a living process holds the lock file at `path` (a worker's: see `Exporter`)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(descriptor)
 
 
 EXPORTER = Exporter()
