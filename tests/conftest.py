@@ -8,7 +8,8 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,6 +297,22 @@ class RawClient:
         while (frame := parser.next_frame()) is not None:
             out.append(frame)
         return out
+
+
+def wait_until_up(
+    process: subprocess.Popen[bytes], is_up: Callable[[], object], what: Callable[[], str], seconds: float
+) -> None:
+    """Return once `is_up()` stops raising OSError; RuntimeError with `what()` (its log, say)
+    if `process` exits first or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            is_up()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(what()) from None
+            time.sleep(0.05)
 
 
 def free_port() -> int:

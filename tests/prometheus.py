@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,7 +16,7 @@ from pathlib import Path
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import debian_binary, free_port
+from .conftest import debian_binary, free_port, wait_until_up
 
 SCRAPE_INTERVAL = 0.5
 
@@ -117,17 +116,12 @@ def prometheus(tmp_path: Path, targets: list[str]) -> Iterator[Prometheus]:
     )
     server = Prometheus(port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                server._get("/-/ready")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.1)
+        wait_until_up(
+            process,
+            lambda: server._get("/-/ready"),
+            lambda: f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}",
+            seconds=30,
+        )
         yield server
     finally:
         process.terminate()

@@ -12,7 +12,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import trustme
 
 import trio_ws
 
-from .conftest import ROOT, RedisServer, debian_binary, free_port
+from .conftest import ROOT, RedisServer, debian_binary, free_port, wait_until_up
 from .service import LoopingClients, Resumer, serve
 
 PROXY_ADDRESS = "127.0.0.3"  # nginx connects to the backend from here (proxy_bind), the client from 127.0.0.1
@@ -91,17 +90,12 @@ def nginx(tmp_path: Path) -> Iterator[Callable[[int], Nginx]]:
             stderr=subprocess.PIPE,
         )
         processes.append(process)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"nginx did not start: {process.stderr.read() if process.stderr else ''}"
-                    ) from None
-                time.sleep(0.05)
+        wait_until_up(
+            process,
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close(),
+            lambda: f"nginx did not start: {process.stderr.read() if process.stderr else ''!r}",
+            seconds=10,
+        )
         return Nginx(port, tls_port, ca)
 
     yield start

@@ -16,6 +16,8 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+from .frames import Opcode
+
 __all__ = [
     "METRICS",
     "PER_WORKER",
@@ -34,7 +36,6 @@ __all__ = [
     "register",
     "stats",
     "merge",
-    "TEXT",
     "SECONDS",
     "METRICS_PATH",
     "unregister",
@@ -244,7 +245,6 @@ gives both a gauge's sum over the living workers and this."""
 EXPORTED: Mapping[str, MetricSpec] = {**METRICS, **PER_WORKER}
 """Every family `/metrics` gives."""
 
-TEXT = 1  # the text opcode; any other data opcode is binary
 METRICS_PATH = "/metrics"
 """Where `ServerConfig(metrics=True)` answers, on the server's own port or its `metrics_port`."""
 
@@ -337,19 +337,19 @@ class ConnectionStats:
         self.inbox_pauses = 0
         self.send_nowait_refusals = 0
 
-    def received(self, opcode: int, size: int, messages: int = 1) -> None:
+    def received(self, opcode: Opcode, size: int, messages: int = 1) -> None:
         """Count `messages` received of `opcode` (text or binary), with `size` payload bytes
         (the hot path counts inline, the rest through here)."""
-        if opcode == TEXT:
+        if opcode is Opcode.TEXT:
             self.text_received += messages
             self.text_received_bytes += size
         else:
             self.binary_received += messages
             self.binary_received_bytes += size
 
-    def sent(self, opcode: int, size: int, messages: int = 1) -> None:
+    def sent(self, opcode: Opcode, size: int, messages: int = 1) -> None:
         """Count `messages` sent of `opcode`, with `size` payload bytes."""
-        if opcode == TEXT:
+        if opcode is Opcode.TEXT:
             self.text_sent += messages
             self.text_sent_bytes += size
         else:
@@ -387,11 +387,10 @@ CLIENT_CONNECTIONS = ConnectionStats()
 class ServerStats(ConnectionStats):
     """A server's counts: its connections' traffic, and the handshakes and closes."""
 
-    __slots__ = ("closes", "duration", "handshakes", "opened")
+    __slots__ = ("closes", "duration", "handshakes")
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened = 0
         self.handshakes: dict[int, int] = {}  # HTTP status: answers
         self.closes: dict[tuple[int, str], int] = {}  # (code, who closed first): connections
         self.duration = Histogram(LIFETIME)
@@ -399,8 +398,11 @@ class ServerStats(ConnectionStats):
     def answered(self, status: int) -> None:
         """Count an HTTP answer to an opening handshake."""
         self.handshakes[status] = self.handshakes.get(status, 0) + 1
-        if status == 101:
-            self.opened += 1
+
+    @property
+    def opened(self) -> int:
+        """Connections upgraded: the 101 answers."""
+        return self.handshakes.get(101, 0)
 
     def closed(self, code: int, by: str, seconds: float) -> None:
         """Count a connection that ended, after `seconds` open."""
@@ -471,11 +473,9 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
                 before = into.get(labels)
                 if before is None:
                     into[labels] = value
-                elif isinstance(before, HistogramValue):
-                    if not isinstance(value, HistogramValue):
-                        raise ValueError(f"{name}{labels}: a histogram and a number cannot be added")
+                elif isinstance(before, HistogramValue) and isinstance(value, HistogramValue):
                     into[labels] = before + value
-                elif isinstance(value, HistogramValue):
+                elif isinstance(before, HistogramValue) or isinstance(value, HistogramValue):
                     raise ValueError(f"{name}{labels}: a histogram and a number cannot be added")
                 else:
                     into[labels] = before + value

@@ -265,10 +265,10 @@ class Subscription:
         format: Formatter | None = None,
         ws: WebSocket | None = None,
         positioned: bool = False,
-        stats: HubStats | None = None,
+        stats: HubStats,
     ) -> None:
         self.sink = sink
-        self.stats = HubStats() if stats is None else stats
+        self.stats = stats
         """Where it counts its hub's figures (disconnects, drops, replays)."""
         self.ws = ws
         """The WebSocket subscribed (None for `open_channel`)."""
