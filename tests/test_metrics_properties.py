@@ -28,7 +28,14 @@ from hypothesis import given, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import trio_ws
-from trio_ws.counters import METRICS, HistogramValue, Snapshot, per_worker_name
+from trio_ws.counters import (
+    MAX_APPLICATION_CLOSE_CODES,
+    METRICS,
+    HistogramValue,
+    ServerStats,
+    Snapshot,
+    per_worker_name,
+)
 from trio_ws.metrics import Exporter, from_json, to_json
 
 from .prometheus import get
@@ -317,3 +324,58 @@ def test_the_metrics_port_answers_any_bytes_and_serves_on(requests: list[bytes])
             assert status == 200 and "trio_ws_connections_opened_total" in text
 
     trio.run(main)
+
+
+close_codes = st.one_of(
+    st.sampled_from([1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014]),
+    st.integers(3000, 4999),
+)
+
+
+@given(
+    flood=st.integers(0, 120),
+    closes=st.lists(st.tuples(close_codes, st.sampled_from(["server", "client", "none"])), max_size=300),
+)
+def test_peers_cannot_grow_the_close_codes_counted_without_bound(
+    flood: int, closes: list[tuple[int, str]]
+) -> None:
+    """Whatever codes peers close with (a flood of distinct ones first, then any), every
+    close is counted once; the RFC's codes each under their own label; of the codes from
+    3000 up, the first MAX_APPLICATION_CLOSE_CODES seen under their own, the rest under
+    "other"."""
+    closes = [(4999 - number, "client") for number in range(flood)] + closes
+    counts = ServerStats()
+    for code, by in closes:
+        counts.closed(code, by, 0.0)
+    figures = counts.server_snapshot(0)["trio_ws_closes_total"]
+    assert sum(figures.values()) == len(closes)  # type: ignore[arg-type]
+    first_seen = list(dict.fromkeys(code for code, _ in closes if code >= 3000))
+    kept = set(first_seen[:MAX_APPLICATION_CLOSE_CODES])
+    model: dict[tuple[str, ...], int] = {}
+    for code, by in closes:
+        key = (str(code) if code < 3000 or code in kept else "other", by)
+        model[key] = model.get(key, 0) + 1
+    assert figures == model
+    assert (
+        len({code for code, _ in figures if code != "other" and int(code) >= 3000})
+        <= MAX_APPLICATION_CLOSE_CODES
+    )
+
+
+async def test_clients_closing_with_many_codes_get_a_bounded_set_of_series() -> None:
+    """80 clients, each closing with a code of its own, through a real server: 50 series of
+    their own, and the other 30 under "other"."""
+
+    async def wait(ws: trio_ws.WebSocket) -> None:
+        await ws.wait_closed()
+
+    async with trio_ws.testing.open_in_memory_server(wait) as server:
+        for number in range(80):
+            async with server.connect("/") as ws:
+                await ws.close(4000 + number, "bye")
+        with trio.fail_after(5):
+            while sum(server.server.counts.closes.values()) < 80:
+                await trio.sleep(0.01)
+        figures = server.server.stats()["trio_ws_closes_total"]
+    assert figures[("other", "client")] == 80 - MAX_APPLICATION_CLOSE_CODES
+    assert {code for code, _ in figures} == {str(4000 + n) for n in range(50)} | {"other"}

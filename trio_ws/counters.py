@@ -38,6 +38,7 @@ __all__ = [
     "merge",
     "SECONDS",
     "METRICS_PATH",
+    "MAX_APPLICATION_CLOSE_CODES",
     "unregister",
     "without_gauges",
 ]
@@ -75,7 +76,8 @@ METRICS: Mapping[str, MetricSpec] = _specs(
         "trio_ws_closes_total",
         "counter",
         "Connections closed, by close code (1006: no close frame) and by who sent the first close frame "
-        '("server", "client", or "none" when TCP ended without one).',
+        '("server", "client", or "none" when TCP ended without one). Codes of 3000 and up, which a peer '
+        'may choose, get a series each for the first MAX_APPLICATION_CLOSE_CODES (50) seen, then "other".',
         ("code", "by"),
     ),
     MetricSpec(
@@ -384,16 +386,23 @@ CLIENT_CONNECTIONS = ConnectionStats()
 """Where every client connection of this process counts its traffic (not exported)."""
 
 
+MAX_APPLICATION_CLOSE_CODES = 50
+"""Close codes of 3000 and up (registered or private: a peer may close with any of 2,000)
+that get a `trio_ws_closes_total` series of their own; later ones count as "other", so a
+peer cannot grow the server's counts, or Prometheus's series, without bound."""
+
+
 class ServerStats(ConnectionStats):
     """A server's counts: its connections' traffic, and the handshakes and closes."""
 
-    __slots__ = ("closes", "duration", "handshakes")
+    __slots__ = ("_application_codes", "closes", "duration", "handshakes")
 
     def __init__(self) -> None:
         super().__init__()
         self.handshakes: dict[int, int] = {}  # HTTP status: answers
-        self.closes: dict[tuple[int, str], int] = {}  # (code, who closed first): connections
+        self.closes: dict[tuple[str, str], int] = {}  # (code label, who closed first): connections
         self.duration = Histogram(LIFETIME)
+        self._application_codes: set[int] = set()  # the codes of 3000 and up with a label of their own
 
     def answered(self, status: int) -> None:
         """Count an HTTP answer to an opening handshake."""
@@ -406,7 +415,14 @@ class ServerStats(ConnectionStats):
 
     def closed(self, code: int, by: str, seconds: float) -> None:
         """Count a connection that ended, after `seconds` open."""
-        key = (code, by)
+        label = str(code)
+        if code >= 3000 and code not in self._application_codes:
+            # Below 3000 the protocol lets through only the codes RFC 6455 defines.
+            if len(self._application_codes) < MAX_APPLICATION_CLOSE_CODES:
+                self._application_codes.add(code)
+            else:
+                label = "other"
+        key = (label, by)
         self.closes[key] = self.closes.get(key, 0) + 1
         self.duration.observe(seconds)
 
@@ -416,7 +432,7 @@ class ServerStats(ConnectionStats):
             "trio_ws_connections_open": {(): open_connections},
             "trio_ws_connections_opened_total": {(): self.opened},
             "trio_ws_handshakes_total": {(str(status),): n for status, n in self.handshakes.items()},
-            "trio_ws_closes_total": {(str(code), by): n for (code, by), n in self.closes.items()},
+            "trio_ws_closes_total": {key: n for key, n in self.closes.items()},
             "trio_ws_connection_duration_seconds": {(): self.duration.read()},
             **self.snapshot(),
         }
