@@ -4,6 +4,7 @@ agree, and `/metrics` is served on the server's port or on a port of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -365,3 +366,37 @@ async def test_an_in_memory_server_counts_and_answers_metrics_too() -> None:
         assert response.status == 200
         assert 'trio_ws_messages_received_total{kind="text"} 1.0' in response.body.decode()
     assert "trio_ws_messages_received_total" not in trio_ws.stats()
+
+
+async def test_the_metrics_port_bounds_its_connections_and_their_idle_time() -> None:
+    """Hostile clients that connect and send nothing, or one byte at a time: the port holds
+    at most `max_scrapers` of them, each for `idle_timeout` at most, then serves again."""
+    from trio_ws.metrics import serve_metrics
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: serve_metrics(
+                "127.0.0.1", 0, max_scrapers=4, idle_timeout=0.5, task_status=task_status
+            )
+        )
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(4)]
+        await trio.sleep(0.1)
+        turned_away = await trio.open_tcp_stream("127.0.0.1", port)  # a fifth: closed at once
+        with trio.fail_after(0.3):  # well before the idle timeout would close it
+            assert await turned_away.receive_some(100) == b""
+        trickle = idle[0]
+        started = trio.current_time()
+        with trio.fail_after(2):  # one byte every 0.1 s does not stretch the 0.5 s deadline
+            with contextlib.suppress(trio.BrokenResourceError):
+                for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\n":
+                    await trickle.send_all(bytes([byte]))
+                    await trio.sleep(0.1)
+            for stream in idle:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    assert await stream.receive_some(100) == b""  # closed by the server
+        assert trio.current_time() - started < 1.0
+        status, text = await trio.to_thread.run_sync(get, f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and "trio_ws_connections_opened_total" in text
+        for stream in [*idle, turned_away]:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()

@@ -73,6 +73,11 @@ SHARE_INTERVAL = 1.0
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 logger = logging.getLogger("trio_ws.metrics")
 MAX_REQUEST_HEAD = 16 * 1024  # a scrape's request head; more is refused (431)
+MAX_SCRAPERS = 16
+"""Connections the metrics port holds at once; one more is closed as soon as it is accepted."""
+SCRAPER_IDLE_TIMEOUT = 60.0
+"""Seconds a metrics-port connection may wait for its next request (keep-alive between
+scrapes), or send one, before it is closed."""
 
 
 def to_json(snapshot: Snapshot) -> dict[str, list[Any]]:
@@ -305,22 +310,37 @@ async def serve_metrics(
     port: int,
     exporter: Exporter = EXPORTER,
     *,
+    max_scrapers: int = MAX_SCRAPERS,
+    idle_timeout: float = SCRAPER_IDLE_TIMEOUT,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer `GET /metrics` on a port of its own (`metrics_port`), plain HTTP/1.1 with
-    keep-alive; the port is given to `task_status` once it listens."""
+    keep-alive, to at most `max_scrapers` connections at once, each closed once it is
+    `idle_timeout` seconds without a whole request; the port is given to `task_status`
+    once it listens."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
+    scrapers = trio.CapacityLimiter(max_scrapers)
 
     async def answer(stream: trio.SocketStream) -> None:
-        await _answer_scrapes(stream, exporter)
+        try:
+            scrapers.acquire_nowait()
+        except trio.WouldBlock:  # full: a scraper that comes back later gets in
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await _answer_scrapes(stream, exporter, idle_timeout)
+        finally:
+            scrapers.release()
 
     await trio.serve_listeners(answer, listeners)
 
 
-async def _answer_scrapes(stream: trio.abc.Stream, exporter: Exporter) -> None:
-    """One scraper's connection: its requests answered in turn (keep-alive)."""
+async def _answer_scrapes(stream: trio.abc.Stream, exporter: Exporter, idle_timeout: float) -> None:
+    """One scraper's connection: its requests answered in turn (keep-alive), each within
+    `idle_timeout` of the last."""
     connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+    deadline = trio.current_time() + idle_timeout  # for the whole of the next request
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         async with stream:
             while True:
@@ -333,8 +353,10 @@ async def _answer_scrapes(stream: trio.abc.Stream, exporter: Exporter) -> None:
                         )
                     return
                 if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
+                    data: bytes | bytearray = b""
+                    with trio.move_on_at(deadline):
+                        data = await stream.receive_some(65536)
+                    if not data:  # closed, or idle too long (however slowly it sends)
                         return
                     connection.receive_data(bytes(data))
                 elif isinstance(event, h11.Request):
@@ -343,6 +365,7 @@ async def _answer_scrapes(stream: trio.abc.Stream, exporter: Exporter) -> None:
                     if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                         return
                     connection.start_next_cycle()
+                    deadline = trio.current_time() + idle_timeout
                 elif isinstance(event, h11.ConnectionClosed):
                     return
 
