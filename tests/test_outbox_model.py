@@ -4,7 +4,8 @@ write through, as TLS is): arbitrary sequences of writes, batched writes, peer r
 scheduler turns, with its invariants checked after every step.
 
 The model plays the connection core: output made while the outbox is not `ready()` waits
-in a `pending` buffer (the protocol's), which the outbox's writer takes through `refill`.
+in a `pending` buffer (the protocol's), which the outbox's writer takes through `refill`;
+so does output deferred until the task yields, which the run's flusher writes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Model:
         self.peer = peer
         self.outbox = Outbox(transport, refill=self.refill, lost=self.lost)
         self.counter = 0
+        self.turns_since_made = 0  # checkpoints of this task since it last made output
 
     def refill(self) -> Output | None:
         if not self.pending:
@@ -60,6 +62,7 @@ class Model:
         """What the choke point does: hand the output over if ready, else leave it pending."""
         data = bytearray((self.counter + i) % 251 for i in range(size))
         self.counter += size
+        self.turns_since_made = 0
         self.made += data
         self.pending += data
         if self.outbox.ready() and not (soon and self.outbox.defer()):
@@ -81,6 +84,10 @@ class Model:
         # the writer's `send_all` returns, as `buffered_amount` does.)
         assert len(self.pending) <= len(self.made) - len(self.read)
         assert outbox.held <= len(self.made) - len(self.pending)
+        # Deferred output waits two scheduler passes at most: the flusher wakes in the pass
+        # after the deferral and writes in the one after that.
+        if self.turns_since_made >= 3:
+            assert outbox.state is not WriterState.DEFERRED, "deferred output was never written"
 
 
 def squeezed_pair() -> tuple[trio.socket.SocketType, socket.socket]:
@@ -110,6 +117,7 @@ async def run_model(steps: list[Step], *, writes_through: bool) -> None:
             else:
                 for _ in range(amount):
                     await trio.lowlevel.checkpoint()
+                    model.turns_since_made += 1
             model.check()
         # The peer reads everything: the writer ends, and every byte arrived once, in order.
         with trio.fail_after(10):

@@ -333,7 +333,8 @@ class WebSocket:
             else:
                 raise TypeError(f"cannot send {type(message).__name__}; send str or bytes-like")
         await self._wait_turn_and_room()
-        self._queue_whole(message)
+        # Messages still to read: a handler answering a batch; its answers leave together.
+        self._queue_whole(message, more_soon=len(self._core.inbox) > 0)
         await self._maybe_yield()  # see recv()
 
     async def _wait_turn_and_room(self) -> None:
@@ -358,23 +359,22 @@ class WebSocket:
 
         Returns False, having queued nothing, when the connection is closing, in the middle
         of a fragmented send, or has more than `write_limit` bytes waiting for the network:
-        `broadcast` and the hub use it so that a slow client never slows the others.
+        `broadcast` and the hub use it so that a slow client never slows the others. The
+        message leaves with those queued after it, once the task yields (`DEFER_LIMIT`).
         """
         core = self._core
         if not (core.protocol.can_send_frame and core.sending_fragments is None and core.has_room):
             core.protocol.stats.send_nowait_refusals += 1
             return False
-        self._queue_whole(message)
+        self._queue_whole(message, more_soon=True)
         return True
 
-    def _queue_whole(self, message: PreparedMessage | Data) -> None:
+    def _queue_whole(self, message: PreparedMessage | Data, *, more_soon: bool) -> None:
         """Queue a whole message, with its shared frame where this connection has one;
-        ConnectionClosed unless the connection is open.
-
-        With received messages still queued, the handler is likely working through a batch
-        and answering each: its answers leave together once it yields (`more_soon`)."""
+        ConnectionClosed unless the connection is open. With `more_soon` it leaves once
+        the task yields, with what else is queued by then (see `Outbox.defer`)."""
         core = self._core
-        with core.call(require_open=True, more_soon=len(core.inbox) > 0) as proto:
+        with core.call(require_open=True, more_soon=more_soon) as proto:
             if type(message) is PreparedMessage:
                 frame = message.frame_for(proto)
                 if frame is None:

@@ -68,7 +68,11 @@ from .protocol import Pong, Protocol, State
 from .tasks import raise_unwrapped
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
-__all__ = ["ConnectionCore", "Lifecycle"]
+__all__ = ["DEFER_LIMIT", "ConnectionCore", "Lifecycle"]
+
+DEFER_LIMIT = 2**14
+"""Bytes of output a connection defers until its task yields (`Outbox.defer`) before
+writing them anyway: 16 KiB is about 250 small messages in one system call."""
 
 
 class Lifecycle(enum.Enum):
@@ -229,9 +233,15 @@ class ConnectionCore:
         proto = self.protocol
         # While the outbox holds bytes that cannot go yet, new output waits in the protocol:
         # the writer takes it next (`refill`).
+        # Output the task will add to before it yields is deferred to the flusher, up to
+        # DEFER_LIMIT (and half of `write_limit`, so that deferring alone never refuses a
+        # `try_send_nowait`); past that it is written now.
         outbox = self.outbox
-        if proto.bytes_to_send and outbox.ready() and not (self._more_soon and outbox.defer()):
-            outbox.write(proto.data_to_send())
+        pending = proto.bytes_to_send
+        if pending and outbox.ready():
+            deferrable = self._more_soon and pending < DEFER_LIMIT and pending * 2 <= self.write_limit
+            if not (deferrable and outbox.defer()):
+                outbox.write(proto.data_to_send())
         if proto.state is State.CLOSED and self.lifecycle is Lifecycle.OPEN:
             self.lifecycle = Lifecycle.CLOSING
             self.inbox.close()

@@ -5,8 +5,13 @@ socket it writes them through at once (one non-blocking `os.write`, no await, as
 `transport.write` does). What the kernel does not take is held, and a writer task, started
 on demand, sends it with `send_all`; once it is sent the writer asks for what was queued
 meanwhile (`refill`) and ends when there is none, so an idle connection has no writer. A
-stream with no socket to write through (TLS) starts a writer for each burst of output, and
-so does a burst the producer knows is not over yet (`defer`).
+stream with no socket to write through (TLS) starts a writer for each burst of output.
+
+A producer that knows more output will follow before its task yields (`broadcast`, the hub,
+a handler answering a batch) defers it instead (`defer`): the output waits where it was
+made, and the `Flusher`, one task per trio run woken once per scheduler pass, writes each
+deferred outbox once the task yields. A burst of messages to one connection then costs one
+system call instead of one per message, as uWebSockets' corking does.
 
 Output that arrives while a writer holds bytes stays with whoever produced it (the
 protocol's buffer) until the writer asks for it: new bytes never overtake held ones, and
@@ -17,13 +22,16 @@ pending pong, in the protocol).
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 
 import trio
 
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
-__all__ = ["WRITER_AT_WORK", "Outbox", "Output", "WriterState"]
+__all__ = ["WRITER_AT_WORK", "Flusher", "Outbox", "Output", "WriterState"]
+
+_logger = logging.getLogger("trio_ws")
 
 Output = bytearray | memoryview
 
@@ -41,6 +49,7 @@ class WriterState(enum.Enum):
     """Who may write, in one value (the outbox's whole state)."""
 
     IDLE = "idle"  #: no writer: the next `write` goes straight to the socket
+    DEFERRED = "deferred"  #: output waits with its producer until the flusher runs (or a `write`)
     HELD = "held"  #: a writer is due to send what is held; writes go through after it, if they can
     BATCHED = "batched"  #: a writer is due to send a burst: new output joins it where it waits
     SENDING = "sending"  #: the writer is in `send_all`: new output waits with its producer
@@ -48,8 +57,9 @@ class WriterState(enum.Enum):
     STOPPED = "stopped"  #: the connection is closed: nothing more is written
 
 
-WRITER_AT_WORK = frozenset({WriterState.HELD, WriterState.BATCHED, WriterState.SENDING})
-"""The states in which a writer task exists."""
+WRITER_AT_WORK = frozenset({WriterState.DEFERRED, WriterState.HELD, WriterState.BATCHED, WriterState.SENDING})
+"""The states in which output is on its way: a writer task exists, or the flusher is due,
+and `wait_drained()` returns once it has written."""
 
 
 class Outbox:
@@ -87,13 +97,16 @@ class Outbox:
         through (the stream is about to be closed)."""
         self._nursery = None
         self._transport.stop_writing_through()
+        if self.state is WriterState.DEFERRED:  # nobody will write it: the stream is closing
+            self._become(WriterState.IDLE)
 
     def ready(self) -> bool:
         """Whether new output may be handed to `write` now without overtaking held bytes:
         nothing is held, or what is held went through at once (the kernel had room again
-        before the writer ran). False while the writer sends, or once writing has ended."""
+        before the writer ran). Deferred output waits with its producer, so `write` may take
+        it early. False while the writer sends, or once writing has ended."""
         state = self.state
-        if state is WriterState.IDLE:
+        if state is WriterState.IDLE or state is WriterState.DEFERRED:
             return True
         if state is not WriterState.HELD:
             return False
@@ -110,23 +123,38 @@ class Outbox:
         return True
 
     def defer(self) -> bool:
-        """Once `ready()`, leave the output where it waits for a writer to take, because more
-        is about to follow (a handler answering a batch of messages it received at once): the
-        writer runs once the task yields and sends it all in one write, instead of a system
-        call per message. False when no writer can start (the output must be written now)."""
+        """Once `ready()`, leave the output where its producer holds it, because more is
+        about to follow before this task yields: the flusher (or the writer already due)
+        takes it all once the task yields, in one write instead of a system call per message.
+        False when no writer can start (the output must be written now)."""
         if self._nursery is None:
             return False
-        if self.state is WriterState.IDLE:
-            self._nursery.start_soon(self._writer)
-        self.state = WriterState.BATCHED
-        return True
+        state = self.state
+        if state is WriterState.IDLE:
+            self.state = WriterState.DEFERRED
+            flusher().add(self)
+        elif state is WriterState.HELD:
+            self.state = WriterState.BATCHED  # the writer due refills it
+        return True  # DEFERRED already: it joins what waits
+
+    def flush(self) -> None:
+        """The flusher's turn: write the deferred output now (and wake its waiters)."""
+        if self.state is not WriterState.DEFERRED:
+            return  # written early, taken by a writer, or stopped meanwhile
+        self.state = WriterState.IDLE
+        data = self._refill()
+        if data is not None:
+            self.write(data)
+        self.wake_waiters()
 
     def write(self, data: Output) -> None:
         """Send `data`, once `ready()`: written through at once when the kernel takes it,
         else held for a writer. Nothing awaits here, so no frame is ever half-written by a
         cancellation."""
         state = self.state
-        if self._held is not None or (state is not WriterState.IDLE and state is not WriterState.HELD):
+        if state is WriterState.DEFERRED:
+            state = self.state = WriterState.IDLE  # written early: the flusher skips it
+        elif self._held is not None or (state is not WriterState.IDLE and state is not WriterState.HELD):
             raise RuntimeError(f"output handed to an outbox that is not ready ({self.state.name})")
         if self._transport.writes_through:
             sent = self._transport.write_nowait(data)
@@ -134,7 +162,7 @@ class Outbox:
                 return
             data = memoryview(data)[sent:]  # the rest as it is: no copy of up to a whole message
         self._held = data
-        if self.state is WriterState.IDLE:
+        if state is WriterState.IDLE:
             self.state = WriterState.HELD
             if self._nursery is not None:
                 self._nursery.start_soon(self._writer)
@@ -193,3 +221,50 @@ class Outbox:
             # Done, or cancelled with the connection's nursery: what is held is dropped.
             if self.state in WRITER_AT_WORK:
                 self._become(WriterState.IDLE)
+
+
+class Flusher:
+    """Writes deferred outboxes once the task that deferred them yields: one task per trio
+    run, parked until the first deferral of a scheduler pass wakes it, so that a burst of
+    messages costs each connection one write however many connections it goes to."""
+
+    __slots__ = ("_due", "_lot")
+
+    def __init__(self) -> None:
+        self._due: list[Outbox] = []  # deferred since the last pass, in order
+        self._lot = trio.lowlevel.ParkingLot()  # where the flusher's task waits
+
+    def add(self, outbox: Outbox) -> None:
+        """Write `outbox` on the flusher's next pass (the first addition wakes it)."""
+        if not self._due:
+            self._lot.unpark()
+        self._due.append(outbox)
+
+    async def run(self) -> None:
+        """Flush what was deferred, pass after pass, until the run ends."""
+        while True:
+            if not self._due:  # checked before parking: nothing added meanwhile is missed
+                await self._lot.park()
+            # One pass more before writing: every task that was runnable alongside this one
+            # (a publisher yielding between messages, say) adds its next message first.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            due, self._due = self._due, []
+            for outbox in due:
+                try:
+                    outbox.flush()
+                except Exception:  # a bug here must not end every connection of the run
+                    _logger.exception("trio_ws: writing deferred output failed")
+
+
+_FLUSHER: trio.lowlevel.RunVar[Flusher] = trio.lowlevel.RunVar("trio_ws_flusher")
+
+
+def flusher() -> Flusher:
+    """This trio run's flusher, started as a system task on first use."""
+    try:
+        return _FLUSHER.get()
+    except LookupError:
+        new = Flusher()
+        trio.lowlevel.spawn_system_task(new.run, name="trio_ws flusher")
+        _FLUSHER.set(new)
+        return new

@@ -1,0 +1,188 @@
+"""Deferred writes: what `try_send_nowait` (so `broadcast` and the hub) queues leaves once
+the task yields, a burst in one write per connection, over real sockets.
+
+The number of writes is read from the peer's kernel, not counted in our code: on loopback
+with TCP_NODELAY (trio's default) every write under the MSS arrives as one data segment,
+and Linux's TCP_INFO counts the data segments a socket received (`tcpi_data_segs_in`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import socket
+import struct
+import termios
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.lowlevel
+
+import trio_ws
+from trio_ws.connection_core import DEFER_LIMIT
+from trio_ws.frames import Opcode
+
+from .conftest import RawClient
+
+SMALL = b"m" * 64  # a 66-byte frame
+TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info
+
+
+def data_segments_in(client: RawClient) -> int:
+    """Data segments the client's socket has received so far."""
+    info = client.stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int(struct.unpack_from("I", info, TCPI_DATA_SEGS_IN)[0])
+
+
+async def wait_forever(ws: trio_ws.WebSocket) -> None:
+    await ws.wait_closed()
+
+
+def unread_bytes(client: RawClient) -> int:
+    """Bytes waiting in the client's socket, read without reading them."""
+    return int(struct.unpack("i", fcntl.ioctl(client.stream.socket.fileno(), termios.FIONREAD, b"\0" * 4))[0])
+
+
+@asynccontextmanager
+async def raw_clients(server: trio_ws.WebSocketServer, count: int) -> AsyncIterator[list[RawClient]]:
+    """`count` upgraded raw clients, each with its server connection open; closed after."""
+    clients = [await RawClient.connect(server.port) for _ in range(count)]
+    try:
+        with trio.fail_after(5):
+            while len(server.connections) < count:
+                await trio.sleep(0.01)
+        await trio.sleep(0.05)  # the 101s have arrived and been counted
+        yield clients
+    finally:
+        for client in clients:
+            await client.stream.aclose()
+
+
+async def read_messages(client: RawClient, count: int) -> list[bytes]:
+    """Read until `count` data frames have arrived; their payloads."""
+    with trio.fail_after(5):
+        while len(frames := [f for f in client.frames() if f.opcode is Opcode.BINARY]) < count:
+            chunk = await client.stream.receive_some()
+            assert chunk, "server closed"
+            client.received += chunk
+    return [bytes(f.payload) for f in frames]
+
+
+async def test_a_burst_of_broadcasts_costs_each_connection_one_write() -> None:
+    async with trio_ws.open_server(wait_forever, "127.0.0.1", 0) as server:
+        async with raw_clients(server, 5) as clients:
+            before = [data_segments_in(c) for c in clients]
+            for i in range(100):
+                assert trio_ws.broadcast(server.connections, SMALL[:-3] + b"%03d" % i) == 5
+            expected = [SMALL[:-3] + b"%03d" % i for i in range(100)]
+            for client, segments in zip(clients, before, strict=True):
+                assert await read_messages(client, 100) == expected
+                assert data_segments_in(client) - segments == 1, "one write for the whole burst"
+
+
+async def test_a_publisher_yielding_between_messages_still_batches() -> None:
+    """A publisher that checkpoints after each message (as trio asks of a loop): the output
+    waits one scheduler pass more, so at least two messages share each write."""
+    async with trio_ws.open_server(wait_forever, "127.0.0.1", 0) as server:
+        async with raw_clients(server, 3) as clients:
+            before = [data_segments_in(c) for c in clients]
+            for _ in range(100):
+                trio_ws.broadcast(server.connections, SMALL)
+                await trio.lowlevel.checkpoint()
+            for client, segments in zip(clients, before, strict=True):
+                assert len(await read_messages(client, 100)) == 100
+                assert data_segments_in(client) - segments <= 50
+
+
+async def test_a_lone_message_leaves_within_three_scheduler_passes() -> None:
+    """Deferring never holds a message for longer than the passes it waits for: with the
+    sending task checkpointing thrice, the bytes are in the peer's socket (the kernel's
+    loopback delivers within the write)."""
+    async with trio_ws.open_server(wait_forever, "127.0.0.1", 0) as server:
+        async with raw_clients(server, 1) as (client,):
+            (ws,) = server.connections
+            for _ in range(5):
+                assert ws.try_send_nowait(SMALL)
+                assert ws.buffered_amount == len(SMALL) + 2  # waiting with its producer
+                for _ in range(3):
+                    await trio.lowlevel.checkpoint()
+                assert ws.buffered_amount == 0
+                assert unread_bytes(client) == len(SMALL) + 2
+                client.received += await client.stream.receive_some()
+
+
+async def test_a_send_after_nowait_sends_writes_them_all_in_order_at_once() -> None:
+    async with trio_ws.open_server(wait_forever, "127.0.0.1", 0) as server:
+        async with raw_clients(server, 1) as (client,):
+            (ws,) = server.connections
+            before = data_segments_in(client)
+            for i in range(3):
+                assert ws.try_send_nowait(b"nowait %d" % i)
+            await ws.send(b"awaited")  # not deferred: it takes the deferred ones along
+            assert ws.buffered_amount == 0
+            assert await read_messages(client, 4) == [b"nowait 0", b"nowait 1", b"nowait 2", b"awaited"]
+            assert data_segments_in(client) - before == 1
+
+
+async def test_a_burst_past_the_defer_limit_is_written_as_it_goes_and_nothing_is_refused() -> None:
+    """Deferred output is bounded (DEFER_LIMIT): past it, it is written at once, so that a
+    long burst in one step is never refused for the bytes deferring held back."""
+    count = 4 * DEFER_LIMIT // len(SMALL)  # four times the limit, twice write_limit
+    async with trio_ws.open_server(wait_forever, "127.0.0.1", 0, write_limit=2**16) as server:
+        async with raw_clients(server, 1) as (client,):
+            (ws,) = server.connections
+            before = data_segments_in(client)
+            for _ in range(count):
+                assert ws.try_send_nowait(SMALL), "refused"
+                assert ws.buffered_amount < DEFER_LIMIT + len(SMALL) + 2
+            assert len(await read_messages(client, count)) == count
+            writes = data_segments_in(client) - before
+            assert 4 <= writes <= 6, writes
+
+
+async def test_a_zero_write_limit_defers_nothing() -> None:
+    async with trio_ws.open_server(wait_forever, "127.0.0.1", 0, write_limit=0) as server:
+        async with raw_clients(server, 1) as (client,):
+            (ws,) = server.connections
+            before = data_segments_in(client)
+            for _ in range(10):
+                assert ws.try_send_nowait(SMALL)
+                assert ws.buffered_amount == 0
+            assert len(await read_messages(client, 10)) == 10
+            assert data_segments_in(client) - before == 10
+
+
+@pytest.mark.parametrize("how", ["close", "peer_resets"])
+async def test_a_connection_that_ends_with_output_deferred_breaks_nothing(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The deferred output of a connection that closes or loses its peer in the
+    same step is written before the close frame or dropped with the connection, never
+    logged as an error; the flusher goes on serving the other connections."""
+    caplog.set_level(logging.DEBUG, logger="trio_ws")
+    async with trio_ws.open_server(wait_forever, "127.0.0.1", 0) as server:
+        async with raw_clients(server, 2) as (doomed_client, other):
+            doomed, survivor = sorted(
+                server.connections,
+                key=lambda ws: ws.remote_address[1] != doomed_client.stream.socket.getsockname()[1],
+            )
+            assert doomed.try_send_nowait(b"last words")
+            if how == "close":
+                with trio.fail_after(5):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(doomed.close, 4001, "bye")
+                        await trio.sleep(0.05)
+                        received = await doomed_client.read_to_eof()
+                assert received.startswith(b"\x82\x0alast words\x88")
+            else:
+                doomed_client.stream.socket.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                await doomed_client.stream.aclose()
+            for _ in range(3):
+                await trio.lowlevel.checkpoint()
+            assert survivor.try_send_nowait(b"still served")
+            assert await read_messages(other, 1) == [b"still served"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
