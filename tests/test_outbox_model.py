@@ -84,6 +84,10 @@ class Model:
         # the writer's `send_all` returns, as `buffered_amount` does.)
         assert len(self.pending) <= len(self.made) - len(self.read)
         assert outbox.held <= len(self.made) - len(self.pending)
+        # A writer that is due with nothing held has no reason to keep output waiting: it
+        # would grow unbounded behind the writer's refill (deferring must not join it).
+        if self.pending and outbox.held == 0 and outbox.state is not WriterState.SENDING:
+            assert outbox.state is WriterState.DEFERRED, "output waits behind a writer that holds nothing"
         # Deferred output waits two scheduler passes at most: the flusher wakes in the pass
         # after the deferral and writes in the one after that.
         if self.turns_since_made >= 3:
@@ -152,6 +156,19 @@ def test_the_model_reaches_partial_writes_and_refills() -> None:
                 ("peer_reads", 50_000),
                 ("turn", 3),
             ],
+            writes_through=True,
+        )
+
+    trio.run(main)
+
+
+def test_the_model_reaches_deferring_once_held_bytes_went_through() -> None:
+    """Held bytes the kernel takes when the next output comes (before the writer runs):
+    output deferred then must wait for the flusher, not join the due writer's refill."""
+
+    async def main() -> None:
+        await run_model(
+            [("write", 12_000), ("peer_reads", 50_000), ("write_soon", 5), ("write_soon", 7), ("turn", 3)],
             writes_through=True,
         )
 

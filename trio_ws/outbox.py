@@ -51,13 +51,12 @@ class WriterState(enum.Enum):
     IDLE = "idle"  #: no writer: the next `write` goes straight to the socket
     DEFERRED = "deferred"  #: output waits with its producer until the flusher runs (or a `write`)
     HELD = "held"  #: a writer is due to send what is held; writes go through after it, if they can
-    BATCHED = "batched"  #: a writer is due to send a burst: new output joins it where it waits
     SENDING = "sending"  #: the writer is in `send_all`: new output waits with its producer
     FAILED = "failed"  #: a write found the connection gone: nothing more is written
     STOPPED = "stopped"  #: the connection is closed: nothing more is written
 
 
-WRITER_AT_WORK = frozenset({WriterState.DEFERRED, WriterState.HELD, WriterState.BATCHED, WriterState.SENDING})
+WRITER_AT_WORK = frozenset({WriterState.DEFERRED, WriterState.HELD, WriterState.SENDING})
 """The states in which output is on its way: a writer task exists, or the flusher is due,
 and `wait_drained()` returns once it has written."""
 
@@ -74,7 +73,7 @@ class Outbox:
         self._refill = refill  # the output queued since the last write, or None
         self._lost = lost  # called once a write finds the connection gone
         self.state = WriterState.IDLE
-        """IDLE, HELD, BATCHED, SENDING, FAILED or STOPPED: see `WriterState`."""
+        """IDLE, DEFERRED, HELD, SENDING, FAILED or STOPPED: see `WriterState`."""
         # Bytes the writer must send before anything else: what the kernel did not take.
         # Only while HELD or SENDING.
         self._held: Output | None = None
@@ -124,18 +123,18 @@ class Outbox:
 
     def defer(self) -> bool:
         """Once `ready()`, leave the output where its producer holds it, because more is
-        about to follow before this task yields: the flusher (or the writer already due)
-        takes it all once the task yields, in one write instead of a system call per message.
-        False when no writer can start (the output must be written now)."""
-        if self._nursery is None:
-            return False
+        about to follow before this task yields: the flusher takes it all once the task
+        yields, in one write instead of a system call per message. False when it must be
+        written now: no writer could start, or a writer is due already (what it holds went
+        through at once), and output left for it would wait unbounded behind its refill."""
         state = self.state
-        if state is WriterState.IDLE:
-            self.state = WriterState.DEFERRED
-            flusher().add(self)
-        elif state is WriterState.HELD:
-            self.state = WriterState.BATCHED  # the writer due refills it
-        return True  # DEFERRED already: it joins what waits
+        if state is WriterState.DEFERRED:
+            return True  # it joins what waits
+        if state is not WriterState.IDLE or self._nursery is None:
+            return False
+        self.state = WriterState.DEFERRED
+        flusher().add(self)
+        return True
 
     def flush(self) -> None:
         """The flusher's turn: write the deferred output now (and wake its waiters)."""
@@ -199,7 +198,7 @@ class Outbox:
         """Send what is held, then what was queued meanwhile, until there is none."""
         transport = self._transport
         try:
-            while self.state is WriterState.HELD or self.state is WriterState.BATCHED:
+            while self.state is WriterState.HELD:
                 data = self._held
                 if data is None:
                     data = self._held = self._refill()
