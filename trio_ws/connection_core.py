@@ -393,13 +393,13 @@ class ConnectionCore:
                 try:
                     yield nursery.cancel_scope
                 except ConnectionClosed:
-                    await self.close(CloseCode.NORMAL_CLOSURE, "")
+                    await self._close_on_exit(CloseCode.NORMAL_CLOSURE, "")
                     raise
                 except Exception:
-                    await self.close(CloseCode.INTERNAL_ERROR, "internal error")
+                    await self._close_on_exit(CloseCode.INTERNAL_ERROR, "internal error")
                     raise
                 else:
-                    await self.close(CloseCode.NORMAL_CLOSURE, "")
+                    await self._close_on_exit(CloseCode.NORMAL_CLOSURE, "")
         except BaseExceptionGroup as group:
             raise_unwrapped(group)
         finally:
@@ -414,6 +414,12 @@ class ConnectionCore:
                     # Cancelled once the stream is closed: the connection is closed all the
                     # same, and must say so.
                     self._set_closed()
+
+    async def _close_on_exit(self, code: int, reason: str) -> None:
+        """`close()` as the body leaves, unless TCP is closed already: then the nursery's
+        exit is the checkpoint, and `close()` would only add a scheduler pass."""
+        if self.lifecycle is not Lifecycle.CLOSED:
+            await self.close(code, reason)
 
     async def _run_own_timers(self, timers: KeepaliveTimers, scope: trio.CancelScope) -> None:
         with scope:

@@ -45,6 +45,10 @@ class KeepaliveTimers:
         self._order = itertools.count()  # ties never compare the connections
         self._discarded = 0  # entries in the heap whose connection is gone
         self._changed = trio.lowlevel.ParkingLot()  # run() waiting for an earlier entry
+        # When run() wakes by itself (inf: it waits for an entry). An entry due later needs
+        # no wake-up: run() looks at the heap again when it wakes, so a stream of short
+        # connections costs the task no step each.
+        self._wakes_at = float("inf")
 
     def __len__(self) -> int:
         """Connections with a timer."""
@@ -55,7 +59,7 @@ class KeepaliveTimers:
         entry returned is what `discard` takes."""
         entry = TimerEntry(due, next(self._order), connection)
         heapq.heappush(self._heap, entry)
-        if self._heap[0] is entry:
+        if due < self._wakes_at:
             self._changed.unpark_all()
         return entry
 
@@ -76,11 +80,13 @@ class KeepaliveTimers:
         while True:
             heap = self._heap  # discard() may rebuild it while this waits
             if not heap:
+                self._wakes_at = float("inf")
                 await self._changed.park()
                 continue
             entry = heap[0]
             now = trio.current_time()
             if entry.due > now:
+                self._wakes_at = entry.due  # an entry discarded meanwhile still wakes it, harmlessly
                 with trio.move_on_at(entry.due):
                     await self._changed.park()
                 continue
