@@ -359,14 +359,15 @@ class WebSocket:
 
         Returns False, having queued nothing, when the connection is closing, in the middle
         of a fragmented send, or has more than `write_limit` bytes waiting for the network:
-        `broadcast` and the hub use it so that a slow client never slows the others. The
-        message leaves with those queued after it, once the task yields (`DEFER_LIMIT`).
+        `broadcast` and the hub use it so that a slow client never slows the others. It is
+        written at once, unless it follows another within `BURST_WINDOW`: then it leaves
+        with those queued after it, once the task yields (`DEFER_LIMIT`).
         """
         core = self._core
         if not (core.protocol.can_send_frame and core.sending_fragments is None and core.has_room):
             core.protocol.stats.send_nowait_refusals += 1
             return False
-        self._queue_whole(message, more_soon=True)
+        self._queue_whole(message, more_soon=core.in_burst())
         return True
 
     def _queue_whole(self, message: PreparedMessage | Data, *, more_soon: bool) -> None:

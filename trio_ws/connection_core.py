@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -68,11 +69,16 @@ from .protocol import Pong, Protocol, State
 from .tasks import raise_unwrapped
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
-__all__ = ["DEFER_LIMIT", "ConnectionCore", "Lifecycle"]
+__all__ = ["BURST_WINDOW", "DEFER_LIMIT", "ConnectionCore", "Lifecycle"]
 
 DEFER_LIMIT = 2**14
 """Bytes of output a connection defers until its task yields (`Outbox.defer`) before
 writing them anyway: 16 KiB is about 250 small messages in one system call."""
+
+BURST_WINDOW = 0.01
+"""Seconds within which a `try_send_nowait` that follows another is part of a burst, and
+deferred so that the burst leaves in few writes; one after a quiet spell is written at
+once, so that a message now and then pays no wait (as Nagle's algorithm decides)."""
 
 
 class Lifecycle(enum.Enum):
@@ -108,6 +114,7 @@ class ConnectionCore:
         "_keepalive_ping",
         "_logger",
         "_more_soon",
+        "_nowait_at",
         "_nursery",
         "_own_timers",
         "_ping_interval",
@@ -163,6 +170,7 @@ class ConnectionCore:
         self._close_deadline = float("inf")  # set by close(): the whole close fits in close_timeout
         self._closed_event: trio.Event | None = None  # made when somebody waits for CLOSED
         self._more_soon = False  # the call in progress expects more output before a yield
+        self._nowait_at = 0.0  # time.monotonic() of the last `in_burst()`
         # The reader's scope, cancelled when the protocol closes while it waits; None while
         # there is no reader (a recv() reads the socket itself, see `_reader`).
         self._reading: trio.CancelScope | None = None
@@ -254,6 +262,12 @@ class ConnectionCore:
                 self._reading.cancel()  # a reader waiting for data goes on to close TCP
             else:
                 self._start_reader()  # none left (a recv() read the socket): one closes TCP
+
+    def in_burst(self) -> bool:
+        """For a `try_send_nowait`: whether it follows the one before within BURST_WINDOW."""
+        now = time.monotonic()
+        last, self._nowait_at = self._nowait_at, now
+        return now - last < BURST_WINDOW
 
     def _take_output(self) -> Output | None:
         """What the protocol queued while the outbox's writer was busy: its next bytes."""
