@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import random
 import socket
 import struct
 import termios
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -25,7 +27,7 @@ import trio_ws
 from trio_ws.connection_core import BURST_WINDOW, DEFER_LIMIT
 from trio_ws.frames import Opcode
 
-from .conftest import RawClient
+from .conftest import RawClient, tls_contexts
 
 SMALL = b"m" * 64  # a 66-byte frame
 TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info
@@ -195,3 +197,51 @@ async def test_a_connection_that_ends_with_output_deferred_breaks_nothing(
             assert survivor.try_send_nowait(b"still served")
             assert await read_messages(other, 1) == [b"still served"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_bursts_with_yields_between_reach_every_client_whole_and_in_order(tls: bool) -> None:
+    """Bursts of broadcasts of every size, some compressed per connection, with checkpoints,
+    quiet spells and awaited sends in between, over TCP and over TLS (where the flusher
+    hands the output to a writer task): every client gets every message once, in order."""
+    server_context, client_context = tls_contexts() if tls else (None, None)
+    rng = random.Random(3)
+    sizes = [rng.choice([0, 1, 64, 125, 126, 5_000, 40_000]) for _ in range(300)]
+    messages = [bytes([i % 256]) * size + b"#%d" % i for i, size in enumerate(sizes)]
+    async with trio_ws.open_server(
+        wait_forever, "127.0.0.1", 0, ssl_context=server_context, compression="deflate"
+    ) as server:
+        url = f"{'wss' if tls else 'ws'}://127.0.0.1:{server.port}/"
+        received: list[list[bytes]] = [[], [], []]
+
+        async def client(i: int, task_status: trio.TaskStatus[None]) -> None:
+            options: dict[str, Any] = {"compression": "deflate" if i else None, "max_size": None}
+            if tls:
+                options["ssl_context"] = client_context
+            async with trio_ws.connect(url, **options) as ws:
+                task_status.started()
+                while len(received[i]) < len(messages):
+                    received[i].append(bytes(await ws.recv()))  # type: ignore[arg-type]
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for i in range(3):
+                    await nursery.start(client, i)
+                while len(server.connections) < 3:
+                    await trio.sleep(0.01)
+                first = next(iter(server.connections))
+                for message in messages:
+                    step = rng.random()
+                    if step < 0.1:
+                        await first.send(message)  # one connection gets it awaited...
+                        assert trio_ws.broadcast(server.connections - {first}, message) == 2
+                    else:
+                        while trio_ws.broadcast(server.connections, message) == 0:
+                            await trio.sleep(0.001)  # backed up: nothing was queued anywhere
+                    if step > 0.97:
+                        await trio.sleep(BURST_WINDOW * 1.5)  # a quiet spell
+                    elif step > 0.5:
+                        await trio.lowlevel.checkpoint()
+                    while any(ws.buffered_amount > 2**16 for ws in server.connections):
+                        await trio.sleep(0.001)  # let slow clients catch up before the next
+    assert received == [messages] * 3

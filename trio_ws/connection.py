@@ -359,9 +359,8 @@ class WebSocket:
 
         Returns False, having queued nothing, when the connection is closing, in the middle
         of a fragmented send, or has more than `write_limit` bytes waiting for the network:
-        `broadcast` and the hub use it so that a slow client never slows the others. It is
-        written at once, unless it follows another within `BURST_WINDOW`: then it leaves
-        with those queued after it, once the task yields (`DEFER_LIMIT`).
+        `broadcast` and the hub use it so that a slow client never slows the others. Within
+        `BURST_WINDOW` of the last, it leaves with the rest of the burst once the task yields.
         """
         core = self._core
         if not (core.protocol.can_send_frame and core.sending_fragments is None and core.has_room):
