@@ -11,8 +11,10 @@ so does output deferred until the task yields, which the run's flusher writes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 
+import pytest
 import trio
 import trio.lowlevel
 from hypothesis import given, settings
@@ -195,3 +197,43 @@ def test_a_write_handed_to_a_busy_outbox_is_refused() -> None:
         b.close()
 
     trio.run(main)
+
+
+def test_a_flush_that_fails_is_logged_and_the_flusher_serves_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in one connection's flush must not end the flusher (a system task: its death
+    would end the whole run), nor keep the other connections' output from leaving."""
+
+    def broken_refill() -> Output | None:
+        raise ValueError("planted")
+
+    async def main() -> None:
+        pairs = [squeezed_pair() for _ in range(3)]
+        async with trio.open_nursery() as nursery:
+            models = []
+            for index, (ours, peer) in enumerate(pairs):
+                transport = SocketTransport(trio.SocketStream(ours))
+                model = Model(transport, peer)
+                if index == 1:
+                    model.outbox = Outbox(transport, refill=broken_refill, lost=model.lost)
+                model.outbox.start(nursery)
+                models.append(model)
+            for _ in range(2):  # twice: the flusher goes on after the failure
+                for model in models:
+                    model.make(100, soon=True)
+                for _ in range(3):
+                    await trio.lowlevel.checkpoint()
+                for index, model in enumerate(models):
+                    if index != 1:
+                        model.peer_reads(1 << 16)
+                        assert model.read == model.made
+            nursery.cancel_scope.cancel()
+        for ours, peer in pairs:
+            ours.close()
+            peer.close()
+
+    with caplog.at_level(logging.ERROR, logger="trio_ws"):
+        trio.run(main)
+    failures = [r for r in caplog.records if "deferred output" in r.getMessage()]
+    assert len(failures) == 2 and failures[0].exc_info is not None

@@ -132,8 +132,12 @@ class Outbox:
             return True  # it joins what waits
         if state is not WriterState.IDLE or self._nursery is None:
             return False
+        try:
+            due = flusher()
+        except RuntimeError:  # the run is ending: no task can start to flush it
+            return False
         self.state = WriterState.DEFERRED
-        flusher().add(self)
+        due.add(self)
         return True
 
     def flush(self) -> None:
