@@ -28,8 +28,10 @@ Who touches what, and when (in the spirit of h11's state notes):
   point, once it is `ready()`: written through at once by whichever task queued it, else
   held for a writer task that runs only while the kernel's send buffer is full. While held
   bytes cannot go, new output stays in the protocol's buffer until the writer takes it
-  (`refill`), so it never overtakes them. `send()` waits while the two hold more than
-  `write_limit` (`buffered`).
+  (`refill`), so it never overtakes them. A call made `more_soon` (a burst of
+  `try_send_nowait`, answers to a batch just read) defers its output there instead, up
+  to DEFER_LIMIT, and the run's flusher writes it once the task yields. `send()` waits
+  while the two hold more than `write_limit` (`buffered`).
 - **The lifecycle** (`Lifecycle`): OPEN while frames may flow (the protocol OPEN or
   CLOSING); CLOSING once the protocol is CLOSED and TCP is being closed the polite way;
   ABORTING when it is being dropped at once instead; CLOSED when TCP is closed. The reader

@@ -256,7 +256,7 @@ class Flusher:
                 try:
                     outbox.flush()
                 except Exception:  # a bug here must not end every connection of the run
-                    _logger.exception("trio_ws: writing deferred output failed")
+                    _logger.exception("writing deferred output failed")
 
 
 _FLUSHER: trio.lowlevel.RunVar[Flusher] = trio.lowlevel.RunVar("trio_ws_flusher")
