@@ -107,7 +107,11 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._follow_signals, signals)
-                first = [await self._spawn(slot, first_generation=True) for slot in range(self.count)]
+                first = []
+                for slot in range(self.count):
+                    if self._stopping:  # a signal came during start-up: start no more
+                        break
+                    first.append(await self._spawn(slot, first_generation=True))
                 nursery.start_soon(self._announce, first)
                 await self._all_exited()
                 nursery.cancel_scope.cancel()
@@ -178,6 +182,10 @@ class Supervisor:
         self.workers.append(worker)
         assert self._nursery is not None
         self._nursery.start_soon(self._follow, worker, ready_read)
+        if self._stopping:
+            # The signal came while this one was starting: `_stop` did not see it, and it
+            # would keep the supervisor (and the port) alive for good.
+            self._retire(worker)
         return worker
 
     async def _follow(self, worker: Worker, ready_read: int) -> None:
@@ -241,6 +249,8 @@ class Supervisor:
             return  # a restart in progress tops up once it is done
         served = {worker.slot for worker in self.workers if not worker.retiring}
         for slot in sorted(set(range(self.count)) - served):
+            if self._stopping:  # a signal came while the one before started
+                return
             worker = await self._spawn(slot)
             with trio.move_on_after(self.start_timeout):
                 await _ready_or_exited(worker)
