@@ -20,7 +20,7 @@ import trio.lowlevel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_ws.outbox import WRITER_AT_WORK, Outbox, Output, WriterState
+from trio_ws.outbox import OUTPUT_PENDING, Outbox, Output, WriterState
 from trio_ws.transport import SocketTransport, StreamTransport, Transport
 
 from .strategies import examples
@@ -78,7 +78,7 @@ class Model:
     def check(self) -> None:
         outbox = self.outbox
         assert self.read == self.made[: len(self.read)], "the peer read bytes out of order"
-        assert outbox.state is WriterState.IDLE or outbox.state in WRITER_AT_WORK
+        assert outbox.state is WriterState.IDLE or outbox.state in OUTPUT_PENDING
         if outbox.state is WriterState.IDLE:
             assert outbox.held == 0, "an idle outbox holds bytes"
             assert not self.pending, "output waits although the outbox is idle"

@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -65,7 +64,7 @@ from .inbox import Inbox, Item
 from .keepalive import KeepaliveTimers, TimerEntry
 from .messages import Data, Fragment, is_bytes_like
 from .options import ConnectionOptions
-from .outbox import WRITER_AT_WORK, Outbox, Output
+from .outbox import OUTPUT_PENDING, Outbox, Output
 from .pings import PendingPing, Pings
 from .protocol import Pong, Protocol, State
 from .tasks import raise_unwrapped
@@ -81,6 +80,8 @@ BURST_WINDOW = 0.01
 """Seconds within which a `try_send_nowait` that follows another is part of a burst, and
 deferred so that the burst leaves in few writes; one after a quiet spell is written at
 once, so that a message now and then pays no wait (as Nagle's algorithm decides)."""
+
+_NEVER = float("-inf")  # one object for every connection's "no nowait send yet"
 
 
 class Lifecycle(enum.Enum):
@@ -172,7 +173,7 @@ class ConnectionCore:
         self._close_deadline = float("inf")  # set by close(): the whole close fits in close_timeout
         self._closed_event: trio.Event | None = None  # made when somebody waits for CLOSED
         self._more_soon = False  # the call in progress expects more output before a yield
-        self._nowait_at = 0.0  # time.monotonic() of the last `in_burst()`
+        self._nowait_at = _NEVER  # trio.current_time() of the last `in_burst()`
         # The reader's scope, cancelled when the protocol closes while it waits; None while
         # there is no reader (a recv() reads the socket itself, see `_reader`).
         self._reading: trio.CancelScope | None = None
@@ -267,7 +268,7 @@ class ConnectionCore:
 
     def in_burst(self) -> bool:
         """For a `try_send_nowait`: whether it follows the one before within BURST_WINDOW."""
-        now = time.monotonic()
+        now = trio.current_time()
         last, self._nowait_at = self._nowait_at, now
         return now - last < BURST_WINDOW
 
@@ -295,11 +296,11 @@ class ConnectionCore:
 
     async def wait_flushed(self) -> None:
         """Wait until every queued byte is written, or writing failed or stopped."""
-        while self.buffered and self.outbox.state in WRITER_AT_WORK:
+        while self.buffered and self.outbox.state in OUTPUT_PENDING:
             await self.outbox.wait_drained()
 
     async def _wait_for_the_writer(self) -> None:
-        if self.outbox.state not in WRITER_AT_WORK:
+        if self.outbox.state not in OUTPUT_PENDING:
             # Output is handed over on every call while there is no writer, so only a failed
             # or stopped outbox leaves bytes in the protocol: wait for the close instead of
             # spinning (the protocol is CLOSED by then, or about to be).

@@ -29,7 +29,7 @@ import trio
 
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
-__all__ = ["WRITER_AT_WORK", "Flusher", "Outbox", "Output", "WriterState"]
+__all__ = ["OUTPUT_PENDING", "Flusher", "Outbox", "Output", "WriterState"]
 
 _logger = logging.getLogger("trio_ws")
 
@@ -56,7 +56,7 @@ class WriterState(enum.Enum):
     STOPPED = "stopped"  #: the connection is closed: nothing more is written
 
 
-WRITER_AT_WORK = frozenset({WriterState.DEFERRED, WriterState.HELD, WriterState.SENDING})
+OUTPUT_PENDING = frozenset({WriterState.DEFERRED, WriterState.HELD, WriterState.SENDING})
 """The states in which output is on its way: a writer task exists, or the flusher is due,
 and `wait_drained()` returns once it has written."""
 
@@ -180,7 +180,7 @@ class Outbox:
 
     async def wait_drained(self) -> None:
         """Wait until the writer has sent what it holds (at once if there is no writer)."""
-        if self.state not in WRITER_AT_WORK:
+        if self.state not in OUTPUT_PENDING:
             await trio.lowlevel.checkpoint()
             return
         if self._drained is None:
@@ -222,7 +222,7 @@ class Outbox:
                 self.wake_waiters()  # room for senders between two sends
         finally:
             # Done, or cancelled with the connection's nursery: what is held is dropped.
-            if self.state in WRITER_AT_WORK:
+            if self.state in OUTPUT_PENDING:
                 self._become(WriterState.IDLE)
 
 
