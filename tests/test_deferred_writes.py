@@ -22,12 +22,15 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_ws
 from trio_ws.connection_core import BURST_WINDOW, DEFER_LIMIT
 from trio_ws.frames import Opcode
 
-from .conftest import RawClient, tls_contexts
+from .conftest import HANDSHAKE, RawClient, tls_contexts
+from .strategies import examples
 
 SMALL = b"m" * 64  # a 66-byte frame
 TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info
@@ -245,3 +248,84 @@ async def test_bursts_with_yields_between_reach_every_client_whole_and_in_order(
                     while any(ws.buffered_amount > 2**16 for ws in server.connections):
                         await trio.sleep(0.001)  # let slow clients catch up before the next
     assert received == [messages] * 3
+
+
+@asynccontextmanager
+async def small_window_client(server: trio_ws.WebSocketServer) -> AsyncIterator[RawClient]:
+    """An upgraded raw client with a 4 KiB receive buffer, set before it connects so that
+    the window stays small: the server's kernel then takes part of a write, and output is
+    held, refilled, and deferred behind held bytes."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", server.port))
+    client = RawClient(trio.SocketStream(sock))
+    try:
+        await client.stream.send_all(HANDSHAKE)
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in client.received:
+                client.received += await client.stream.receive_some()
+            client.received = bytearray(bytes(client.received).partition(b"\r\n\r\n")[2])
+            while not server.connections:
+                await trio.sleep(0.01)
+        yield client
+    finally:
+        await client.stream.aclose()
+
+
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["nowait", "send"]), st.integers(0, 70_000)),
+        st.tuples(st.sampled_from(["yield", "quiet"]), st.just(0)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(write_limit=st.sampled_from([0, 64, 1_000, DEFER_LIMIT, 2**16]), steps=STEPS)
+def test_any_mix_of_sizes_sends_and_yields_keeps_every_accepted_message_in_order(
+    write_limit: int, steps: list[tuple[str, int]]
+) -> None:
+    """Arbitrary message sizes (as a hub's publishers choose them), nowait and awaited sends,
+    yields and quiet spells, under any `write_limit`, to a client that reads as it can: a
+    nowait send is refused exactly when more than `write_limit` was waiting, what it queues
+    never takes the wait past `write_limit` plus its own frame, and the client gets every
+    accepted message once, in order."""
+
+    async def main() -> None:
+        async with trio_ws.open_server(wait_forever, "127.0.0.1", 0, write_limit=write_limit) as server:
+            async with small_window_client(server) as client:
+                (ws,) = server.connections
+                expected: list[bytes] = []
+                done = trio.Event()
+
+                async def read_until_done() -> None:
+                    while not (done.is_set() and len(client.frames()) >= len(expected)):
+                        with trio.move_on_after(0.05):
+                            chunk = await client.stream.receive_some(4096)
+                            assert chunk, "server closed"
+                            client.received += chunk
+
+                with trio.fail_after(20):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(read_until_done)
+                        for index, (kind, size) in enumerate(steps):
+                            payload = bytes([index]) * size
+                            if kind == "nowait":
+                                before = ws.buffered_amount
+                                accepted = ws.try_send_nowait(payload)
+                                assert accepted == (before <= write_limit)
+                                if accepted:
+                                    expected.append(payload)
+                                    assert ws.buffered_amount <= write_limit + size + 14
+                            elif kind == "send":
+                                await ws.send(payload)
+                                expected.append(payload)
+                            elif kind == "yield":
+                                await trio.lowlevel.checkpoint()
+                            else:
+                                await trio.sleep(BURST_WINDOW * 1.5)
+                        done.set()
+                assert [bytes(frame.payload) for frame in client.frames()] == expected
+
+    trio.run(main)
