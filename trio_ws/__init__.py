@@ -26,6 +26,7 @@ from .exceptions import (
 from .extensions.permessage_deflate import DeflateConfig
 from .history import HistoryLimits, Publication, StreamPosition
 from .http import Headers, Request, Response
+from .http2_limits import Http2Limits
 from .hub import Hub, PublicationChannel, Subscription, current_hub, open_hub, presence_topic
 from .hub_config import HubConfig
 from .messages import Data, Message
@@ -48,6 +49,7 @@ __all__ = [
     "Data",
     "DeflateConfig",
     "Headers",
+    "Http2Limits",
     "Hub",
     "HubConfig",
     "PublicationChannel",

@@ -29,6 +29,7 @@ from .http import Headers, HeadersLike, Response
 from .protocol import Role
 from .proxy import open_tunnel, proxy_for
 from .sockets import receive_some, send_all
+from .transport import Transport, transport_for
 from .uri import WebSocketURI, parse_uri
 
 __all__ = [
@@ -116,7 +117,7 @@ async def connect(
                     wsuri = dataclasses.replace(wsuri, user_info=first.user_info)
                 handshake = _handshake(wsuri, c, credentials)
                 try:
-                    stream, response = await _open(wsuri, handshake, c.ssl_context, proxy_for(wsuri, c.proxy))
+                    transport, response, initial = await _open(wsuri, handshake, c, proxy_for(wsuri, c.proxy))
                     break
                 except InvalidHandshake as exc:
                     if exc.status not in REDIRECT_STATUSES:
@@ -126,7 +127,7 @@ async def connect(
                     chain.append(target)
     except trio.TooSlowError:
         raise TimeoutError(f"opening handshake with {uri} timed out after {c.open_timeout}s") from None
-    ws = _client_websocket(stream, handshake, response, c)
+    ws = _client_websocket(transport, handshake, response, c, initial)
     async with running(ws):
         yield ws
 
@@ -144,10 +145,43 @@ def _handshake(wsuri: WebSocketURI, c: ClientConfig, credentials: bool = True) -
 
 
 async def _open(
-    wsuri: WebSocketURI, handshake: ClientHandshake, ssl_context: ssl.SSLContext | None, proxy: str | None
-) -> tuple[trio.abc.Stream, Response]:
+    wsuri: WebSocketURI, handshake: ClientHandshake, c: ClientConfig, proxy: str | None
+) -> tuple[Transport, Response, bytes]:
     """One attempt: TCP (or a proxy's tunnel), TLS for wss://, the upgrade request and the
-    101 (or an error)."""
+    101 (or an error). With `c.http2`, an Extended CONNECT on the origin's HTTP/2
+    connection instead, when the server takes one. Returns the transport, the answer, and
+    the bytes that came after it."""
+    stream: trio.abc.Stream | None = None
+    alpn = ["h2", "http/1.1"] if c.http2 else None
+    if c.http2:
+        from .http2_client import pool as http2_pool  # h2 is an extra
+
+        key = (wsuri.secure, wsuri.host.lower(), wsuri.port, id(c.ssl_context), proxy)
+        try:
+            opened = await http2_pool().open_stream(
+                key, functools.partial(_dial, wsuri, c.ssl_context, proxy, alpn), wsuri, handshake
+            )
+        except NotImplementedError:  # no RFC 8441 there: HTTP/1.1 on a connection of its own
+            alpn = None
+        else:
+            if isinstance(opened, tuple):
+                return opened[0], opened[1], b""
+            stream = opened  # TLS, and ALPN chose HTTP/1.1: the upgrade goes on this connection
+    try:
+        if stream is None:
+            stream = await _dial(wsuri, c.ssl_context, proxy, alpn)
+        response = await _exchange(stream, handshake)
+    except BaseException:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        raise
+    return transport_for(stream), response, handshake.trailing_data
+
+
+async def _dial(
+    wsuri: WebSocketURI, ssl_context: ssl.SSLContext | None, proxy: str | None, alpn: list[str] | None
+) -> trio.abc.Stream:
+    """TCP (or a proxy's tunnel) to the server, with TLS for wss:// (offering `alpn`)."""
     stream: trio.abc.Stream | None = None
     try:
         if proxy is None:
@@ -156,14 +190,15 @@ async def _open(
             stream = await open_tunnel(proxy, wsuri.host, wsuri.port)
         if wsuri.secure:
             context = ssl_context or ssl.create_default_context()
+            if alpn is not None:
+                context.set_alpn_protocols(alpn)
             stream = trio.SSLStream(stream, context, server_hostname=wsuri.host)
             await _tls_handshake(stream, wsuri.host, wsuri.port)
-        response = await _exchange(stream, handshake)
     except BaseException:
         if stream is not None:
             await trio.aclose_forcefully(stream)
         raise
-    return stream, response
+    return stream
 
 
 async def _exchange(stream: trio.abc.Stream, handshake: ClientHandshake) -> Response:
@@ -175,20 +210,20 @@ async def _exchange(stream: trio.abc.Stream, handshake: ClientHandshake) -> Resp
 
 
 def _client_websocket(
-    stream: trio.abc.Stream, handshake: ClientHandshake, response: Response, c: ClientConfig
+    transport: Transport, handshake: ClientHandshake, response: Response, c: ClientConfig, initial: bytes
 ) -> WebSocket:
     return new_websocket(
-        stream,
+        transport,
         Role.CLIENT,
         c,
         request=handshake.request,
         response=response,
         deflate=handshake.deflate,
-        initial_data=handshake.trailing_data,
+        initial_data=initial,
     )
 
 
-REACHING_OPTIONS = frozenset({"ssl_context", "proxy", "max_redirects"})
+REACHING_OPTIONS = frozenset({"ssl_context", "proxy", "max_redirects", "http2"})
 """The options of `connect` that are about reaching the server, which `connect_over` does not take."""
 
 
@@ -210,7 +245,7 @@ async def connect_over(
             response = await _exchange(stream, handshake)
     except trio.TooSlowError:
         raise TimeoutError(f"opening handshake with {uri} timed out after {c.open_timeout}s") from None
-    ws = _client_websocket(stream, handshake, response, c)
+    ws = _client_websocket(transport_for(stream), handshake, response, c, handshake.trailing_data)
     async with running(ws):
         yield ws
 

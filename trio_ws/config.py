@@ -28,6 +28,7 @@ from .extensions.permessage_deflate import DeflateConfig
 from .forwarded import TrustedProxies
 from .handshake import SelectSubprotocol
 from .http import HeadersLike, Request, Response
+from .http2_limits import Http2Limits
 from .hub_config import HubConfig
 from .options import PRODUCT, ConnectionOptions
 from .proxy import USE_ENVIRONMENT, UseEnvironment, check_proxy_url
@@ -60,6 +61,7 @@ Lifespan = Callable[[Any, Any], AbstractAsyncContextManager[object]]
 `WebSocketServer` and the `Hub` (None without `hub=`)."""
 
 DEFAULT_SERVER_HEADER = PRODUCT
+DEFAULT_HTTP2_LIMITS = Http2Limits()
 DEFAULT_USER_AGENT = PRODUCT
 
 
@@ -113,6 +115,15 @@ class ServerConfig(ConnectionOptions):
     metrics_port: int | None = None
     """Serve `/metrics` on this port of its own (0: any free one, see `server.metrics_port`)
     instead of the server's port; needs `metrics=True`."""
+    http2: bool = False
+    """Serve WebSockets over HTTP/2 too (RFC 8441; `pip install 'trio-ws[http2]'`): with
+    `ssl_context`, ALPN offers h2 beside http/1.1 on the same port (the context's ALPN
+    protocols are set for it). See docs/http2.md."""
+    http2_cleartext: bool = False
+    """Also take cleartext HTTP/2 by prior knowledge (a client that starts with the HTTP/2
+    preface, such as a proxy speaking h2c) on a plain listener; needs `http2=True`."""
+    http2_limits: Http2Limits = DEFAULT_HTTP2_LIMITS
+    """What one HTTP/2 connection may cost (streams, headers, windows, flood rates)."""
 
     def __post_init__(self) -> None:
         if not callable(self.handler):
@@ -145,6 +156,15 @@ class ServerConfig(ConnectionOptions):
                 raise ValueError(f"metrics_port must be a port number (0 to 65535), not {self.metrics_port}")
             if not self.metrics:
                 raise ValueError("metrics_port needs metrics=True")
+        for name in ("http2", "http2_cleartext"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, not {describe(getattr(self, name))}")
+        if self.http2_cleartext and not self.http2:
+            raise ValueError("http2_cleartext needs http2=True")
+        if not isinstance(self.http2_limits, Http2Limits):
+            raise TypeError(f"http2_limits must be a trio_ws.Http2Limits, not {describe(self.http2_limits)}")
+        if self.http2:
+            _needs_h2()
         if self.metrics:
             try:
                 import prometheus_client  # noqa: F401 -- checked here, so a missing extra fails at once
@@ -175,9 +195,17 @@ class ClientConfig(ConnectionOptions):
     proxy: str | UseEnvironment | None = USE_ENVIRONMENT
     """An http://, https://, socks5://, socks5h://, socks4:// or socks4a:// proxy URL; by
     default from the environment (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`...); None for none."""
+    http2: bool = False
+    """Open the WebSocket over HTTP/2 (RFC 8441; `pip install 'trio-ws[http2]'`) when the
+    server takes it: ALPN for wss://, prior knowledge for ws://. Connections to one origin
+    share one HTTP/2 connection; a server without it gets HTTP/1.1. See docs/http2.md."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.http2, bool):
+            raise TypeError(f"http2 must be True or False, not {describe(self.http2)}")
+        if self.http2:
+            _needs_h2()
         if not isinstance(self.max_redirects, int) or self.max_redirects < 0:
             raise ValueError(f"max_redirects must be 0 or more, not {self.max_redirects!r}")
         if isinstance(self.proxy, str):
@@ -227,6 +255,9 @@ class ServeOptions(_SharedOptions, total=False):
     forwarded_allow_ips: Sequence[str] | str | None
     metrics: bool
     metrics_port: int | None
+    http2: bool
+    http2_cleartext: bool
+    http2_limits: Http2Limits
 
 
 class ConnectOptions(_SharedOptions, total=False):
@@ -237,6 +268,7 @@ class ConnectOptions(_SharedOptions, total=False):
     user_agent_header: str | None
     max_redirects: int
     proxy: str | UseEnvironment | None
+    http2: bool
 
 
 SERVER_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ServerConfig)) - {"handler"}
@@ -244,6 +276,14 @@ SERVER_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(Serve
 CLIENT_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(ClientConfig))
 """The names of the client options: every field of `ClientConfig`."""
 DEFAULT_CLIENT = ClientConfig()
+
+
+def _needs_h2() -> None:
+    """Fail at once, where the option is given, when the http2 extra is missing."""
+    try:
+        import h2  # noqa: F401
+    except ImportError:
+        raise ValueError("http2=True needs h2: pip install 'trio-ws[http2]'") from None
 
 
 def configured(handler: Handler | ServerConfig, options: ServeOptions) -> ServerConfig:

@@ -32,7 +32,7 @@ from .options import ConnectionOptions
 from .prepared import PreparedMessage
 from .protocol import Protocol, Role, State
 from .sockets import address, socket_of
-from .transport import transport_for
+from .transport import Transport
 
 __all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle", "new_websocket", "running"]
 
@@ -40,7 +40,7 @@ _YIELD_EVERY = 16  # recv()/send() calls that may run without yielding to other 
 
 
 def new_websocket(
-    stream: trio.abc.Stream,
+    transport: Transport,
     role: Role,
     options: ConnectionOptions,
     *,
@@ -51,12 +51,14 @@ def new_websocket(
     on_closed: Callable[[WebSocket], None] | None = None,
     stats: ConnectionStats = CLIENT_CONNECTIONS,
 ) -> WebSocket:
-    """The connection over `stream` once its opening handshake is done: the one place
+    """The connection over `transport` once its opening handshake is done: the one place
     where a protocol, a transport and a `WebSocket` are put together from the options.
     `on_closed(ws)` is called once its TCP connection is closed; its messages are counted
     in `stats` (a server's, shared by its connections)."""
     protocol = Protocol(role, max_size=options.max_size, deflate=deflate, stats=stats)
-    ws = WebSocket(stream, protocol, options, request=request, response=response, initial_data=initial_data)
+    ws = WebSocket(
+        transport, protocol, options, request=request, response=response, initial_data=initial_data
+    )
     request.headers.pack()  # kept for the connection's life, and rarely read again
     response.headers.pack()
     if on_closed is not None:
@@ -102,7 +104,7 @@ class WebSocket:
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        transport: Transport,
         protocol: Protocol,
         options: ConnectionOptions,
         *,
@@ -116,7 +118,7 @@ class WebSocket:
         """The opening handshake's response (the 101 and its headers)."""
         self.subprotocol: str | None = response.headers.get("Sec-WebSocket-Protocol")
         """The subprotocol the handshake agreed on, or None."""
-        sock = socket_of(stream)
+        sock = socket_of(transport.stream)
         # The server's request already has it: one system call less per connection.
         self.remote_address: Any = request.remote_address or address(sock, "getpeername")
         """The peer's (host, port): behind a trusted proxy (`forwarded_allow_ips`), the client
@@ -124,7 +126,7 @@ class WebSocket:
         self.local_address: Any = address(sock, "getsockname")
         """This side's (host, port), or None over a stream without a socket."""
         self._core = ConnectionCore(
-            transport_for(stream),
+            transport,
             protocol,
             options,
             initial_data=initial_data,

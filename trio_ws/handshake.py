@@ -59,6 +59,17 @@ def _to_h11(headers: Headers) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers.raw_items()]
 
 
+def _check_version(fields: dict[str, list[str]]) -> None:
+    versions = fields.get("sec-websocket-version", [])
+    if versions != ["13"]:
+        raise _reject(
+            426,
+            f"unsupported Sec-WebSocket-Version {', '.join(versions) or '(missing)'}; "
+            "this server speaks version 13",
+            {"Sec-WebSocket-Version": "13"},
+        )
+
+
 class RejectHandshake(Exception):
     """The server answers the request with `response` instead of upgrading."""
 
@@ -135,47 +146,35 @@ class ServerHandshake:
         raise EOFError("connection closed before a complete HTTP request")
 
     def accept(self, request: Request) -> Response:
-        """The 101 response for a valid upgrade request; `RejectHandshake` otherwise."""
+        """The 101 response for a valid upgrade request; `RejectHandshake` otherwise.
+
+        An HTTP/2 request (RFC 8441) is an Extended CONNECT with `:protocol` websocket; it
+        is answered with the same 101, which HTTP/2 sends as `:status 200`.
+        """
         fields = request.headers.by_name()
-        if "websocket" not in [t.lower() for t in _tokens(fields.get("upgrade", []))]:
-            raise _reject(  # 426 names the protocol to upgrade to (RFC 9110, 15.5.22)
-                426,
-                "this is a WebSocket endpoint and the request is not an upgrade "
-                "(expected the header Upgrade: websocket)",
-                {"Upgrade": "websocket", "Connection": "Upgrade"},
+        if request.http_version == "2":
+            if request.method != "CONNECT" or (request.protocol or "").lower() != "websocket":
+                raise _reject(
+                    400,
+                    "this is a WebSocket endpoint and the request is not a WebSocket "
+                    "(expected an Extended CONNECT with :protocol websocket, RFC 8441)",
+                )
+            _check_version(fields)
+            response_headers = Headers()
+        else:
+            key = self._check_upgrade(request, fields)
+            response_headers = Headers.from_wire(
+                [
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Accept", accept_key(key)),
+                ]
             )
-        if "upgrade" not in [t.lower() for t in _tokens(fields.get("connection", []))]:
-            raise _reject(400, "expected the header Connection: Upgrade")
-        if request.method != "GET":
-            raise _reject(400, f"the upgrade must be a GET request, not {request.method}")
-        if request.http_version != "1.1":
-            raise _reject(505, f"the upgrade needs HTTP/1.1, not HTTP/{request.http_version}")
-        if "transfer-encoding" in fields or ", ".join(fields.get("content-length", ["0"])).strip() != "0":
-            # Whatever followed the head would be read as WebSocket frames.
-            raise _reject(400, "an upgrade request must not have a body")
-        versions = fields.get("sec-websocket-version", [])
-        if versions != ["13"]:
-            raise _reject(
-                426,
-                f"unsupported Sec-WebSocket-Version {', '.join(versions) or '(missing)'}; "
-                "this server speaks version 13",
-                {"Sec-WebSocket-Version": "13"},
-            )
-        keys = fields.get("sec-websocket-key", [])
-        if len(keys) != 1 or not _is_valid_key(keys[0]):
-            raise _reject(400, "missing or invalid Sec-WebSocket-Key header")
         if self._origins is not None:
             origins = fields.get("origin")
             origin = None if origins is None else ", ".join(origins)
             if origin not in self._origins:
                 raise _reject(403, f"origin {origin or '(none)'} is not allowed")
-        response_headers = Headers.from_wire(
-            [
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Accept", accept_key(keys[0])),
-            ]
-        )
         subprotocol = self._negotiate_subprotocol(_tokens(fields.get("sec-websocket-protocol", [])))
         if subprotocol is not None:
             response_headers["Sec-WebSocket-Protocol"] = subprotocol
@@ -192,6 +191,30 @@ class ServerHandshake:
             response_headers["Server"] = self._server_header
         response_headers.update_from(self._extra_headers)
         return Response(101, response_headers)
+
+    def _check_upgrade(self, request: Request, fields: dict[str, list[str]]) -> str:
+        """What RFC 6455 section 4.2.1 asks of an HTTP/1.1 upgrade; its key, else `RejectHandshake`."""
+        if "websocket" not in [t.lower() for t in _tokens(fields.get("upgrade", []))]:
+            raise _reject(  # 426 names the protocol to upgrade to (RFC 9110, 15.5.22)
+                426,
+                "this is a WebSocket endpoint and the request is not an upgrade "
+                "(expected the header Upgrade: websocket)",
+                {"Upgrade": "websocket", "Connection": "Upgrade"},
+            )
+        if "upgrade" not in [t.lower() for t in _tokens(fields.get("connection", []))]:
+            raise _reject(400, "expected the header Connection: Upgrade")
+        if request.method != "GET":
+            raise _reject(400, f"the upgrade must be a GET request, not {request.method}")
+        if request.http_version != "1.1":
+            raise _reject(505, f"the upgrade needs HTTP/1.1, not HTTP/{request.http_version}")
+        if "transfer-encoding" in fields or ", ".join(fields.get("content-length", ["0"])).strip() != "0":
+            # Whatever followed the head would be read as WebSocket frames.
+            raise _reject(400, "an upgrade request must not have a body")
+        _check_version(fields)
+        keys = fields.get("sec-websocket-key", [])
+        if len(keys) != 1 or not _is_valid_key(keys[0]):
+            raise _reject(400, "missing or invalid Sec-WebSocket-Key header")
+        return keys[0]
 
     def _negotiate_subprotocol(self, offered: list[str]) -> str | None:
         if self._select_subprotocol is not None:
@@ -363,6 +386,32 @@ class ClientHandshake:
             raise fail("missing Connection: Upgrade")
         if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
             raise fail("wrong Sec-WebSocket-Accept")
+        return self._negotiated(response, fail)
+
+    def http2_response(self, response: Response) -> Response:
+        """The server's answer to the same request sent over HTTP/2 as an Extended CONNECT
+        (RFC 8441): a 2xx, validated as a 101 would be (less what HTTP/2 has no use for:
+        Upgrade, Connection, Sec-WebSocket-Accept); `InvalidHandshake` for any other."""
+        headers = response.headers
+        if not 200 <= response.status < 300:
+            explanation = response.body.decode("utf-8", "replace").strip().partition("\n")[0][:200]
+            raise InvalidHandshake(
+                f"server rejected the WebSocket connection: HTTP {response.status}"
+                + (f": {explanation}" if explanation else ""),
+                status=response.status,
+                headers=headers,
+                body=response.body,
+            )
+
+        def fail(why: str) -> InvalidHandshake:
+            status = response.status
+            return InvalidHandshake(f"invalid opening handshake: {why}", status=status, headers=headers)
+
+        return self._negotiated(response, fail)
+
+    def _negotiated(self, response: Response, fail: Callable[[str], InvalidHandshake]) -> Response:
+        """The extensions and the subprotocol the server chose, checked against the offer."""
+        headers = response.headers
         if _tokens(headers.get_all("Sec-WebSocket-Extensions")):
             if self._compression is None:
                 raise fail("the server chose extensions that were not offered")

@@ -149,11 +149,15 @@ class Request:
     remote_address: Any = None
     """The client's (host, port, ...) as the socket reports it."""
     method: str = "GET"
+    """"GET" for an HTTP/1.1 upgrade; "CONNECT" for a WebSocket over HTTP/2 (RFC 8441)."""
     http_version: str = "1.1"
-    """"1.1" for every upgrade the server accepts (HTTP/1.0 gets 505)."""
+    """"1.1" for an upgrade over HTTP/1.1 (HTTP/1.0 gets 505), "2" over HTTP/2."""
     scheme: str = "ws"
     """"wss" when the client came over TLS (to this server, or to a trusted proxy that says so in
     `X-Forwarded-Proto` or `Forwarded`), else "ws"."""
+
+    protocol: str | None = None
+    """HTTP/2's `:protocol` ("websocket" for an RFC 8441 WebSocket); None over HTTP/1.1."""
 
     @property
     def path_only(self) -> str:

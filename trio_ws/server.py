@@ -8,7 +8,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import trio
 
@@ -28,13 +28,18 @@ from .extensions.permessage_deflate import config_for
 from .forwarded import TrustedProxies
 from .handshake import RejectHandshake, ServerHandshake
 from .http import Request, Response
+from .http2_messages import PREFACE, request_from_fields, response_fields
 from .hub import Hub, open_hub
 from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
 from .protocol import Role, State
 from .sockets import peer_address, receive_some, send_all
 from .tasks import open_nursery_unwrapped
+from .transport import transport_for
 from .uri import redacted_target
+
+if TYPE_CHECKING:  # h2 is an extra: imported only by a server that serves HTTP/2
+    from .http2_connection import Http2Connection, Http2Stream
 
 __all__ = [
     "serve",
@@ -116,6 +121,10 @@ class WebSocketServer:
             from .metrics import metrics_response
 
             self._metrics_response = metrics_response
+        self._http2_connections: set[Http2Connection] = set()
+        if config.http2 and config.ssl_context is not None:
+            # One port for both: a client that speaks h2 says so in ALPN.
+            config.ssl_context.set_alpn_protocols(["h2", "http/1.1"])
 
     def stats(self) -> Snapshot:
         """Its figures now, by metric name (see `trio_ws.stats()`, which adds up every
@@ -184,6 +193,8 @@ class WebSocketServer:
     async def _stop_accepting(self) -> None:
         self.draining.set()
         self._accepting.cancel()
+        for connection in list(self._http2_connections):
+            connection.go_away()  # no new streams; the open ones carry on
         for listener in self._listeners:
             await listener.aclose()
 
@@ -248,15 +259,26 @@ class WebSocketServer:
         """
         stream: trio.abc.Stream = tcp_stream
         ws = None
+        http2: bytes | None = None  # over HTTP/2: the bytes read already
         try:
             with trio.move_on_after(self._open_timeout) as handshake_scope:
                 self._handshakes.add(handshake_scope)
                 try:
                     if self._closing:
                         handshake_scope.cancel()
+                    first = b""
                     if self._ssl_context is not None:
-                        stream = trio.SSLStream(tcp_stream, self._ssl_context, server_side=True)
-                    ws = await self._handshake(stream)
+                        stream = ssl_stream = trio.SSLStream(tcp_stream, self._ssl_context, server_side=True)
+                        if self.config.http2:
+                            await ssl_stream.do_handshake()
+                            if ssl_stream.selected_alpn_protocol() == "h2":
+                                http2 = b""
+                    elif self.config.http2_cleartext:
+                        first = await _first_bytes(stream)
+                        if first.startswith(PREFACE):
+                            http2 = first
+                    if http2 is None:
+                        ws = await self._handshake(stream, first)
                 finally:  # also when the client reset the connection mid-handshake
                     self._handshakes.discard(handshake_scope)
             if handshake_scope.cancelled_caught:
@@ -268,6 +290,8 @@ class WebSocketServer:
                         peer_address(tcp_stream),
                         self._open_timeout,
                     )
+            elif http2 is not None:
+                await self._serve_http2(stream, http2)
             del handshake_scope  # not held for the connection's life
             if ws is not None:
                 await self._run_handler(ws)
@@ -279,11 +303,14 @@ class WebSocketServer:
             if ws is None or ws.state is not State.CLOSED:  # else the connection closed it already
                 await trio.aclose_forcefully(stream)
 
-    async def _handshake(self, stream: trio.abc.Stream) -> WebSocket | None:
-        """Read the request and answer it; the upgraded `WebSocket`, or None."""
+    async def _handshake(self, stream: trio.abc.Stream, first: bytes = b"") -> WebSocket | None:
+        """Read the request (after the bytes `first`, read already) and answer it; the
+        upgraded `WebSocket`, or None."""
         handshake = self._new_handshake()
         remote = peer_address(stream)
         request = None
+        if first:
+            handshake.receive_data(first)
         try:
             while request is None:
                 request = handshake.next_request(remote)
@@ -298,12 +325,7 @@ class WebSocketServer:
             return None
         if self._ssl_context is not None:
             request.scheme = "wss"
-        if self._trusted is not None:  # believe a trusted proxy about who the client is
-            forwarded = self._trusted.client_of(remote, request.headers)
-            if forwarded is not None:
-                request.remote_address = forwarded.remote_address
-                if forwarded.scheme is not None:
-                    request.scheme = "wss" if forwarded.scheme in ("https", "wss") else "ws"
+        self._believe_proxy(remote, request)
         if self._metrics_response is not None and request.path_only == METRICS_PATH:
             await send_all(stream, handshake.send_response(self._metrics_response()))
             return None  # not a handshake: not counted
@@ -322,7 +344,7 @@ class WebSocketServer:
             return None
         deflate = handshake.deflate if "Sec-WebSocket-Extensions" in response.headers else None
         return new_websocket(
-            stream,
+            transport_for(stream),
             Role.SERVER,
             self.config,
             request=request,
@@ -332,6 +354,94 @@ class WebSocketServer:
             on_closed=self.connections.discard,
             stats=self.counts,
         )
+
+    def _believe_proxy(self, remote: Any, request: Request) -> None:
+        """A trusted proxy says who the client is, and how it came."""
+        if self._trusted is not None:
+            forwarded = self._trusted.client_of(remote, request.headers)
+            if forwarded is not None:
+                request.remote_address = forwarded.remote_address
+                if forwarded.scheme is not None:
+                    request.scheme = "wss" if forwarded.scheme in ("https", "wss") else "ws"
+
+    async def _serve_http2(self, stream: trio.abc.Stream, first: bytes) -> None:
+        """An HTTP/2 connection: each stream a request, a WebSocket (RFC 8441) or not."""
+        from .http2_connection import Http2Connection
+
+        connection = Http2Connection(
+            stream,
+            client=False,
+            limits=self.config.http2_limits,
+            logger=self.logger,
+            close_timeout=self.config.close_timeout,
+            initial_data=first,
+        )
+        remote = peer_address(stream)
+        self._http2_connections.add(connection)
+        if self.draining.is_set():
+            connection.go_away()
+        try:
+            await connection.serve(functools.partial(self._serve_http2_stream, remote))
+        finally:
+            self._http2_connections.discard(connection)
+
+    async def _serve_http2_stream(self, remote: Any, stream: Http2Stream) -> None:
+        """One HTTP/2 request: answered as over HTTP/1.1 (`process_request`, the upgrade's
+        checks, `process_response`), and if it upgrades, the handler runs on the stream."""
+        handshake = self._new_handshake()
+        request: Request | None = None
+        with trio.move_on_after(self._open_timeout) as scope:
+            self._handshakes.add(scope)
+            try:
+                if self._closing:
+                    scope.cancel()
+                request = request_from_fields(stream.headers or [], remote, self._ssl_context is not None)
+                self._believe_proxy(remote, request)
+                if self._metrics_response is not None and request.path_only == METRICS_PATH:
+                    response = self._metrics_response()
+                else:
+                    response = await self._respond(handshake, request)
+            except RejectHandshake as rejection:
+                response = rejection.response
+            finally:
+                self._handshakes.discard(scope)
+        if scope.cancelled_caught:
+            return  # the stream is reset as this task ends
+        self._log_answer(remote if request is None else request.remote_address, request, response.status)
+        upgrade = response.status == 101 and request is not None
+        fields = response_fields(response, server_header=self.config.server_header)
+        connection = stream.connection
+        if not upgrade:
+            no_body = not response.body or (request is not None and request.method == "HEAD")
+            connection.send_headers(stream, fields, end_stream=no_body)
+            if not no_body:
+                await stream.send_all(response.body)
+                connection.end_stream(stream)
+            self.counts.answered(response.status)
+            if not stream.remote_ended:  # a request body nobody reads (RFC 9113 section 8.1)
+                connection.reset(stream, 0)
+            connection.release(stream)
+            return
+        assert request is not None
+        self._upgraded += 1
+        try:
+            connection.send_headers(stream, fields)
+        except BaseException:
+            self._upgraded -= 1
+            raise
+        self.counts.answered(response.status)
+        deflate = handshake.deflate if "Sec-WebSocket-Extensions" in response.headers else None
+        ws = new_websocket(
+            stream,
+            Role.SERVER,
+            self.config,
+            request=request,
+            response=response,
+            deflate=deflate,
+            on_closed=self.connections.discard,
+            stats=self.counts,
+        )
+        await self._run_handler(ws)
 
     def _log_answer(self, client: Any, request: Request | None, status: int) -> None:
         """The access log's line for an HTTP answer: who, what (query redacted), status."""
@@ -427,6 +537,18 @@ class WebSocketServer:
                     ws.bytes_received,
                     ws.bytes_sent,
                 )
+
+
+async def _first_bytes(stream: trio.abc.Stream) -> bytes:
+    """What a cleartext client sends first, up to the length of the HTTP/2 preface or the
+    first byte that differs from it (an HTTP/1.1 request differs at once)."""
+    first = b""
+    while len(first) < len(PREFACE) and PREFACE.startswith(first):
+        data = await receive_some(stream)
+        if not data:
+            break
+        first += data
+    return first
 
 
 def _client(address: Any) -> str:

@@ -1,0 +1,98 @@
+"""`FrameGuard`: the per-connection limits h2 does not keep itself, counted frame by
+frame on the bytes a peer sends, before h2 parses them. Sans-I/O: no trio, no h2.
+
+It reads only each frame's 9-byte header (length, type, flags; RFC 9113 section 4.1)
+and counts: resets (rapid reset, CVE-2023-44487), the frames of one header block
+(CONTINUATION flood, CVE-2024-27316), and frames that cost work but carry nothing
+(SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA floods). Parsing stays h2's.
+"""
+
+from __future__ import annotations
+
+from .http2_limits import Http2Limits
+
+__all__ = ["FrameGuard", "Http2Abuse"]
+
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS = 0x0, 0x1, 0x2, 0x3, 0x4
+_PUSH_PROMISE, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x5, 0x6, 0x8, 0x9
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+_CONTROL = frozenset({_PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE})
+_HEADER_SIZE = 9
+_PREFACE_SIZE = 24  # "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", which a server reads first
+
+
+class Http2Abuse(Exception):
+    """A peer went past one of `Http2Limits`: the connection ends with ENHANCE_YOUR_CALM."""
+
+
+class FrameGuard:
+    """Counts what a peer sends, frame by frame; `feed` raises `Http2Abuse` past a limit."""
+
+    __slots__ = (
+        "_block_bytes",
+        "_block_frames",
+        "_control",
+        "_header",
+        "_limits",
+        "_resets",
+        "_skip",
+        "_window_started",
+    )
+
+    def __init__(self, limits: Http2Limits, *, server: bool) -> None:
+        self._limits = limits
+        self._skip = _PREFACE_SIZE if server else 0  # payload bytes (or preface) still to pass
+        self._header = b""  # the part of a frame header read so far
+        self._block_frames = 0  # frames of the header block in progress (0: none)
+        self._block_bytes = 0
+        self._resets = 0
+        self._control = 0
+        self._window_started = float("-inf")
+
+    def feed(self, data: bytes | bytearray, now: float) -> None:
+        """Count the frames in `data`, the next bytes from the peer."""
+        view = memoryview(data)
+        while view:
+            if self._skip:
+                taken = min(self._skip, len(view))
+                self._skip -= taken
+                view = view[taken:]
+                continue
+            need = _HEADER_SIZE - len(self._header)
+            self._header += bytes(view[:need])
+            view = view[need:]
+            if len(self._header) == _HEADER_SIZE:
+                header, self._header = self._header, b""
+                length = int.from_bytes(header[:3], "big")
+                self._skip = length
+                self._count(header[3], header[4], length, now)
+
+    def _count(self, kind: int, flags: int, length: int, now: float) -> None:
+        limits = self._limits
+        if now - self._window_started >= limits.rate_window:
+            self._window_started, self._resets, self._control = now, 0, 0
+        if kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
+            # A header block is HEADERS (or PUSH_PROMISE) then CONTINUATIONs, up to
+            # END_HEADERS; h2 holds them all until the end, so their number and size are
+            # bounded here.
+            self._block_frames += 1
+            self._block_bytes += length
+            if self._block_frames > limits.max_header_frames:
+                raise Http2Abuse(f"a header block of more than {limits.max_header_frames} frames")
+            if self._block_bytes > limits.max_header_list_size:
+                raise Http2Abuse(f"a header block of more than {limits.max_header_list_size} bytes")
+            if flags & _END_HEADERS:
+                self._block_frames = self._block_bytes = 0
+        elif kind == _RST_STREAM:
+            self._resets += 1
+            if self._resets > limits.max_resets_per_window:
+                raise Http2Abuse(
+                    f"more than {limits.max_resets_per_window} streams reset in {limits.rate_window}s"
+                )
+        elif kind in _CONTROL or (kind == _DATA and length == 0 and not flags & _END_STREAM):
+            self._control += 1
+            if self._control > limits.max_control_frames_per_window:
+                raise Http2Abuse(
+                    f"more than {limits.max_control_frames_per_window} control frames "
+                    f"in {limits.rate_window}s"
+                )
