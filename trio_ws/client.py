@@ -181,7 +181,8 @@ async def _open(
 async def _dial(
     wsuri: WebSocketURI, ssl_context: ssl.SSLContext | None, proxy: str | None, alpn: list[str] | None
 ) -> trio.abc.Stream:
-    """TCP (or a proxy's tunnel) to the server, with TLS for wss:// (offering `alpn`)."""
+    """TCP (or a proxy's tunnel) to the server, with TLS for wss:// (offering `alpn`, else
+    http/1.1)."""
     stream: trio.abc.Stream | None = None
     try:
         if proxy is None:
@@ -190,8 +191,9 @@ async def _dial(
             stream = await open_tunnel(proxy, wsuri.host, wsuri.port)
         if wsuri.secure:
             context = ssl_context or ssl.create_default_context()
-            if alpn is not None:
-                context.set_alpn_protocols(alpn)
+            # Set on each use, just before the SSLStream reads it: one context may serve
+            # connects with and without http2.
+            context.set_alpn_protocols(alpn or ["http/1.1"])
             stream = trio.SSLStream(stream, context, server_hostname=wsuri.host)
             await _tls_handshake(stream, wsuri.host, wsuri.port)
     except BaseException:

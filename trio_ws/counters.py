@@ -86,6 +86,13 @@ METRICS: Mapping[str, MetricSpec] = _specs(
         "How long connections stayed open, from the 101 to the end of the handler.",
         buckets=LIFETIME,
     ),
+    MetricSpec("trio_ws_http2_connections_open", "gauge", "HTTP/2 connections open now (RFC 8441)."),
+    MetricSpec(
+        "trio_ws_http2_limit_closes_total",
+        "counter",
+        "HTTP/2 connections closed with ENHANCE_YOUR_CALM for going past one of Http2Limits, by limit.",
+        ("limit",),
+    ),
     # Traffic.
     MetricSpec(
         "trio_ws_messages_received_total", "counter", "Messages received, by kind (text, binary).", ("kind",)
@@ -395,10 +402,11 @@ peer cannot grow the server's counts, or Prometheus's series, without bound."""
 class ServerStats(ConnectionStats):
     """A server's counts: its connections' traffic, and the handshakes and closes."""
 
-    __slots__ = ("_application_codes", "closes", "duration", "handshakes")
+    __slots__ = ("_application_codes", "closes", "duration", "handshakes", "http2_limit_closes")
 
     def __init__(self) -> None:
         super().__init__()
+        self.http2_limit_closes: dict[str, int] = {}  # Http2Limits field: connections closed
         self.handshakes: dict[int, int] = {}  # HTTP status: answers
         self.closes: dict[tuple[str, str], int] = {}  # (code label, who closed first): connections
         self.duration = Histogram(LIFETIME)
@@ -426,11 +434,13 @@ class ServerStats(ConnectionStats):
         self.closes[key] = self.closes.get(key, 0) + 1
         self.duration.observe(seconds)
 
-    def server_snapshot(self, open_connections: int) -> Snapshot:
+    def server_snapshot(self, open_connections: int, open_http2: int = 0) -> Snapshot:
         """Every figure of the server, by metric name."""
         return {
             "trio_ws_connections_open": {(): open_connections},
             "trio_ws_connections_opened_total": {(): self.opened},
+            "trio_ws_http2_connections_open": {(): open_http2},
+            "trio_ws_http2_limit_closes_total": {(limit,): n for limit, n in self.http2_limit_closes.items()},
             "trio_ws_handshakes_total": {(str(status),): n for status, n in self.handshakes.items()},
             "trio_ws_closes_total": {key: n for key, n in self.closes.items()},
             "trio_ws_connection_duration_seconds": {(): self.duration.read()},

@@ -117,10 +117,10 @@ class Http2Stream(Transport):
         else:
             self._eager_reads = 0
             while not self._buffer:
+                if self.remote_ended:  # the peer's end came first: a reset after it loses nothing
+                    return b""
                 if self.reset_code is not None:
                     raise trio.BrokenResourceError(f"stream reset (error code {self.reset_code})")
-                if self.remote_ended:
-                    return b""
                 await self._lot.park()
         data, self._buffer = self._buffer, bytearray()
         self.connection.consumed(self, len(data))
@@ -204,6 +204,8 @@ class Http2Connection:
         """GOAWAY was sent or received: no new stream."""
         self.settings_received = trio.Event()
         """Set when the peer's first SETTINGS came (a client reads Extended CONNECT there)."""
+        self.limit_passed: str | None = None
+        """The `Http2Limits` field the peer went past, if that is how the connection ended."""
         self.remote_closed_after: int | None = None
         """The last stream id a peer's GOAWAY says it processed, if it sent one."""
         self._guard = FrameGuard(limits, server=not client)
@@ -284,6 +286,7 @@ class Http2Connection:
             self._guard.feed(data, trio.current_time())
             events = self.h2.receive_data(bytes(data))
         except Http2Abuse as exc:
+            self.limit_passed = exc.limit
             self.logger.warning("HTTP/2 peer went past a limit: %s; closing its connection", exc)
             self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, str(exc))
             return False

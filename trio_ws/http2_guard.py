@@ -24,6 +24,11 @@ _PREFACE_SIZE = 24  # "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", which a server reads f
 class Http2Abuse(Exception):
     """A peer went past one of `Http2Limits`: the connection ends with ENHANCE_YOUR_CALM."""
 
+    def __init__(self, limit: str, why: str) -> None:
+        super().__init__(why)
+        self.limit = limit
+        """The name of the `Http2Limits` field it went past."""
+
 
 class FrameGuard:
     """Counts what a peer sends, frame by frame; `feed` raises `Http2Abuse` past a limit."""
@@ -78,21 +83,28 @@ class FrameGuard:
             self._block_frames += 1
             self._block_bytes += length
             if self._block_frames > limits.max_header_frames:
-                raise Http2Abuse(f"a header block of more than {limits.max_header_frames} frames")
+                raise Http2Abuse(
+                    "max_header_frames", f"a header block of more than {limits.max_header_frames} frames"
+                )
             if self._block_bytes > limits.max_header_list_size:
-                raise Http2Abuse(f"a header block of more than {limits.max_header_list_size} bytes")
+                raise Http2Abuse(
+                    "max_header_list_size",
+                    f"a header block of more than {limits.max_header_list_size} bytes",
+                )
             if flags & _END_HEADERS:
                 self._block_frames = self._block_bytes = 0
         elif kind == _RST_STREAM:
             self._resets += 1
             if self._resets > limits.max_resets_per_window:
                 raise Http2Abuse(
-                    f"more than {limits.max_resets_per_window} streams reset in {limits.rate_window}s"
+                    "max_resets_per_window",
+                    f"more than {limits.max_resets_per_window} streams reset in {limits.rate_window}s",
                 )
         elif kind in _CONTROL or (kind == _DATA and length == 0 and not flags & _END_STREAM):
             self._control += 1
             if self._control > limits.max_control_frames_per_window:
                 raise Http2Abuse(
+                    "max_control_frames_per_window",
                     f"more than {limits.max_control_frames_per_window} control frames "
-                    f"in {limits.rate_window}s"
+                    f"in {limits.rate_window}s",
                 )

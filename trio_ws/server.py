@@ -129,7 +129,7 @@ class WebSocketServer:
     def stats(self) -> Snapshot:
         """Its figures now, by metric name (see `trio_ws.stats()`, which adds up every
         server and hub of the process)."""
-        return self.counts.server_snapshot(len(self.connections))
+        return self.counts.server_snapshot(len(self.connections), len(self._http2_connections))
 
     @property
     def addresses(self) -> list[Any]:
@@ -384,6 +384,9 @@ class WebSocketServer:
             await connection.serve(functools.partial(self._serve_http2_stream, remote))
         finally:
             self._http2_connections.discard(connection)
+            if connection.limit_passed is not None:
+                closes = self.counts.http2_limit_closes
+                closes[connection.limit_passed] = closes.get(connection.limit_passed, 0) + 1
 
     async def _serve_http2_stream(self, remote: Any, stream: Http2Stream) -> None:
         """One HTTP/2 request: answered as over HTTP/1.1 (`process_request`, the upgrade's
