@@ -283,8 +283,15 @@ class Http2Connection:
     def _receive(self, data: bytes | bytearray, on_stream: StreamHandler | None) -> bool:
         """Feed the peer's bytes and act on the events; False once the connection ends."""
         try:
-            self._guard.feed(data, trio.current_time())
-            events = self.h2.receive_data(bytes(data))
+            cuts = self._guard.feed(data, trio.current_time())
+            events = []
+            start = 0
+            for end in [*cuts, len(data)]:
+                if end > start:
+                    events += self.h2.receive_data(bytes(data[start:end]))
+                start = end
+                if end in cuts:
+                    self._keep_open_after_goaway(events)
         except Http2Abuse as exc:
             self.limit_passed = exc.limit
             self.logger.warning("HTTP/2 peer went past a limit: %s; closing its connection", exc)
@@ -299,6 +306,20 @@ class Http2Connection:
             self._on_event(event, on_stream)
         self._collect()
         return True
+
+    def _keep_open_after_goaway(self, events: list[h2.events.Event]) -> None:
+        """h2 treats a GOAWAY it receives as the end of the whole connection, and refuses
+        every frame after it. RFC 9113 section 6.8 lets the streams it names carry on (a
+        server's drain): so after a GOAWAY without an error, h2's connection state is set
+        back to open. The GOAWAY itself still counts: no new stream is opened."""
+        last = events[-1] if events else None
+        if isinstance(last, h2.events.ConnectionTerminated) and not last.error_code:
+            opened = (
+                h2.connection.ConnectionState.CLIENT_OPEN
+                if self.client
+                else h2.connection.ConnectionState.SERVER_OPEN
+            )
+            self.h2.state_machine.state = opened
 
     def _on_event(self, event: h2.events.Event, on_stream: StreamHandler | None) -> None:
         kind = type(event)

@@ -14,7 +14,7 @@ from .http2_limits import Http2Limits
 __all__ = ["FrameGuard", "Http2Abuse"]
 
 _DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS = 0x0, 0x1, 0x2, 0x3, 0x4
-_PUSH_PROMISE, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x5, 0x6, 0x8, 0x9
+_PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = 0x5, 0x6, 0x7, 0x8, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 _CONTROL = frozenset({_PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE})
 _HEADER_SIZE = 9
@@ -38,6 +38,7 @@ class FrameGuard:
         "_block_frames",
         "_control",
         "_header",
+        "_in_goaway",
         "_limits",
         "_resets",
         "_skip",
@@ -48,20 +49,26 @@ class FrameGuard:
         self._limits = limits
         self._skip = _PREFACE_SIZE if server else 0  # payload bytes (or preface) still to pass
         self._header = b""  # the part of a frame header read so far
+        self._in_goaway = False  # the payload being passed is a GOAWAY's
         self._block_frames = 0  # frames of the header block in progress (0: none)
         self._block_bytes = 0
         self._resets = 0
         self._control = 0
         self._window_started = float("-inf")
 
-    def feed(self, data: bytes | bytearray, now: float) -> None:
-        """Count the frames in `data`, the next bytes from the peer."""
+    def feed(self, data: bytes | bytearray, now: float) -> list[int]:
+        """Count the frames in `data`, the next bytes from the peer. Returns where in
+        `data` each GOAWAY frame ends (see `Http2Connection`, which feeds h2 up to there)."""
         view = memoryview(data)
+        goaway_ends = []
         while view:
             if self._skip:
                 taken = min(self._skip, len(view))
                 self._skip -= taken
                 view = view[taken:]
+                if not self._skip and self._in_goaway:
+                    self._in_goaway = False
+                    goaway_ends.append(len(data) - len(view))
                 continue
             need = _HEADER_SIZE - len(self._header)
             self._header += bytes(view[:need])
@@ -71,6 +78,12 @@ class FrameGuard:
                 length = int.from_bytes(header[:3], "big")
                 self._skip = length
                 self._count(header[3], header[4], length, now)
+                if header[3] == _GOAWAY:
+                    if length:
+                        self._in_goaway = True
+                    else:
+                        goaway_ends.append(len(data) - len(view))
+        return goaway_ends
 
     def _count(self, kind: int, flags: int, length: int, now: float) -> None:
         limits = self._limits
