@@ -178,3 +178,53 @@ def test_whatever_follows_the_close_frame_the_client_gets_the_close_frame_then_a
     only frame the client gets."""
     ending, opcodes = trio.run(a_close_followed_by, after, client_closes, handler_in_recv)
     assert (ending, opcodes) == ("FIN", [Opcode.CLOSE])
+
+
+@pytest.mark.parametrize("how", ["keepalive", "close"])
+async def test_a_peer_that_never_reads_is_really_disconnected_at_close_timeout(how: str) -> None:
+    """When the close frame cannot leave (the peer's window is shut), close_timeout drops the
+    TCP connection: the socket is closed, not only marked closed while it stays open."""
+    import os
+    import socket
+
+    handlers: list[trio_ws.WebSocket] = []
+
+    async def flood(ws: trio_ws.WebSocket) -> None:
+        handlers.append(ws)
+        if how == "close":
+            with trio.move_on_after(0.3):
+                while True:
+                    await ws.send(os.urandom(100_000))
+            await ws.close()  # cannot be sent: the peer reads nothing
+            return
+        while True:  # until keepalive finds the peer dead (its ping cannot go either)
+            await ws.send(os.urandom(100_000))
+
+    async with trio_ws.open_server(
+        flood, "127.0.0.1", 0, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.3, compression=None
+    ) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            while not handlers or handlers[0].state is not trio_ws.State.CLOSED:
+                await trio.sleep(0.05)
+        stream = handlers[0]._core.transport.stream
+        assert isinstance(stream, trio.SocketStream)
+        assert stream.socket.fileno() == -1, "marked closed, so the socket must be closed"
+        # The peer sees the end: an EOF or a reset once it reads what was buffered.
+        sock.setblocking(False)
+        with trio.fail_after(5):
+            while True:
+                try:
+                    if not sock.recv(1 << 20):
+                        break
+                except BlockingIOError:
+                    await trio.sleep(0.01)
+                except ConnectionResetError:
+                    break
+        sock.close()

@@ -540,6 +540,7 @@ class ConnectionCore:
         transport.stop_writing_through()  # from here on only the writer writes
         if self._close_deadline == float("inf"):
             self._close_deadline = trio.current_time() + self._close_timeout
+        closed = False
         with trio.move_on_at(self._close_deadline):
             if self.lifecycle is not Lifecycle.ABORTING:
                 await self.wait_flushed()
@@ -553,10 +554,16 @@ class ConnectionCore:
                     # EOF. A stream that cannot half-close (TLS) is closed at once.
                     await self._drain_to_eof()
             self.outbox.stop()
+            closed = True  # from here the close itself runs (a cancelled one still closes)
             if self.lifecycle is Lifecycle.ABORTING:
                 await transport.abort()
             else:
                 await transport.aclose()
+        if not closed:
+            # The deadline came while the output would not drain (a peer that never
+            # reads) or its FIN never came: the connection is dropped, not left open.
+            self.outbox.stop()
+            await transport.abort()
         self._set_closed()
 
     async def _drain_to_eof(self) -> None:
