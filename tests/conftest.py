@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -191,11 +192,12 @@ def with_canary(handler: trio_ws.server.Handler) -> trio_ws.server.Handler:
 
 
 @contextlib.asynccontextmanager
-async def healthy_canary(url: str, *, max_pause: float = 0.25) -> AsyncIterator[Canary]:
+async def healthy_canary(url: str, *, max_pause: float = 0.25, **options: Any) -> AsyncIterator[Canary]:
     """Echo round trips on their own connection for as long as the block runs and five
-    more after it; then check that none waited longer than `max_pause` seconds."""
+    more after it; then check that none waited longer than `max_pause` seconds. `options`
+    are `connect`'s (http2=True, say)."""
     canary = Canary()
-    async with trio_ws.connect(url) as ws, trio.open_nursery() as nursery:
+    async with trio_ws.connect(url, **options) as ws, trio.open_nursery() as nursery:
 
         async def echo_loop() -> None:
             last = trio.current_time()

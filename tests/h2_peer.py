@@ -10,8 +10,11 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import trio
+from hyperframe.frame import Frame as H2Frame
+from hyperframe.frame import GoAwayFrame
 
 from trio_ws.frames import Frame, FrameParser, Opcode, serialize_frame
 
@@ -32,6 +35,12 @@ class RawH2:
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False  # the server closed TCP
         self.settings: h2.events.RemoteSettingsChanged | None = None
+        self.goaway_codes: list[int] = []
+        self.goaway_last_ids: list[int] = []
+        """The error code of every GOAWAY, read from the raw frames (also once our h2
+        objects to what the server sends, after we sent frames behind its back)."""
+        self._raw = bytearray()
+        self._h2_failed = False
 
     @classmethod
     async def connect(
@@ -83,9 +92,31 @@ class RawH2:
         if not data:
             self.closed = True
             return
-        for event in self.h2.receive_data(data):
+        self._scan(data)
+        if self._h2_failed:
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self._h2_failed = True  # we broke the rules on purpose; the raw scan goes on
+            return
+        for event in events:
             self._on(event)
         await self.flush()
+
+    def _scan(self, data: bytes) -> None:
+        """Frame boundaries of the raw bytes (the server's preface is a SETTINGS frame, so
+        they start at one), for the GOAWAYs."""
+        self._raw += data
+        while len(self._raw) >= 9:
+            frame, length = H2Frame.parse_frame_header(memoryview(self._raw[:9]))
+            if len(self._raw) < 9 + length:
+                break
+            if isinstance(frame, GoAwayFrame):
+                frame.parse_body(memoryview(self._raw[9 : 9 + length]))
+                self.goaway_codes.append(frame.error_code)
+                self.goaway_last_ids.append(frame.last_stream_id)
+            del self._raw[: 9 + length]
 
     def _on(self, event: Any) -> None:
         if isinstance(event, h2.events.ResponseReceived):

@@ -3,6 +3,7 @@
 python tests/hostile_server.py '{"max_queue": 16}'   (JSON: keyword options of serve)
 
 Routes: /echo sends every message back; /idle never reads (its inbox fills up).
+`http2_limits` is given as a JSON object of `Http2Limits` fields.
 The first stdout line names the URL.
 """
 
@@ -35,6 +36,8 @@ async def main(options: dict[str, object]) -> None:
 
         limit = int(options.pop("rlimit_nofile"))  # type: ignore[call-overload]
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    if "http2_limits" in options:  # JSON gives its fields
+        options["http2_limits"] = trio_ws.Http2Limits(**options["http2_limits"])  # type: ignore[arg-type]
     async with trio_ws.open_server(router, "127.0.0.1", 0, **options) as server:  # type: ignore[arg-type]
         sys.stdout.write(f"listening on ws://127.0.0.1:{server.port}/\n")
         sys.stdout.flush()

@@ -38,11 +38,14 @@ from hyperframe.frame import GoAwayFrame
 from .http2_guard import FrameGuard, Http2Abuse
 from .http2_limits import Http2Limits
 from .http2_messages import Header
-from .sockets import receive_some, send_all
+from .sockets import receive_some, send_all, shut_down_writing
 from .transport import Transport
 
 __all__ = ["Http2Connection", "Http2Stream"]
 
+LINGER = 2.0
+"""Seconds at most that a connection we close reads on, until the peer closes too (see
+`Http2Connection._linger`); close_timeout, if shorter, bounds it instead."""
 _EAGER_READS = 4  # reads in a row that found data before one yields (as the socket transport)
 
 
@@ -235,6 +238,7 @@ class Http2Connection:
         self._finishing = False  # the final GOAWAY is queued: the writer ends after it
         self._work = trio.lowlevel.ParkingLot()  # the writer, waiting for frames
         self._room = trio.lowlevel.ParkingLot()  # tasks waiting for a window or for room
+        self._peer_left = False  # its end of stream came (or a reset): nothing to linger for
         self._reading = trio.CancelScope()
         self._idle_watch = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
@@ -258,8 +262,22 @@ class Http2Connection:
                 self._lose_all()
         finally:
             self._nursery = None
+            peer_left = self._peer_left
             self._lose_all()
+            if not peer_left:
+                with trio.move_on_after(min(self.close_timeout, LINGER)):
+                    await self._linger()
             await trio.aclose_forcefully(self.stream)
+
+    async def _linger(self) -> None:
+        """Half-close, then read and drop what the peer still sends until it closes: a
+        close with its data unread would be a RST, which can destroy our last GOAWAY (and
+        with it the reason) before the peer reads it."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                await shut_down_writing(self.stream)
+            while await receive_some(self.stream):
+                pass
 
     async def _read_loop(self, on_stream: StreamHandler | None) -> None:
         data: bytes | bytearray = self._initial_data
@@ -276,8 +294,10 @@ class Http2Connection:
             try:
                 data = await receive_some(self.stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._peer_left = True
                 return
             if not data:
+                self._peer_left = True
                 return
 
     def _receive(self, data: bytes | bytearray, on_stream: StreamHandler | None) -> bool:
@@ -380,8 +400,14 @@ class Http2Connection:
         self._nursery.start_soon(self._run_stream, on_stream, stream)
 
     async def _run_stream(self, on_stream: StreamHandler, stream: Http2Stream) -> None:
+        """One stream's task: whatever happens to it stays with it (its neighbours, and
+        the connection, carry on)."""
         try:
             await on_stream(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.logger.debug("HTTP/2 stream %d ended: %r", stream.stream_id, exc)
+        except Exception:
+            self.logger.exception("unexpected error on HTTP/2 stream %d", stream.stream_id)
         finally:
             if not stream.released:
                 await stream.abort()
@@ -445,8 +471,14 @@ class Http2Connection:
         await self._room.park()
 
     def send_headers(self, stream: Http2Stream, headers: list[Header], *, end_stream: bool = False) -> None:
-        """Send a header block on `stream` (a response, or a client's request)."""
-        self.h2.send_headers(stream.stream_id, headers, end_stream=end_stream)
+        """Send a header block on `stream` (a response); BrokenResourceError if the
+        stream is gone (the peer reset it meanwhile)."""
+        if stream.gone:
+            raise trio.BrokenResourceError("the HTTP/2 stream is closed")
+        try:
+            self.h2.send_headers(stream.stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.StreamClosedError as exc:
+            raise trio.BrokenResourceError("the HTTP/2 stream is closed") from exc
         if end_stream:
             stream.local_ended = True
         self._collect()
