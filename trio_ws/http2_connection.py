@@ -68,6 +68,7 @@ class Http2Stream(Transport):
     )
 
     reads_cancel_safely = True  # a cancelled wait has taken nothing from the buffer
+    ends_own_side_first = True
 
     def __init__(self, connection: Http2Connection, stream_id: int) -> None:
         super().__init__(connection.stream)
@@ -239,6 +240,7 @@ class Http2Connection:
         self._work = trio.lowlevel.ParkingLot()  # the writer, waiting for frames
         self._room = trio.lowlevel.ParkingLot()  # tasks waiting for a window or for room
         self._peer_left = False  # its end of stream came (or a reset): nothing to linger for
+        self._failed = False  # ended by a connection error of the peer's
         self._reading = trio.CancelScope()
         self._idle_watch = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
@@ -262,17 +264,16 @@ class Http2Connection:
                 self._lose_all()
         finally:
             self._nursery = None
-            peer_left = self._peer_left
             self._lose_all()
-            if not peer_left:
+            if self._failed and not self._peer_left:
                 with trio.move_on_after(min(self.close_timeout, LINGER)):
                     await self._linger()
             await trio.aclose_forcefully(self.stream)
 
     async def _linger(self) -> None:
-        """Half-close, then read and drop what the peer still sends until it closes: a
-        close with its data unread would be a RST, which can destroy our last GOAWAY (and
-        with it the reason) before the peer reads it."""
+        """After a connection error: half-close, then read and drop what the peer still
+        sends until it closes. A close with its data unread would be a RST, which can
+        destroy our GOAWAY, and the reason it gives, before the peer reads it."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             if isinstance(self.stream, trio.abc.HalfCloseableStream):
                 await shut_down_writing(self.stream)
@@ -571,6 +572,7 @@ class Http2Connection:
 
     def _fail(self, code: int, why: str) -> None:
         """A connection error: GOAWAY with `code`, and every stream lost."""
+        self._failed = True
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection(error_code=code, additional_data=why.encode()[:256])
         self._collect()
