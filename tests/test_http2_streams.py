@@ -143,3 +143,44 @@ async def test_the_peer_resetting_a_stream_ends_that_websocket_as_abnormal(code:
         await peer.send_message(other, b"ok")
         await peer.pump(lambda: peer.messages(other) == [b"ok"])
         await peer.aclose()
+
+
+@pytest.mark.parametrize("max_streams", [2, 64])
+async def test_streams_opened_and_reset_in_one_read_never_take_the_connection_down(max_streams: int) -> None:
+    """HEADERS and RST_STREAM for one stream in the same read: h2 has closed the stream by
+    the time its request is handled. With 2, the reset streams' handlers (still in a slow
+    process_request) hold the slots, so the later ones are refused; with 64 they are
+    answered. Either way the connection carries on."""
+    from hyperframe.frame import HeadersFrame, RstStreamFrame
+
+    async def slow(request: trio_ws.Request) -> None:
+        if request.path == "/slow":
+            await trio.sleep(1)
+
+    limits = trio_ws.Http2Limits(max_concurrent_streams=max_streams)
+    async with trio_ws.open_server(
+        echo, "127.0.0.1", 0, http2=True, http2_cleartext=True, http2_limits=limits, process_request=slow
+    ) as server:
+        peer = await RawH2.connect(server.port)
+        steady = await peer.open_websocket("/")
+        encoder = peer.h2.encoder  # the connection's own HPACK state, so that it stays in step
+        burst = b""
+        for sid in range(steady + 2, steady + 2 + 2 * 20, 2):
+            block = encoder.encode(
+                [
+                    (":method", "CONNECT"),
+                    (":protocol", "websocket"),
+                    (":scheme", "http"),
+                    (":path", "/slow"),
+                    (":authority", "127.0.0.1"),
+                    ("sec-websocket-version", "13"),
+                ]
+            )
+            burst += HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
+            burst += RstStreamFrame(sid, error_code=8).serialize()
+        await peer.send_raw(burst)
+        await trio.sleep(0.2)
+        assert not peer.goaway_codes, "the connection carries on"
+        await peer.send_message(steady, "still here")
+        await peer.pump(lambda: b"still here" in peer.messages(steady))
+        await peer.aclose()

@@ -545,9 +545,8 @@ class ConnectionCore:
             if self.lifecycle is not Lifecycle.ABORTING:
                 await self.wait_flushed()
                 if not self.protocol.closes_tcp_first:
-                    if transport.ends_own_side_first:
-                        await transport.half_close()
-                    await self._drain_to_eof()  # the peer closes first: wait for its FIN
+                    if not transport.closes_after_handshake:
+                        await self._drain_to_eof()  # the peer closes first: wait for its FIN
                 elif not self._unread_at_close and transport.nothing_to_read():
                     pass  # closed at once below: a FIN, since nothing is left unread
                 elif await transport.half_close():

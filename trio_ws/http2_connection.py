@@ -68,7 +68,7 @@ class Http2Stream(Transport):
     )
 
     reads_cancel_safely = True  # a cancelled wait has taken nothing from the buffer
-    ends_own_side_first = True
+    closes_after_handshake = True
 
     def __init__(self, connection: Http2Connection, stream_id: int) -> None:
         super().__init__(connection.stream)
@@ -159,9 +159,17 @@ class Http2Stream(Transport):
         return True
 
     async def aclose(self) -> None:
-        """END_STREAM, then wait for the peer's (the caller bounds the wait); a peer that
-        never ends its side is reset."""
+        """A server's: END_STREAM, then wait for the peer's (the caller bounds the wait); a
+        peer that never ends its side is reset. A client's, once the closing handshake is
+        done: RST_STREAM with NO_ERROR. Everything has crossed by then, and some servers
+        (hypercorn) forget a stream once they have ended it and fail their whole
+        connection on a DATA frame for it, an END_STREAM included."""
         self.writes_through = False
+        if self.connection.client:
+            if not (self.local_ended and self.remote_ended):
+                self.connection.reset(self, h2.errors.ErrorCodes.NO_ERROR)
+            self.connection.release(self)
+            return
         try:
             self.connection.end_stream(self)
             while not (self.remote_ended or self.reset_code is not None or self.connection.closed):
@@ -391,8 +399,10 @@ class Http2Connection:
             return
         if self.going_away or len(self.streams) >= self.limits.max_concurrent_streams or on_stream is None:
             # Streams whose handlers still run count, reset or not: a peer that opens and
-            # resets streams in a loop cannot pile up handlers (CVE-2023-44487).
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            # resets streams in a loop cannot pile up handlers (CVE-2023-44487). (A
+            # stream the peer reset in the same read is closed already: nothing to refuse.)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         stream = Http2Stream(self, stream_id)
         stream.headers = headers
@@ -419,7 +429,8 @@ class Http2Connection:
         # bounded by its own window, and a slow stream must not stall the others.
         self._unacknowledged += size
         if self._unacknowledged >= self.limits.connection_window // 4:
-            self.h2.increment_flow_control_window(self._unacknowledged)
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # unless the connection is closed
+                self.h2.increment_flow_control_window(self._unacknowledged)
             self._unacknowledged = 0
         stream = self.streams.get(event.stream_id)
         if stream is None or stream.released:
@@ -478,7 +489,7 @@ class Http2Connection:
             raise trio.BrokenResourceError("the HTTP/2 stream is closed")
         try:
             self.h2.send_headers(stream.stream_id, headers, end_stream=end_stream)
-        except h2.exceptions.StreamClosedError as exc:
+        except h2.exceptions.ProtocolError as exc:  # closed meanwhile, by the peer or the connection
             raise trio.BrokenResourceError("the HTTP/2 stream is closed") from exc
         if end_stream:
             stream.local_ended = True

@@ -36,11 +36,10 @@ class Transport:
     """Whether `close_now` can close the stream without waiting (a plain socket; TLS has
     a close_notify to send)."""
 
-    ends_own_side_first: ClassVar[bool] = False
-    """Whether, where the peer is the one to close (a client), this side ends its own side
-    as soon as the closing handshake is done rather than after the peer's. HTTP/2: the
-    reason RFC 6455 has the server close TCP first (TIME_WAIT) does not apply to a stream,
-    and some servers (hypercorn) wait for the client's END_STREAM before sending theirs."""
+    closes_after_handshake: ClassVar[bool] = False
+    """Whether a client closes at once when the closing handshake is done, instead of
+    waiting for the server to close first (RFC 6455 section 7.1.1). HTTP/2: the reason
+    for the rule (TIME_WAIT on the server) does not apply to a stream."""
 
     reads_cancel_safely: ClassVar[bool] = False
     """Whether a `receive_some` cancelled mid-wait leaves the stream as it was, so that a
