@@ -35,7 +35,7 @@ import h2.settings
 import trio
 from hyperframe.frame import GoAwayFrame
 
-from .http2_guard import FrameGuard, Http2Abuse
+from .http2_guard import FrameGuard, Http2Abuse, RateLimit
 from .http2_limits import Http2Limits
 from .http2_messages import Header
 from .sockets import receive_some, send_all, shut_down_writing
@@ -58,7 +58,9 @@ class Http2Stream(Transport):
         "_eager_reads",
         "_lot",
         "_unacknowledged",
+        "answered",
         "connection",
+        "finishing",
         "headers",
         "local_ended",
         "released",
@@ -77,6 +79,8 @@ class Http2Stream(Transport):
         self.writes_through = True  # h2 frames a send at once; the connection's writer writes
         self.headers: list[Header] | None = None
         """The peer's header fields (its request, or its response), once they came."""
+        self.answered = False  # our header block (an answer, or a client's request) went
+        self.finishing = False  # its WebSocket is closed (or aborted): only the stream's end is left
         self.remote_ended = False  # the peer's END_STREAM came
         self.local_ended = False  # ours went
         self.reset_code: int | None = None  # set once reset, by either side (or the connection lost)
@@ -137,6 +141,7 @@ class Http2Stream(Transport):
 
     def stop_writing_through(self) -> None:
         self.writes_through = False
+        self.finishing = True  # called once the WebSocket's closing handshake is done
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of `data` as the windows allow, waiting for WINDOW_UPDATEs (and for
@@ -165,6 +170,7 @@ class Http2Stream(Transport):
         (hypercorn) forget a stream once they have ended it and fail their whole
         connection on a DATA frame for it, an END_STREAM included."""
         self.writes_through = False
+        self.finishing = True
         if self.connection.client:
             if not (self.local_ended and self.remote_ended):
                 self.connection.reset(self, h2.errors.ErrorCodes.NO_ERROR)
@@ -181,6 +187,7 @@ class Http2Stream(Transport):
 
     async def abort(self) -> None:
         self.writes_through = False
+        self.finishing = True
         self.connection.reset(self, h2.errors.ErrorCodes.CANCEL)
         self.connection.release(self)
 
@@ -221,6 +228,12 @@ class Http2Connection:
         self.remote_closed_after: int | None = None
         """The last stream id a peer's GOAWAY says it processed, if it sent one."""
         self._guard = FrameGuard(limits, server=not client)
+        self._early_resets = RateLimit(
+            "max_resets_per_window",
+            limits.max_resets_per_window,
+            limits.rate_window,
+            "streams reset mid-exchange or refused",
+        )
         self._initial_data = initial_data
         config = h2.config.H2Configuration(client_side=client, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config)
@@ -321,6 +334,8 @@ class Http2Connection:
                 start = end
                 if end in cuts:
                     self._keep_open_after_goaway(events)
+            for event in events:
+                self._on_event(event, on_stream)
         except Http2Abuse as exc:
             self.limit_passed = exc.limit
             self.logger.warning("HTTP/2 peer went past a limit: %s; closing its connection", exc)
@@ -331,8 +346,6 @@ class Http2Connection:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
             self._fail(code, str(exc))
             return False
-        for event in events:
-            self._on_event(event, on_stream)
         self._collect()
         return True
 
@@ -367,6 +380,12 @@ class Http2Connection:
         elif kind is h2.events.StreamReset:
             assert isinstance(event, h2.events.StreamReset)
             stream = self.streams.get(event.stream_id)
+            if not self.client and (stream is None or not (stream.finishing or stream.local_ended)):
+                # Reset while its exchange was under way (or refused, and reset all the
+                # same): the rapid reset attack is made of these, answered or not. A
+                # WebSocket reset once its closing handshake is done (how a client of
+                # ours closes) is not.
+                self._early_resets.count(trio.current_time())
             if stream is not None:
                 stream.reset_code = int(event.error_code or 0)
                 stream.wake()
@@ -399,10 +418,13 @@ class Http2Connection:
             return
         if self.going_away or len(self.streams) >= self.limits.max_concurrent_streams or on_stream is None:
             # Streams whose handlers still run count, reset or not: a peer that opens and
-            # resets streams in a loop cannot pile up handlers (CVE-2023-44487). (A
-            # stream the peer reset in the same read is closed already: nothing to refuse.)
+            # resets streams in a loop cannot pile up handlers (CVE-2023-44487), and each
+            # refusal counts as a reset before the answer. (A stream the peer reset in the
+            # same read is closed already: nothing to refuse.)
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            if not self.going_away:
+                self._early_resets.count(trio.current_time())
             return
         stream = Http2Stream(self, stream_id)
         stream.headers = headers
@@ -491,6 +513,7 @@ class Http2Connection:
             self.h2.send_headers(stream.stream_id, headers, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:  # closed meanwhile, by the peer or the connection
             raise trio.BrokenResourceError("the HTTP/2 stream is closed") from exc
+        stream.answered = True
         if end_stream:
             stream.local_ended = True
         self._collect()

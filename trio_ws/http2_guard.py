@@ -2,18 +2,19 @@
 frame on the bytes a peer sends, before h2 parses them. Sans-I/O: no trio, no h2.
 
 It reads only each frame's 9-byte header (length, type, flags; RFC 9113 section 4.1)
-and counts: resets (rapid reset, CVE-2023-44487), the frames of one header block
-(CONTINUATION flood, CVE-2024-27316), and frames that cost work but carry nothing
-(SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA floods). Parsing stays h2's.
+and counts the frames of one header block (CONTINUATION flood, CVE-2024-27316), and
+frames that cost work but carry nothing (SETTINGS, PING, WINDOW_UPDATE, PRIORITY and
+empty DATA floods). Parsing stays h2's. Resets are counted by the connection, which knows
+whether the stream reset was answered yet (`RateLimit`).
 """
 
 from __future__ import annotations
 
 from .http2_limits import Http2Limits
 
-__all__ = ["FrameGuard", "Http2Abuse"]
+__all__ = ["FrameGuard", "Http2Abuse", "RateLimit"]
 
-_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS = 0x0, 0x1, 0x2, 0x3, 0x4
+_DATA, _HEADERS, _PRIORITY, _SETTINGS = 0x0, 0x1, 0x2, 0x4
 _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = 0x5, 0x6, 0x7, 0x8, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 _CONTROL = frozenset({_PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE})
@@ -30,6 +31,25 @@ class Http2Abuse(Exception):
         """The name of the `Http2Limits` field it went past."""
 
 
+class RateLimit:
+    """At most `limit` events per `window` seconds, counted in fixed windows; `count`
+    raises `Http2Abuse` naming the `Http2Limits` field `name` past it."""
+
+    __slots__ = ("_count", "_started", "limit", "name", "what", "window")
+
+    def __init__(self, name: str, limit: int, window: float, what: str) -> None:
+        self.name, self.limit, self.window, self.what = name, limit, window, what
+        self._count = 0
+        self._started = float("-inf")
+
+    def count(self, now: float) -> None:
+        if now - self._started >= self.window:
+            self._started, self._count = now, 0
+        self._count += 1
+        if self._count > self.limit:
+            raise Http2Abuse(self.name, f"more than {self.limit} {self.what} in {self.window}s")
+
+
 class FrameGuard:
     """Counts what a peer sends, frame by frame; `feed` raises `Http2Abuse` past a limit."""
 
@@ -40,9 +60,7 @@ class FrameGuard:
         "_header",
         "_in_goaway",
         "_limits",
-        "_resets",
         "_skip",
-        "_window_started",
     )
 
     def __init__(self, limits: Http2Limits, *, server: bool) -> None:
@@ -52,9 +70,12 @@ class FrameGuard:
         self._in_goaway = False  # the payload being passed is a GOAWAY's
         self._block_frames = 0  # frames of the header block in progress (0: none)
         self._block_bytes = 0
-        self._resets = 0
-        self._control = 0
-        self._window_started = float("-inf")
+        self._control = RateLimit(
+            "max_control_frames_per_window",
+            limits.max_control_frames_per_window,
+            limits.rate_window,
+            "control frames",
+        )
 
     def feed(self, data: bytes | bytearray, now: float) -> list[int]:
         """Count the frames in `data`, the next bytes from the peer. Returns where in
@@ -87,8 +108,6 @@ class FrameGuard:
 
     def _count(self, kind: int, flags: int, length: int, now: float) -> None:
         limits = self._limits
-        if now - self._window_started >= limits.rate_window:
-            self._window_started, self._resets, self._control = now, 0, 0
         if kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
             # A header block is HEADERS (or PUSH_PROMISE) then CONTINUATIONs, up to
             # END_HEADERS; h2 holds them all until the end, so their number and size are
@@ -106,18 +125,5 @@ class FrameGuard:
                 )
             if flags & _END_HEADERS:
                 self._block_frames = self._block_bytes = 0
-        elif kind == _RST_STREAM:
-            self._resets += 1
-            if self._resets > limits.max_resets_per_window:
-                raise Http2Abuse(
-                    "max_resets_per_window",
-                    f"more than {limits.max_resets_per_window} streams reset in {limits.rate_window}s",
-                )
         elif kind in _CONTROL or (kind == _DATA and length == 0 and not flags & _END_STREAM):
-            self._control += 1
-            if self._control > limits.max_control_frames_per_window:
-                raise Http2Abuse(
-                    "max_control_frames_per_window",
-                    f"more than {limits.max_control_frames_per_window} control frames "
-                    f"in {limits.rate_window}s",
-                )
+            self._control.count(now)

@@ -37,7 +37,10 @@ class Http2Limits:
     the connection as it arrives, so a stream whose reader is slow holds back only its
     own window, never its neighbours'."""
     max_resets_per_window: int = 200
-    """Streams the peer may reset in `rate_window` (a rapid reset attack)."""
+    """Streams the peer may reset while their exchange is under way (before the answer, or
+    while the WebSocket is open), or have refused for going past `max_concurrent_streams`,
+    in `rate_window` (the rapid reset attack). A WebSocket reset once its closing
+    handshake is done (how trio_ws's client closes) is not counted."""
     max_control_frames_per_window: int = 2000
     """SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA frames the peer may send in
     `rate_window`: each costs work and carries nothing (floods)."""
