@@ -149,6 +149,10 @@ def flag_options(args: argparse.Namespace) -> ServeOptions:
         options["reuse_port"] = True
     if args.metrics or "metrics_port" in options:
         options["metrics"] = True
+    if args.http2 or args.http2_cleartext:
+        options["http2"] = True
+    if args.http2_cleartext:
+        options["http2_cleartext"] = True
     if args.redact_logs is not None:
         options["redact_logs"] = args.redact_logs
     if args.origin:
@@ -444,6 +448,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, target: bool = True)
         action="store_true",
         default=None,
         help="export Prometheus metrics at /metrics, summed over the workers (needs trio-ws[metrics])",
+    )
+    options.add_argument(
+        "--http2",
+        action="store_true",
+        default=None,
+        help="serve WebSockets over HTTP/2 too (RFC 8441): with --certfile, ALPN offers h2 "
+        "(needs trio-ws[http2])",
+    )
+    options.add_argument(
+        "--http2-cleartext",
+        action="store_true",
+        default=None,
+        help="also take HTTP/2 without TLS by prior knowledge, from an h2c proxy (turns --http2 on)",
     )
     options.add_argument(
         "--redact-logs",
