@@ -4,6 +4,7 @@ one connection per origin, fallback, closing, and every feature that sits on a c
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import Any
 
@@ -323,3 +324,133 @@ async def test_broadcast_keepalive_and_limits_on_http2_streams(tls: Any) -> None
             await b.send("fine")
             trio_ws.broadcast(everyone - {w for w in everyone if w.close_code is not None}, "still")
             assert await b.recv() == "still"
+
+
+async def test_http2_through_an_http_connect_proxy(tls: Any, tmp_path: Any) -> None:
+    """The proxy sees one CONNECT tunnel; inside it, TLS then HTTP/2, and both WebSockets
+    share it."""
+    from .proxies import tinyproxy
+
+    server_context, client_context = tls
+    peers: list[Any] = []
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        peers.append((ws.request.http_version, ws.remote_address))
+        await echo(ws)
+
+    proxy = tinyproxy(tmp_path)
+    try:
+        async with trio_ws.open_server(
+            handler, "127.0.0.1", 0, ssl_context=server_context, http2=True
+        ) as server:
+            uri = f"wss://127.0.0.1:{server.port}/"
+            options: dict[str, Any] = {"ssl_context": client_context, "http2": True, "proxy": proxy.url}
+            async with trio_ws.connect(uri, **options) as a, trio_ws.connect(uri, **options) as b:
+                for ws in (a, b):
+                    await ws.send("tunnelled")
+                    assert await ws.recv() == "tunnelled"
+    finally:
+        log = proxy.stop()
+    assert [version for version, _ in peers] == ["2", "2"]
+    assert peers[0][1] == peers[1][1], "one tunnel, one connection"
+    assert log.count("CONNECT") >= 1
+
+
+async def test_reconnect_over_http2(tls: Any) -> None:
+    server_context, client_context = tls
+    async with trio_ws.open_server(echo, "127.0.0.1", 0, ssl_context=server_context, http2=True) as server:
+        uri = f"wss://127.0.0.1:{server.port}/"
+        async with trio_ws.reconnect(
+            uri, ssl_context=client_context, http2=True, initial_delay=0.01
+        ) as connections:
+            async for ws in connections:
+                assert ws.response.status == 200
+                await ws.send(f"round {connections.opened}")
+                assert await ws.recv() == f"round {connections.opened}"
+                if connections.opened == 3:
+                    break
+                for peer in list(server.connections):
+                    await peer.close(1012, "restarting")  # the server drops it: reconnect
+
+
+async def test_max_connections_counts_http2_websockets(tls: Any) -> None:
+    server_context, client_context = tls
+    async with trio_ws.open_server(
+        echo, "127.0.0.1", 0, ssl_context=server_context, http2=True, max_connections=2
+    ) as server:
+        uri = f"wss://127.0.0.1:{server.port}/"
+        async with (
+            trio_ws.connect(uri, ssl_context=client_context, http2=True),
+            trio_ws.connect(uri, ssl_context=client_context, http2=True),
+        ):
+            with pytest.raises(trio_ws.InvalidHandshake) as refused:
+                async with trio_ws.connect(uri, ssl_context=client_context, http2=True):
+                    pass
+            assert refused.value.status == 503
+        async with trio_ws.connect(uri, ssl_context=client_context, http2=True) as ws:  # room again
+            await ws.send("in")
+            assert await ws.recv() == "in"
+
+
+async def test_an_idle_http2_connection_gets_goaway_and_is_closed() -> None:
+    from .h2_peer import RawH2
+
+    limits = trio_ws.Http2Limits(idle_timeout=0.3)
+    async with trio_ws.open_server(
+        echo, "127.0.0.1", 0, http2=True, http2_cleartext=True, http2_limits=limits
+    ) as server:
+        peer = await RawH2.connect(server.port)
+        sid = await peer.open_websocket("/")
+        await trio.sleep(0.5)  # a stream is open: not idle
+        assert not peer.goaway_codes
+        peer.h2.reset_stream(sid)
+        await peer.flush()
+        with trio.fail_after(3):
+            while not peer.closed:
+                await peer.read_once()
+        assert peer.goaway_codes and set(peer.goaway_codes) == {0}  # no new streams, then the end
+        with trio.fail_after(3):
+            while server.stats()["trio_ws_http2_connections_open"][()]:
+                await trio.sleep(0.01)
+
+
+async def test_an_http2_server_without_extended_connect_gets_http11(tls: Any) -> None:
+    """ALPN chose h2, but the server's SETTINGS do not offer RFC 8441: the client goes
+    back to HTTP/1.1 on a connection of its own."""
+    import h2.config
+    import h2.connection
+
+    server_context, client_context = tls
+    server_context.set_alpn_protocols(["h2", "http/1.1"])
+    upgrades = build_upgrade_server()
+    seen: list[str] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        tls_stream = trio.SSLStream(stream, server_context, server_side=True)
+        await tls_stream.do_handshake()
+        seen.append(tls_stream.selected_alpn_protocol() or "none")
+        if tls_stream.selected_alpn_protocol() == "h2":  # plain HTTP/2: no ENABLE_CONNECT_PROTOCOL
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+            conn.initiate_connection()
+            await tls_stream.send_all(conn.data_to_send())
+            while data := await tls_stream.receive_some():
+                conn.receive_data(data)
+                await tls_stream.send_all(conn.data_to_send())
+            return
+        await upgrades.serve_stream(tls_stream)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        async with trio_ws.connect(f"wss://127.0.0.1:{port}/", ssl_context=client_context, http2=True) as ws:
+            assert ws.response.status == 101
+            await ws.send("fell back")
+            assert await ws.recv() == "fell back"
+        nursery.cancel_scope.cancel()
+    assert seen == ["h2", "http/1.1"]
+
+
+def build_upgrade_server() -> trio_ws.WebSocketServer:
+    from trio_ws.server import build_server
+
+    return build_server(trio_ws.ServerConfig(handler=echo), [])
