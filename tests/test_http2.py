@@ -454,3 +454,64 @@ def build_upgrade_server() -> trio_ws.WebSocketServer:
     from trio_ws.server import build_server
 
     return build_server(trio_ws.ServerConfig(handler=echo), [])
+
+
+async def test_the_hub_delivers_to_http2_websockets_in_order_slow_ones_by_policy(tls: Any) -> None:
+    """Hub subscribers over HTTP/2 streams, beside one over HTTP/1.1: every publication in
+    order for the readers; one that never reads is dropped by its policy, not stalling the
+    others on its connection."""
+    server_context, client_context = tls
+    async with trio_ws.open_hub() as hub:
+        closed: list[int | None] = []
+
+        async def handler(ws: trio_ws.WebSocket) -> None:
+            try:
+                async with hub.subscribe(ws, "news", on_overflow="disconnect"):
+                    await ws.wait_closed()
+            finally:
+                closed.append(ws.close_code)
+
+        async with trio_ws.open_server(
+            handler,
+            "127.0.0.1",
+            0,
+            ssl_context=server_context,
+            http2=True,
+            compression=None,
+            close_timeout=0.5,
+        ) as server:
+            uri = f"wss://127.0.0.1:{server.port}/"
+            async with (
+                trio_ws.connect(uri, ssl_context=client_context, http2=True) as a,
+                trio_ws.connect(uri, ssl_context=client_context, http2=True) as b,
+                trio_ws.connect(uri, ssl_context=client_context, http2=True) as sleeper,
+                trio_ws.connect(uri, ssl_context=client_context) as c,
+            ):
+                with trio.fail_after(5):
+                    while len(hub.subscribers("news")) < 4:
+                        await trio.sleep(0.01)
+                payload = "x" * 2000
+                count = 500  # 1 MB: past the sleeper's window, its outbox and its queue
+                got: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+                async def read(i: int, ws: trio_ws.WebSocket) -> None:
+                    while len(got[i]) < count:
+                        got[i].append(int(str(await ws.recv()).split()[0]))
+
+                async with trio.open_nursery() as readers:
+                    for i, ws in enumerate((a, b, c)):
+                        readers.start_soon(read, i, ws)
+                    for n in range(count):
+                        await hub.publish("news", f"{n} {payload}")
+                        if n % 20 == 0:
+                            await trio.sleep(0.001)  # a steady rate, as a live feed publishes
+                assert got == {i: list(range(count)) for i in range(3)}
+                # The sleeper's subscription overflowed: dropped at once by its policy, and
+                # its connection closed (1013, Try Again Later; its close frame cannot reach
+                # a peer that reads nothing, so close_timeout ends it as 1006).
+                assert len(hub.subscribers("news")) == 3
+                with trio.fail_after(5):
+                    while not closed:
+                        await trio.sleep(0.01)
+                assert closed[0] in (1013, 1006)
+                del sleeper
