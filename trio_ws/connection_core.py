@@ -562,9 +562,13 @@ class ConnectionCore:
                 await transport.aclose()
         if not closed:
             # The deadline came while the output would not drain (a peer that never
-            # reads) or its FIN never came: the connection is dropped, not left open.
+            # reads) or its FIN never came: the connection is dropped, not left open. A
+            # plain socket is closed at once, so that a recv() it wakes finds it CLOSED.
             self.outbox.stop()
-            await transport.abort()
+            if transport.closes_at_once:
+                transport.close_now()
+            else:
+                await transport.abort()
         self._set_closed()
 
     async def _drain_to_eof(self) -> None:

@@ -5,6 +5,8 @@ the stream: so one object decides when the socket's fd may be used directly and 
 may not (the fd of a closed socket can be reused by the next one). `transport_for` picks
 the implementation once: `SocketTransport` for a plain TCP stream (reads and writes on the
 non-blocking fd, as asyncio does), `StreamTransport` for any other trio stream (TLS, memory).
+An RFC 8441 WebSocket runs on an `Http2Stream` (`http2_connection.py`), one stream of a
+shared HTTP/2 connection.
 """
 
 from __future__ import annotations
