@@ -515,3 +515,70 @@ async def test_the_hub_delivers_to_http2_websockets_in_order_slow_ones_by_policy
                         await trio.sleep(0.01)
                 assert closed[0] in (1013, 1006)
                 del sleeper
+
+
+async def test_a_connection_that_opens_no_stream_gets_open_timeout_not_idle_timeout() -> None:
+    """An idle HTTP/2 connection costs what an idle HTTP/1.1 preconnect does: open_timeout."""
+    from .h2_peer import RawH2
+
+    async with trio_ws.open_server(
+        echo, "127.0.0.1", 0, http2=True, http2_cleartext=True, open_timeout=0.3
+    ) as server:
+        peer = await RawH2.connect(server.port)
+        start = trio.current_time()
+        with trio.fail_after(3):
+            while not peer.closed:
+                await peer.read_once()
+        assert trio.current_time() - start < 1.5
+        assert peer.goaway_codes and set(peer.goaway_codes) == {0}
+        # Once it has had a stream, idle_timeout applies (120 s by default): kept.
+        peer = await RawH2.connect(server.port)
+        sid = await peer.open_websocket("/")
+        peer.h2.reset_stream(sid)
+        await peer.flush()
+        with trio.move_on_after(0.8):
+            while not peer.closed:
+                await peer.read_once()
+        assert not peer.closed and not peer.goaway_codes
+        await peer.aclose()
+
+
+async def test_a_refused_stream_is_tried_again_on_a_new_connection(tls: Any) -> None:
+    """The server counts a stream its client reset until its handler is done: the client's
+    next stream, which it thinks fits, is refused (REFUSED_STREAM), never processed, and
+    tried again on a connection of its own."""
+    server_context, client_context = tls
+    release = trio.Event()
+    peers: list[Any] = []
+
+    async def hold(request: trio_ws.Request) -> None:
+        if request.path == "/slow":
+            await release.wait()
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        peers.append(ws.remote_address)
+        await echo(ws)
+
+    limits = trio_ws.Http2Limits(max_concurrent_streams=2)
+    async with trio_ws.open_server(
+        handler,
+        "127.0.0.1",
+        0,
+        ssl_context=server_context,
+        http2=True,
+        http2_limits=limits,
+        process_request=hold,
+    ) as server:
+        base = f"wss://127.0.0.1:{server.port}"
+        async with trio_ws.connect(f"{base}/", ssl_context=client_context, http2=True) as keeper:
+            with trio.move_on_after(0.3):  # opened, then given up: its handler holds the slot
+                async with trio_ws.connect(f"{base}/slow", ssl_context=client_context, http2=True):
+                    pass
+            # The client sees one stream of two open; the server counts two: refused.
+            async with trio_ws.connect(f"{base}/", ssl_context=client_context, http2=True) as ws:
+                await ws.send("second try")
+                assert await ws.recv() == "second try"
+            await keeper.send("still")
+            assert await keeper.recv() == "still"
+        release.set()
+    assert len(peers) == 2 and peers[0] != peers[1], "the second try came on a connection of its own"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 
+import h2.errors
 import trio
 
 from .handshake import ClientHandshake
@@ -41,34 +42,58 @@ class Http2Pool:
         """A WebSocket stream to `uri` and the server's validated answer, on the origin's
         connection (opened with `dial` if there is none to share). A server that does not
         speak HTTP/2, or not RFC 8441, gives back the stream `dial` opened if it can carry
-        HTTP/1.1 (TLS whose ALPN chose http/1.1); `NotImplementedError` if it cannot."""
+        HTTP/1.1 (TLS whose ALPN chose http/1.1); `NotImplementedError` if it cannot.
+
+        A stream the server refused without processing it (REFUSED_STREAM, or past the
+        last stream of its GOAWAY: a server draining for a restart) is tried once more, on
+        a new connection: RFC 9113 section 8.7 says it is safe to."""
+        fields = extended_connect_fields(uri, handshake.request.headers)
+        fresh = False
+        while True:
+            connection = await self._connection(key, dial, uri, fresh)
+            if not isinstance(connection, Http2Connection):
+                return connection
+            h2_stream = connection.open_stream(fields)
+            try:
+                response = response_from_fields(await h2_stream.wait_for_headers())
+                if not 200 <= response.status < 300:
+                    response.body = await _body(h2_stream)
+                return h2_stream, handshake.http2_response(response)
+            except trio.BrokenResourceError:
+                await h2_stream.abort()
+                if fresh or h2_stream.reset_code != h2.errors.ErrorCodes.REFUSED_STREAM:
+                    raise
+                fresh = True
+            except BaseException:
+                await h2_stream.abort()
+                raise
+
+    async def _connection(
+        self, key: Hashable, dial: Dial, uri: WebSocketURI, fresh: bool
+    ) -> Http2Connection | trio.abc.Stream:
+        """The origin's connection, or a new one (`fresh`: always a new one)."""
         lock = self._locks.setdefault(key, trio.Lock())
         async with lock:  # concurrent connects to one origin open one connection, not several
             connection = self._connections.get(key)
-            if connection is None or not connection.may_open_stream:
-                stream = await dial()
-                if isinstance(stream, trio.SSLStream) and stream.selected_alpn_protocol() != "h2":
-                    return stream
-                connection = Http2Connection(
-                    stream, client=True, limits=_LIMITS, logger=logger, close_timeout=_CLOSE_TIMEOUT
-                )
-                trio.lowlevel.spawn_system_task(
-                    _run, connection, name=f"trio_ws HTTP/2 connection to {uri.host}"
-                )
+            if connection is not None and connection.may_open_stream and not fresh:
+                return connection
+            stream = await dial()
+            if isinstance(stream, trio.SSLStream) and stream.selected_alpn_protocol() != "h2":
+                return stream
+            connection = Http2Connection(
+                stream, client=True, limits=_LIMITS, logger=logger, close_timeout=_CLOSE_TIMEOUT
+            )
+            trio.lowlevel.spawn_system_task(_run, connection, name=f"trio_ws HTTP/2 connection to {uri.host}")
+            try:
                 await connection.settings_received.wait()
-                if connection.closed or not connection.h2.remote_settings.enable_connect_protocol:
-                    connection.go_away()
-                    raise NotImplementedError(f"{uri.host}:{uri.port} does not take WebSockets over HTTP/2")
-                self._connections[key] = connection
-        h2_stream = connection.open_stream(extended_connect_fields(uri, handshake.request.headers))
-        try:
-            response = response_from_fields(await h2_stream.wait_for_headers())
-            if not 200 <= response.status < 300:
-                response.body = await _body(h2_stream)
-            return h2_stream, handshake.http2_response(response)
-        except BaseException:
-            await h2_stream.abort()
-            raise
+            except BaseException:  # timed out (open_timeout) or cancelled: not left running
+                connection.go_away()
+                raise
+            if connection.closed or not connection.h2.remote_settings.enable_connect_protocol:
+                connection.go_away()
+                raise NotImplementedError(f"{uri.host}:{uri.port} does not take WebSockets over HTTP/2")
+            self._connections[key] = connection
+            return connection
 
 
 async def _body(stream: Http2Stream) -> bytes:

@@ -206,6 +206,7 @@ class Http2Connection:
         limits: Http2Limits,
         logger: logging.Logger,
         close_timeout: float,
+        first_stream_timeout: float | None = None,
         initial_data: bytes = b"",
     ) -> None:
         self.stream = stream
@@ -215,6 +216,10 @@ class Http2Connection:
         self.close_timeout = close_timeout
         """Seconds the last frames (the final GOAWAY) may take to leave before the socket
         is closed regardless."""
+        # Until its first stream, a connection is idle for at most `first_stream_timeout`
+        # (a server's open_timeout: as long as an HTTP/1.1 client may take to send its
+        # request), then `idle_timeout`.
+        self._idle_after = _least(first_stream_timeout, limits.idle_timeout)
         self.streams: dict[int, Http2Stream] = {}
         """Streams in use: opened and not yet released (a reset one counts until released)."""
         self.closed = False
@@ -278,8 +283,8 @@ class Http2Connection:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop)
-                if self.limits.idle_timeout is not None:
-                    nursery.start_soon(self._close_when_idle, self.limits.idle_timeout, self._idle_watch)
+                if self._idle_after is not None:
+                    nursery.start_soon(self._close_when_idle, self._idle_watch)
                 with self._reading:
                     await self._read_loop(on_stream)
                 self._lose_all()
@@ -429,6 +434,7 @@ class Http2Connection:
         stream = Http2Stream(self, stream_id)
         stream.headers = headers
         self.streams[stream_id] = stream
+        self._idle_after = self.limits.idle_timeout  # it had a stream: the idle timeout from now on
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, on_stream, stream)
 
@@ -630,18 +636,18 @@ class Http2Connection:
         self._room.unpark_all()
         self._work.unpark_all()
 
-    async def _close_when_idle(self, idle_timeout: float, scope: trio.CancelScope) -> None:
-        """GOAWAY once no stream has been open for `idle_timeout` seconds (cancelled, through
-        `scope`, once the connection goes away)."""
+    async def _close_when_idle(self, scope: trio.CancelScope) -> None:
+        """GOAWAY once no stream has been open for a while (see `_idle_after`); cancelled,
+        through `scope`, once the connection goes away."""
         with scope:
-            while not self.going_away:
+            while not self.going_away and self._idle_after is not None:
                 if self.streams:
-                    await trio.sleep(idle_timeout)
-                elif trio.current_time() >= self._idle_since + idle_timeout:
-                    self.logger.debug("HTTP/2 connection idle for %ss: closing it", idle_timeout)
+                    await trio.sleep(self._idle_after)
+                elif trio.current_time() >= self._idle_since + self._idle_after:
+                    self.logger.debug("HTTP/2 connection idle for %ss: closing it", self._idle_after)
                     self.go_away()
                 else:
-                    await trio.sleep_until(self._idle_since + idle_timeout)
+                    await trio.sleep_until(self._idle_since + self._idle_after)
 
     # ---- writing ---------------------------------------------------------------------
 
@@ -675,3 +681,9 @@ class Http2Connection:
             # no longer answer.
             self._lose_all()
             self._reading.cancel()
+
+
+def _least(*seconds: float | None) -> float | None:
+    """The shortest of the timeouts given (None: no limit)."""
+    given = [value for value in seconds if value is not None]
+    return min(given) if given else None

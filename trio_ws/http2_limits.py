@@ -51,7 +51,8 @@ class Http2Limits:
     connection stops reading (a peer that does not read our PING and SETTINGS answers
     stops getting them)."""
     idle_timeout: float | None = 120.0
-    """Seconds a connection with no stream open is kept before GOAWAY; None: no limit."""
+    """Seconds a connection with no stream open is kept before GOAWAY; None: no limit.
+    Before its first stream, a server's connection gets its `open_timeout` at most."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -374,6 +374,7 @@ class WebSocketServer:
             limits=self.config.http2_limits,
             logger=self.logger,
             close_timeout=self.config.close_timeout,
+            first_stream_timeout=self.config.open_timeout,
             initial_data=first,
         )
         remote = peer_address(stream)
