@@ -148,6 +148,34 @@ async def test_certfile_serves_wss(tmp_path: object) -> None:
                 assert await ws.recv() == "over TLS"
 
 
+async def test_http2_flags_serve_websockets_over_http2(tmp_path: object) -> None:
+    """--http2 with --certfile: ALPN offers h2; --http2-cleartext: prior knowledge too, on
+    the plain port, beside HTTP/1.1."""
+    import pathlib
+
+    import trustme
+
+    ca = trustme.CA()
+    directory = pathlib.Path(str(tmp_path))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(directory / "server.pem")
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    with running("--certfile", str(directory / "server.pem"), "--http2", workers=1) as (port, _):
+        with trio.fail_after(30):
+            uri = f"wss://127.0.0.1:{port}/echo?token={TOKEN}"
+            async with trio_ws.connect(uri, ssl_context=client, http2=True) as ws:
+                assert ws.response.status == 200  # RFC 8441's answer, not a 101
+                await ws.send("over h2")
+                assert await ws.recv() == "over h2"
+    with running("--http2-cleartext", workers=2) as (port, _):
+        with trio.fail_after(30):
+            uri = f"ws://127.0.0.1:{port}/echo?token={TOKEN}"
+            async with trio_ws.connect(uri, http2=True) as ws, trio_ws.connect(uri) as plain:
+                assert (ws.response.status, plain.response.status) == (200, 101)
+                await ws.send("h2c")
+                assert await ws.recv() == "h2c"
+
+
 @pytest.mark.parametrize(
     ("flags", "code", "message"),
     [

@@ -582,3 +582,27 @@ async def test_a_refused_stream_is_tried_again_on_a_new_connection(tls: Any) -> 
             assert await keeper.recv() == "still"
         release.set()
     assert len(peers) == 2 and peers[0] != peers[1], "the second try came on a connection of its own"
+
+
+async def test_connects_one_after_another_each_outlive_the_last_ones_connection(tls: Any) -> None:
+    """With nothing to keep it, the pooled connection closes with its stream, just as the
+    next connect() looks for one: it must open a new connection, never pick the closing one."""
+    server_context, client_context = tls
+    async with trio_ws.open_server(echo, "127.0.0.1", 0, ssl_context=server_context, http2=True) as server:
+        uri = f"wss://127.0.0.1:{server.port}/"
+        for i in range(30):
+            async with trio_ws.connect(uri, ssl_context=client_context, http2=True) as ws:
+                await ws.send(f"{i}")
+                assert await ws.recv() == f"{i}"
+            assert ws.close_code == 1000
+        # And with no pause at all between them, from many tasks at once.
+        async with trio.open_nursery() as nursery:
+
+            async def churn(k: int) -> None:
+                for i in range(10):
+                    async with trio_ws.connect(uri, ssl_context=client_context, http2=True) as ws:
+                        await ws.send(f"{k}.{i}")
+                        assert await ws.recv() == f"{k}.{i}"
+
+            for k in range(5):
+                nursery.start_soon(churn, k)
