@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Hashable
 import h2.errors
 import trio
 
+from .exceptions import InvalidHandshake
 from .handshake import ClientHandshake
 from .http import Response
 from .http2_connection import Http2Connection, Http2Stream
@@ -59,10 +60,10 @@ class Http2Pool:
                 if not 200 <= response.status < 300:
                     response.body = await _body(h2_stream)
                 return h2_stream, handshake.http2_response(response)
-            except trio.BrokenResourceError:
+            except trio.BrokenResourceError as exc:
                 await h2_stream.abort()
                 if fresh or h2_stream.reset_code != h2.errors.ErrorCodes.REFUSED_STREAM:
-                    raise
+                    raise InvalidHandshake(f"the opening handshake failed: {exc}") from exc
                 fresh = True
             except BaseException:
                 await h2_stream.abort()

@@ -106,11 +106,17 @@ class Http2Stream(Transport):
         """Nothing more can be sent on it."""
         return self.reset_code is not None or self.local_ended or self.connection.closed
 
+    def why_gone(self) -> str:
+        """What ended the stream, for an error message."""
+        if self.connection.lost_because is not None:
+            return f"HTTP/2 connection lost: {self.connection.lost_because}"
+        return f"HTTP/2 stream reset (error code {self.reset_code})"
+
     async def wait_for_headers(self) -> list[Header]:
         """The peer's header fields, once they come; BrokenResourceError if it resets first."""
         while self.headers is None:
             if self.reset_code is not None:
-                raise trio.BrokenResourceError(f"stream reset by the peer (error code {self.reset_code})")
+                raise trio.BrokenResourceError(self.why_gone())
             await self._lot.park()
         return self.headers
 
@@ -128,7 +134,7 @@ class Http2Stream(Transport):
                 if self.remote_ended:  # the peer's end came first: a reset after it loses nothing
                     return b""
                 if self.reset_code is not None:
-                    raise trio.BrokenResourceError(f"stream reset (error code {self.reset_code})")
+                    raise trio.BrokenResourceError(self.why_gone())
                 await self._lot.park()
         data, self._buffer = self._buffer, bytearray()
         self.connection.consumed(self, len(data))
@@ -228,6 +234,8 @@ class Http2Connection:
         """GOAWAY was sent or received: no new stream."""
         self.settings_received = trio.Event()
         """Set when the peer's first SETTINGS came (a client reads Extended CONNECT there)."""
+        self.lost_because: str | None = None
+        """Why the connection ended, once it has: what a stream's error then says."""
         self.limit_passed: str | None = None
         """The `Http2Limits` field the peer went past, if that is how the connection ended."""
         self.remote_closed_after: int | None = None
@@ -322,9 +330,11 @@ class Http2Connection:
                 data = await receive_some(self.stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._peer_left = True
+                self.lost_because = self.lost_because or "the connection was reset"
                 return
             if not data:
                 self._peer_left = True
+                self.lost_because = self.lost_because or "the peer closed the connection"
                 return
 
     def _receive(self, data: bytes | bytearray, on_stream: StreamHandler | None) -> bool:
@@ -405,6 +415,7 @@ class Http2Connection:
             self.remote_closed_after = event.last_stream_id
             if event.error_code:
                 self.logger.info("HTTP/2 peer closed the connection: error code %s", event.error_code)
+                self.lost_because = self.lost_because or f"the peer's GOAWAY, error code {event.error_code}"
                 self._lose_all()
             else:
                 for stream in list(self.streams.values()):
@@ -613,6 +624,7 @@ class Http2Connection:
     def _fail(self, code: int, why: str) -> None:
         """A connection error: GOAWAY with `code`, and every stream lost."""
         self._failed = True
+        self.lost_because = self.lost_because or why
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection(error_code=code, additional_data=why.encode()[:256])
         self._collect()
@@ -675,6 +687,7 @@ class Http2Connection:
                 else:
                     await self._work.park()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.lost_because = self.lost_because or "the connection broke while writing"
             self._lose_all()
         finally:
             # Nothing more will be written: reading on would only serve streams that can
