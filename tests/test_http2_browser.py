@@ -101,3 +101,50 @@ def test_without_http2_chromium_makes_three_http11_upgrades(page_server: Any) ->
     lines = websocket_lines(proc, 3)
     assert [line[:2] for line in lines] == [["websocket", "1.1"]] * 3, lines
     assert len({line[2] for line in lines}) == 3, f"a connection each: {lines}"
+
+
+def test_the_demo_over_https_and_http2_in_chromium(tmp_path: Path) -> None:
+    """`python -m trio_ws demo --certfile ... --http2`: Chromium loads the page over HTTP/2
+    and its chat WebSocket rides the same connection as an RFC 8441 stream."""
+    from playwright.sync_api import sync_playwright
+
+    from .conftest import free_port
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    pem = tmp_path / "server.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "trio_ws", "demo", "--port", str(port), "--certfile", str(pem), "--http2",
+         "--log-level", "info"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        assert f"chat demo on https://127.0.0.1:{port}/" in readline_within(demo.stdout, 30)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=ensure_chromium(),
+                args=["--no-sandbox", "--disable-gpu", "--disable-quic",
+                      f"--ignore-certificate-errors-spki-list={spki_hash(cert.cert_chain_pems[0].bytes())}"],
+            )  # fmt: skip
+            try:
+                page = browser.new_page()
+                page.goto(f"https://127.0.0.1:{port}/")
+                assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
+                page.fill("#name", "ann")
+                page.fill("#room", "h2")
+                page.click("#join-button")
+                page.wait_for_selector("#status.ok", timeout=10_000)
+                page.fill("#text", "over one connection")
+                page.click("#send")
+                page.wait_for_function(
+                    "document.querySelectorAll('#log li.message').length >= 1", timeout=10_000
+                )
+            finally:
+                browser.close()
+    finally:
+        demo.terminate()
+        _, log = demo.communicate(timeout=10)
+    assert '"CONNECT /ws HTTP/2" 101' in log, log[-2000:]

@@ -607,7 +607,8 @@ def pid_file(path: str | None) -> Iterator[None]:
 
 def run_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`serve trio_ws.demo:config`, announcing the page once it listens."""
-    args.announce = "chat demo on http://{host}:{port}/ (Ctrl-C to stop)"
+    page = "https" if args.certfile else "http"  # the page's own scheme (over TLS with --certfile)
+    args.announce = f"chat demo on {page}://{{host}}:{{port}}/ (Ctrl-C to stop)"
     return run_serve(parser, args)
 
 
