@@ -46,6 +46,11 @@ async def test_wss_over_http2_by_alpn_text_binary_big_and_deflate(tls: Any) -> N
         uri = f"wss://127.0.0.1:{port}/chat?room=1"
         async with trio_ws.connect(uri, ssl_context=client_context, http2=True) as ws:
             assert ws.response.status == 200  # RFC 8441: a 2xx, not a 101
+            assert (ws.request.method, ws.request.http_version, ws.request.protocol) == (
+                "CONNECT",
+                "2",
+                "websocket",
+            )
             await ws.send("héllo")
             assert await ws.recv() == "héllo"
             await ws.send(b"\x00\xff" * 10)

@@ -59,7 +59,13 @@ class Http2Pool:
                 response = response_from_fields(await h2_stream.wait_for_headers())
                 if not 200 <= response.status < 300:
                     response.body = await _body(h2_stream)
-                return h2_stream, handshake.http2_response(response)
+                accepted = handshake.http2_response(response)
+                # `ws.request` says what went on the wire: an Extended CONNECT.
+                request = handshake.request
+                request.method, request.http_version, request.protocol = "CONNECT", "2", "websocket"
+                for name in ("Upgrade", "Connection", "Sec-WebSocket-Key"):  # HTTP/1.1's alone
+                    request.headers.pop(name, None)
+                return h2_stream, accepted
             except trio.BrokenResourceError as exc:
                 await h2_stream.abort()
                 if fresh or h2_stream.reset_code != h2.errors.ErrorCodes.REFUSED_STREAM:
