@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 import h2.errors
+import pytest
 import trio
 import trio.testing
 from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, RstStreamFrame
@@ -262,3 +263,40 @@ def check(
         # What arrived is what was sent, in order, nothing lost in between nor added.
         assert len(got) <= len(sent[sid])
         assert bytes(got) == bytes(sent[sid][: len(got)])
+
+
+async def test_a_send_waiting_for_a_window_ends_when_its_stream_is_reset_locally() -> None:
+    """Nothing else happens on the connection: the reset alone (through the RST_STREAM it
+    writes) must wake the waiting send."""
+    logger = logging.getLogger("trio_ws.test")
+    client_end, server_end = trio.testing.memory_stream_pair()
+    client = Http2Connection(client_end, client=True, limits=MODEL_LIMITS, logger=logger, close_timeout=1)
+    server = Http2Connection(server_end, client=False, limits=MODEL_LIMITS, logger=logger, close_timeout=1)
+
+    async def never_read(stream: Http2Stream) -> None:
+        server.send_headers(stream, [(b":status", b"200")])
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve, never_read)
+        nursery.start_soon(client.serve, None)
+        await client.settings_received.wait()
+        stream = client.open_stream(
+            [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"), (b":path", b"/"),
+             (b":authority", b"x")]
+        )  # fmt: skip
+        await stream.wait_for_headers()
+        ended = trio.Event()
+
+        async def send() -> None:
+            with pytest.raises(trio.BrokenResourceError):
+                await stream.send_all(b"x" * 200_000)  # past the 64 KiB window
+            ended.set()
+
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not ended.is_set(), "the window is shut: the send waits"
+        client.reset(stream, h2.errors.ErrorCodes.CANCEL)
+        with trio.fail_after(1):
+            await ended.wait()
+        nursery.cancel_scope.cancel()
