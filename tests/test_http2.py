@@ -611,3 +611,39 @@ async def test_connects_one_after_another_each_outlive_the_last_ones_connection(
 
             for k in range(5):
                 nursery.start_soon(churn, k)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"http2_limits": trio_ws.Http2Limits()}, None, None),
+        ({"http2_cleartext": True}, ValueError, "http2_cleartext needs http2=True"),
+        ({"http2": "yes"}, TypeError, "http2 must be True or False"),
+        ({"http2": True, "http2_limits": {"max_concurrent_streams": 10}}, TypeError, "trio_ws.Http2Limits"),
+    ],
+)
+def test_http2_options_are_checked_when_the_config_is_built(
+    options: dict[str, Any], error: type[Exception] | None, message: str | None
+) -> None:
+    if error is None:
+        trio_ws.ServerConfig(handler=echo, **options)
+        return
+    with pytest.raises(error, match=message):
+        trio_ws.ServerConfig(handler=echo, **options)
+
+
+@pytest.mark.parametrize(
+    "field", ["max_concurrent_streams", "stream_window", "connection_window", "rate_window", "output_buffer"]
+)
+@pytest.mark.parametrize("value", [0, -1, True, "10"])
+def test_http2_limits_refuse_values_that_bound_nothing(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"Http2Limits.{field}"):
+        trio_ws.Http2Limits(**{field: value})  # type: ignore[arg-type]
+
+
+def test_http2_windows_must_fit_http2s_range() -> None:
+    with pytest.raises(ValueError, match="stream_window must be 65535 to 2\\*\\*31-1"):
+        trio_ws.Http2Limits(stream_window=1000)
+    with pytest.raises(ValueError, match="connection_window"):
+        trio_ws.Http2Limits(connection_window=2**31)
+    assert trio_ws.Http2Limits(idle_timeout=None).idle_timeout is None
