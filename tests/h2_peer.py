@@ -30,6 +30,7 @@ class RawH2:
         """Give the server's DATA back to its windows as it comes (False: hold it, to close them)."""
         self.headers: dict[int, dict[bytes, bytes]] = {}
         self.data: dict[int, bytearray] = {}
+        self.data_frames: dict[int, int] = {}  # DATA frames received, by stream
         self.ended: set[int] = set()
         self.resets: dict[int, int] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
@@ -123,6 +124,7 @@ class RawH2:
             self.headers[event.stream_id] = dict(event.headers)
         elif isinstance(event, h2.events.DataReceived):
             self.data.setdefault(event.stream_id, bytearray()).extend(event.data)
+            self.data_frames[event.stream_id] = self.data_frames.get(event.stream_id, 0) + 1
             if self.acknowledge:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):

@@ -184,3 +184,24 @@ async def test_streams_opened_and_reset_in_one_read_never_take_the_connection_do
         await peer.send_message(steady, "still here")
         await peer.pump(lambda: b"still here" in peer.messages(steady))
         await peer.aclose()
+
+
+async def test_a_burst_of_small_messages_leaves_in_few_data_frames() -> None:
+    """Sends are framed when the connection's writer runs: a burst of 200 small messages
+    goes out in a handful of DATA frames, every message whole and in order (one frame per
+    message would cost the peer a frame parse each)."""
+
+    async def burst(ws: trio_ws.WebSocket) -> None:
+        for i in range(200):
+            await ws.send(f"message {i}")
+        await ws.wait_closed()
+
+    async with trio_ws.open_server(
+        burst, "127.0.0.1", 0, http2=True, http2_cleartext=True, compression=None
+    ) as server:
+        peer = await RawH2.connect(server.port)
+        sid = await peer.open_websocket("/")
+        await peer.pump(lambda: len(peer.messages(sid)) == 200)
+        assert peer.messages(sid) == [f"message {i}".encode() for i in range(200)]
+        assert peer.data_frames[sid] <= 20, f"{peer.data_frames[sid]} DATA frames for 200 messages"
+        await peer.aclose()

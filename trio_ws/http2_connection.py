@@ -57,6 +57,7 @@ class Http2Stream(Transport):
         "_buffer",
         "_eager_reads",
         "_lot",
+        "_pending",
         "_unacknowledged",
         "answered",
         "connection",
@@ -86,6 +87,7 @@ class Http2Stream(Transport):
         self.reset_code: int | None = None  # set once reset, by either side (or the connection lost)
         self.released = False  # no one uses it any more: what still comes is dropped
         self._buffer = bytearray()  # received, not yet read
+        self._pending = bytearray()  # taken by send_nowait, not yet framed (see Http2Connection)
         self._unacknowledged = 0  # bytes read, not yet given back to the peer's window
         self._eager_reads = 0
         self._lot = trio.lowlevel.ParkingLot()  # the task reading, or waiting for the peer's end
@@ -95,7 +97,8 @@ class Http2Stream(Transport):
     def deliver(self, data: bytes) -> None:
         """The peer's DATA for this stream."""
         self._buffer += data
-        self._lot.unpark_all()
+        if self._lot:  # an empty lot's unpark_all costs eight times the test
+            self._lot.unpark_all()
 
     def wake(self) -> None:
         """Something changed (headers, END_STREAM, a reset): whoever waits looks again."""
@@ -270,6 +273,8 @@ class Http2Connection:
             self.h2.increment_flow_control_window(limits.connection_window - 65535)
         self._unacknowledged = 0  # connection-level bytes received, not yet given back
         self._out = bytearray()  # frames for the writer
+        self._pending: list[Http2Stream] = []  # streams with bytes taken, not yet framed
+        self._pending_bytes = 0
         self._finishing = False  # the final GOAWAY is queued: the writer ends after it
         self._work = trio.lowlevel.ParkingLot()  # the writer, waiting for frames
         self._room = trio.lowlevel.ParkingLot()  # tasks waiting for a window or for room
@@ -322,7 +327,7 @@ class Http2Connection:
                 return
             # A peer that does not read what we answer (PING, SETTINGS acknowledgements)
             # is not read either, until it does.
-            while len(self._out) >= self.limits.output_buffer and not self.closed:
+            while len(self._out) + self._pending_bytes >= self.limits.output_buffer and not self.closed:
                 await self._room.park()
             if self.closed:
                 return
@@ -493,29 +498,50 @@ class Http2Connection:
             stream._unacknowledged = 0
 
     def send_nowait(self, stream: Http2Stream, data: bytes | bytearray | memoryview) -> int:
-        """Frame as much of `data` as the windows and the output buffer allow now; the
-        bytes taken (0 when none may go, or the stream is gone)."""
+        """Take as much of `data` as the windows and the output buffer allow now; the
+        bytes taken (0 when none may go, or the stream is gone). They are framed when the
+        writer runs, so that a burst of small sends on a stream becomes one DATA frame (as
+        many as they take of the peer's frame size), not one frame each: the peer parses
+        fewer frames, and so do we."""
         if stream.gone:
             return 0
-        room = self.limits.output_buffer - len(self._out)
+        pending = self._pending_bytes
         try:
-            allowed = min(len(data), room, self.h2.local_flow_control_window(stream.stream_id))
+            window = min(
+                self.h2.local_flow_control_window(stream.stream_id) - len(stream._pending),
+                self.h2.outbound_flow_control_window - pending,
+            )
         except h2.exceptions.ProtocolError:
             return 0
+        allowed = min(len(data), self.limits.output_buffer - len(self._out) - pending, window)
         if allowed <= 0:
             return 0
-        frame_size = self.h2.max_outbound_frame_size
-        view = memoryview(data)
-        sent = 0
-        try:
-            while sent < allowed:
-                chunk = view[sent : min(allowed, sent + frame_size)]
-                self.h2.send_data(stream.stream_id, chunk.tobytes())
-                sent += len(chunk)
-        except h2.exceptions.ProtocolError:
-            pass  # the stream closed meanwhile: what went, went
+        if not stream._pending:
+            self._pending.append(stream)
+        stream._pending += data if allowed == len(data) else memoryview(data)[:allowed]
+        self._pending_bytes = pending + allowed
+        if self._work:
+            self._work.unpark_all()
+        return allowed
+
+    def _frame_pending(self, only: Http2Stream | None = None) -> None:
+        """Frame what `send_nowait` took (every stream's, or `only` this one's) as DATA
+        frames of at most the peer's frame size, in the order the streams sent."""
+        for stream in [only] if only is not None else self._pending:
+            data, stream._pending = stream._pending, bytearray()
+            self._pending_bytes -= len(data)
+            frame_size = self.h2.max_outbound_frame_size
+            view = memoryview(data)
+            try:
+                for start in range(0, len(view), frame_size):
+                    self.h2.send_data(stream.stream_id, view[start : start + frame_size].tobytes())
+            except h2.exceptions.ProtocolError:
+                pass  # the stream closed meanwhile: what went, went
+        if only is None:
+            self._pending.clear()
+        elif only in self._pending:
+            self._pending.remove(only)
         self._collect()
-        return sent
 
     async def wait_to_send(self) -> None:
         """Wait until a window opens, the output drains, or a stream changes state."""
@@ -539,13 +565,20 @@ class Http2Connection:
         """Our END_STREAM on `stream`, unless it went already or the stream is gone."""
         if stream.gone:
             return
+        if stream._pending:
+            self._frame_pending(stream)  # its data first
         stream.local_ended = True
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.end_stream(stream.stream_id)
         self._collect()
 
     def reset(self, stream: Http2Stream, code: int) -> None:
-        """RST_STREAM on `stream`, unless it is closed already."""
+        """RST_STREAM on `stream`, unless it is closed already; what it had not framed yet
+        is dropped (a reset discards it anyway)."""
+        if stream._pending:
+            self._pending_bytes -= len(stream._pending)
+            stream._pending = bytearray()
+            self._pending.remove(stream)
         if stream.reset_code is None and not self.closed:
             stream.reset_code = int(code)
             if not (stream.local_ended and stream.remote_ended):
@@ -641,6 +674,10 @@ class Http2Connection:
         self.going_away = True
         self.settings_received.set()  # a client waiting for them learns that none will come
         self._idle_watch.cancel()
+        for stream in self._pending:  # nothing more will be framed
+            stream._pending = bytearray()
+        self._pending.clear()
+        self._pending_bytes = 0
         for stream in list(self.streams.values()):
             if stream.reset_code is None:
                 stream.reset_code = int(h2.errors.ErrorCodes.CANCEL)
@@ -668,11 +705,14 @@ class Http2Connection:
         data = self.h2.data_to_send()
         if data:
             self._out += data
-            self._work.unpark_all()
+            if self._work:
+                self._work.unpark_all()
 
     async def _write_loop(self) -> None:
         try:
             while True:
+                if self._pending:
+                    self._frame_pending()
                 if self._out:
                     data, self._out = self._out, bytearray()
                     if self._finishing or self.closed:
@@ -681,7 +721,8 @@ class Http2Connection:
                             await send_all(self.stream, data)
                     else:
                         await send_all(self.stream, data)
-                    self._room.unpark_all()
+                    if self._room:
+                        self._room.unpark_all()
                 elif self._finishing or self.closed:
                     break
                 else:
