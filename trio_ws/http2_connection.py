@@ -9,7 +9,13 @@ Who does what:
   SETTINGS answers stops getting them.
 - **The writer** is the only task that writes the socket. Every h2 call is followed by
   `_collect()`, which moves h2's output into one buffer and wakes the writer: frames
-  leave in the order they were made, many streams' frames in one write.
+  leave in the order they were made, many streams' frames in one write. What a stream
+  sends is framed by the writer too, when it runs (`send_nowait` only takes the bytes):
+  a burst of small messages becomes one DATA frame. A stream's END_STREAM frames its
+  pending bytes first; a reset drops them.
+- **Who a client's or server's stream is**: a server's streams are opened by the peer,
+  and each runs `on_stream` in a task of the connection's nursery; a client's are opened
+  by `open_stream` and live in the caller's tasks.
 - **Flow control is backpressure.** A stream sends only what its window and the
   connection's allow (`send_nowait`), else waits for a WINDOW_UPDATE. What a peer sends
   on a stream is acknowledged only as its WebSocket reads it, so a full inbox holds back
