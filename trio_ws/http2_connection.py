@@ -65,9 +65,7 @@ class Http2Stream(Transport):
         "_lot",
         "_pending",
         "_unacknowledged",
-        "answered",
         "connection",
-        "finishing",
         "headers",
         "local_ended",
         "released",
@@ -83,11 +81,11 @@ class Http2Stream(Transport):
         super().__init__(connection.stream)
         self.connection = connection
         self.stream_id = stream_id
-        self.writes_through = True  # h2 frames a send at once; the connection's writer writes
+        # True while its WebSocket is open; False once it is closed or aborted, and only
+        # the stream's end is left (what the rapid reset count looks at).
+        self.writes_through = True
         self.headers: list[Header] | None = None
         """The peer's header fields (its request, or its response), once they came."""
-        self.answered = False  # our header block (an answer, or a client's request) went
-        self.finishing = False  # its WebSocket is closed (or aborted): only the stream's end is left
         self.remote_ended = False  # the peer's END_STREAM came
         self.local_ended = False  # ours went
         self.reset_code: int | None = None  # set once reset, by either side (or the connection lost)
@@ -155,8 +153,7 @@ class Http2Stream(Transport):
         return self.connection.send_nowait(self, data)
 
     def stop_writing_through(self) -> None:
-        self.writes_through = False
-        self.finishing = True  # called once the WebSocket's closing handshake is done
+        self.writes_through = False  # called once the WebSocket's closing handshake is done
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of `data` as the windows allow, waiting for WINDOW_UPDATEs (and for
@@ -185,7 +182,6 @@ class Http2Stream(Transport):
         (hypercorn) forget a stream once they have ended it and fail their whole
         connection on a DATA frame for it, an END_STREAM included."""
         self.writes_through = False
-        self.finishing = True
         if self.connection.client:
             if not (self.local_ended and self.remote_ended):
                 self.connection.reset(self, h2.errors.ErrorCodes.NO_ERROR)
@@ -202,7 +198,6 @@ class Http2Stream(Transport):
 
     async def abort(self) -> None:
         self.writes_through = False
-        self.finishing = True
         self.connection.reset(self, h2.errors.ErrorCodes.CANCEL)
         self.connection.release(self)
 
@@ -247,8 +242,6 @@ class Http2Connection:
         """Why the connection ended, once it has: what a stream's error then says."""
         self.limit_passed: str | None = None
         """The `Http2Limits` field the peer went past, if that is how the connection ended."""
-        self.remote_closed_after: int | None = None
-        """The last stream id a peer's GOAWAY says it processed, if it sent one."""
         self._guard = FrameGuard(limits, server=not client)
         self._early_resets = RateLimit(
             "max_resets_per_window",
@@ -352,14 +345,17 @@ class Http2Connection:
         """Feed the peer's bytes and act on the events; False once the connection ends."""
         try:
             cuts = self._guard.feed(data, trio.current_time())
-            events = []
-            start = 0
-            for end in [*cuts, len(data)]:
-                if end > start:
-                    events += self.h2.receive_data(bytes(data[start:end]))
-                start = end
-                if end in cuts:
-                    self._keep_open_after_goaway(events)
+            if not cuts:  # the usual read: all of it to h2 at once, uncopied
+                events = self.h2.receive_data(data)
+            else:
+                events = []
+                start = 0
+                for end in [*cuts, len(data)]:
+                    if end > start:
+                        events += self.h2.receive_data(bytes(data[start:end]))
+                    start = end
+                    if end in cuts:
+                        self._keep_open_after_goaway(events)
             for event in events:
                 self._on_event(event, on_stream)
         except Http2Abuse as exc:
@@ -406,7 +402,7 @@ class Http2Connection:
         elif kind is h2.events.StreamReset:
             assert isinstance(event, h2.events.StreamReset)
             stream = self.streams.get(event.stream_id)
-            if not self.client and (stream is None or not (stream.finishing or stream.local_ended)):
+            if not self.client and (stream is None or (stream.writes_through and not stream.local_ended)):
                 # Reset while its exchange was under way (or refused, and reset all the
                 # same): the rapid reset attack is made of these, answered or not. A
                 # WebSocket reset once its closing handshake is done (how a client of
@@ -423,7 +419,6 @@ class Http2Connection:
         elif kind is h2.events.ConnectionTerminated:
             assert isinstance(event, h2.events.ConnectionTerminated)
             self.going_away = True
-            self.remote_closed_after = event.last_stream_id
             if event.error_code:
                 self.logger.info("HTTP/2 peer closed the connection: error code %s", event.error_code)
                 self.lost_because = self.lost_because or f"the peer's GOAWAY, error code {event.error_code}"
@@ -562,7 +557,6 @@ class Http2Connection:
             self.h2.send_headers(stream.stream_id, headers, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:  # closed meanwhile, by the peer or the connection
             raise trio.BrokenResourceError("the HTTP/2 stream is closed") from exc
-        stream.answered = True
         if end_stream:
             stream.local_ended = True
         self._collect()

@@ -5,12 +5,13 @@ It reads only each frame's 9-byte header (length, type, flags; RFC 9113 section 
 and counts the frames of one header block (CONTINUATION flood, CVE-2024-27316), and
 frames that cost work but carry nothing (SETTINGS, PING, WINDOW_UPDATE, PRIORITY and
 empty DATA floods). Parsing stays h2's. Resets are counted by the connection, which knows
-whether the stream reset was answered yet (`RateLimit`).
+whether the stream reset was still in its exchange (`RateLimit`).
 """
 
 from __future__ import annotations
 
 from .http2_limits import Http2Limits
+from .http2_messages import PREFACE
 
 __all__ = ["FrameGuard", "Http2Abuse", "RateLimit"]
 
@@ -19,7 +20,6 @@ _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = 0x5, 0x6, 0x7, 0x
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 _CONTROL = frozenset({_PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE})
 _HEADER_SIZE = 9
-_PREFACE_SIZE = 24  # "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", which a server reads first
 
 
 class Http2Abuse(Exception):
@@ -65,7 +65,7 @@ class FrameGuard:
 
     def __init__(self, limits: Http2Limits, *, server: bool) -> None:
         self._limits = limits
-        self._skip = _PREFACE_SIZE if server else 0  # payload bytes (or preface) still to pass
+        self._skip = len(PREFACE) if server else 0  # payload bytes (or preface) still to pass
         self._header = b""  # the part of a frame header read so far
         self._in_goaway = False  # the payload being passed is a GOAWAY's
         self._block_frames = 0  # frames of the header block in progress (0: none)
