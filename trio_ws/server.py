@@ -6,8 +6,8 @@ import errno
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Unpack
 
 import trio
@@ -35,7 +35,7 @@ from .listeners import open_listeners
 from .protocol import Role, State
 from .sockets import peer_address, receive_some, send_all
 from .tasks import open_nursery_unwrapped
-from .transport import transport_for
+from .transport import Transport, transport_for
 from .uri import redacted_target
 
 if TYPE_CHECKING:  # h2 is an extra: imported only by a server that serves HTTP/2
@@ -331,26 +331,47 @@ class WebSocketServer:
             return None  # not a handshake: not counted
         response = await self._respond(handshake, request)
         self._log_answer(request.remote_address, request, response.status)
-        if response.status == 101:
-            self._upgraded += 1  # counted from here, so concurrent handshakes respect the limit
-        try:
+        with self._counted_answer(response.status):
             await send_all(stream, handshake.send_response(response))
-        except BaseException:
-            if response.status == 101:
-                self._upgraded -= 1
-            raise
-        self.counts.answered(response.status)  # once sent: every 101 counted ends counted closed
         if response.status != 101:
             return None
+        return self._upgraded_websocket(
+            transport_for(stream), handshake, request, response, handshake.trailing_data
+        )
+
+    @contextmanager
+    def _counted_answer(self, status: int) -> Iterator[None]:
+        """Around sending an answer: a 101 counts against `max_connections` from before it
+        is sent (so that concurrent handshakes respect the limit), and no longer if sending
+        fails; once sent, the answer is counted (every 101 counted ends counted closed)."""
+        if status == 101:
+            self._upgraded += 1
+        try:
+            yield
+        except BaseException:
+            if status == 101:
+                self._upgraded -= 1
+            raise
+        self.counts.answered(status)
+
+    def _upgraded_websocket(
+        self,
+        transport: Transport,
+        handshake: ServerHandshake,
+        request: Request,
+        response: Response,
+        initial_data: bytes = b"",
+    ) -> WebSocket:
+        """The server's connection once its 101 is sent, over either HTTP version."""
         deflate = handshake.deflate if "Sec-WebSocket-Extensions" in response.headers else None
         return new_websocket(
-            transport_for(stream),
+            transport,
             Role.SERVER,
             self.config,
             request=request,
             response=response,
             deflate=deflate,
-            initial_data=handshake.trailing_data,
+            initial_data=initial_data,
             on_closed=self.connections.discard,
             stats=self.counts,
         )
@@ -417,35 +438,19 @@ class WebSocketServer:
         connection = stream.connection
         if not upgrade:
             no_body = not response.body or (request is not None and request.method == "HEAD")
-            connection.send_headers(stream, fields, end_stream=no_body)
-            if not no_body:
-                await stream.send_all(response.body)
-                connection.end_stream(stream)
-            self.counts.answered(response.status)
+            with self._counted_answer(response.status):
+                connection.send_headers(stream, fields, end_stream=no_body)
+                if not no_body:
+                    await stream.send_all(response.body)
+                    connection.end_stream(stream)
             if not stream.remote_ended:  # a request body nobody reads (RFC 9113 section 8.1)
                 connection.reset(stream, 0)
             connection.release(stream)
             return
         assert request is not None
-        self._upgraded += 1
-        try:
+        with self._counted_answer(101):
             connection.send_headers(stream, fields)
-        except BaseException:
-            self._upgraded -= 1
-            raise
-        self.counts.answered(response.status)
-        deflate = handshake.deflate if "Sec-WebSocket-Extensions" in response.headers else None
-        ws = new_websocket(
-            stream,
-            Role.SERVER,
-            self.config,
-            request=request,
-            response=response,
-            deflate=deflate,
-            on_closed=self.connections.discard,
-            stats=self.counts,
-        )
-        await self._run_handler(ws)
+        await self._run_handler(self._upgraded_websocket(stream, handshake, request, response))
 
     def _log_answer(self, client: Any, request: Request | None, status: int) -> None:
         """The access log's line for an HTTP answer: who, what (query redacted), status."""
