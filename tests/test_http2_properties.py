@@ -300,3 +300,32 @@ async def test_a_send_waiting_for_a_window_ends_when_its_stream_is_reset_locally
         with trio.fail_after(1):
             await ended.wait()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_never_reads_our_answers_stops_being_read_at_output_buffer() -> None:
+    """PINGs (under the rate limit) from a peer that never reads: their answers pile up
+    until `output_buffer`, and then the server stops reading the peer, so the peer's own
+    sends block, rather than the answers growing without end."""
+    limits = trio_ws.Http2Limits(output_buffer=4096, max_control_frames_per_window=10**6)
+    client_end, server_end = trio.testing.lockstep_stream_pair()  # a write waits for its read
+    server = Http2Connection(
+        server_end, client=False, limits=limits, logger=logging.getLogger("trio_ws.test"), close_timeout=1
+    )
+    ping = PingFrame(0, opaque_data=b"12345678").serialize()
+    sent = 0
+
+    async def flood() -> None:
+        nonlocal sent
+        await client_end.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
+        for _ in range(2000):
+            await client_end.send_all(ping * 10)
+            sent += 10
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve, None)
+        nursery.start_soon(flood)
+        await trio.testing.wait_all_tasks_blocked()
+        # Each read is at most one write of ours: 10 PINGs, 10 answers of 17 bytes.
+        assert len(server._out) <= limits.output_buffer + 10 * 17 + 100
+        assert sent < 20_000, "the server stopped reading: the flood is stuck"
+        nursery.cancel_scope.cancel()
