@@ -455,7 +455,9 @@ class ConnectionCore:
         unless a recv() is reading it (it resumes the reader when it leaves)."""
         if self._reading is not None:
             self.inbox.wake_reader()
-        elif not self.receiving:
+        elif not self.receiving and self.lifecycle is Lifecycle.OPEN:
+            # Once the protocol is closed, a reader was started or woken already if TCP
+            # needs one to close it; a connection closed at once needs none.
             self._start_reader()
 
     async def _reader(self, reading: trio.CancelScope, may_leave: bool) -> None:

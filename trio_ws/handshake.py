@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,9 +51,36 @@ def _tokens(values: list[str]) -> list[str]:
     return [t.strip() for v in values for t in v.split(",") if t.strip()]
 
 
+def _has_token(values: list[str] | None, token: str) -> bool:
+    """Whether the comma-separated values of a field name `token` (lower-case), in any case."""
+    if values is None:
+        return False
+    if len(values) == 1 and values[0].lower() == token:  # the usual field: the token alone
+        return True
+    return token in [t.lower() for t in _tokens(values)]
+
+
 def _to_headers(raw: Any) -> Headers:
     """h11's header list (bytes pairs, original spelling, checked by h11) as our `Headers`."""
     return Headers.from_wire([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw.raw_items()])
+
+
+# A field as RFC 9110 section 5 allows it (h11's rules): a token for the name; a value of
+# visible characters and inner spaces or tabs.
+_FIELD = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+: (?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?", re.ASCII)
+
+
+def _head(status: int, reason: str, headers: Headers) -> bytes:
+    """An HTTP/1.1 response head, written without h11 (which checks what it sends just as
+    `_FIELD` does): a 101 ends h11's part, and a malformed request never reached it."""
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    for name, value in headers.raw_items():
+        line = f"{name}: {value}"
+        if _FIELD.fullmatch(line) is None:
+            raise ValueError(f"invalid header field in the response: {name!r}: {value!r}")
+        lines.append(line)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
 
 
 def _to_h11(headers: Headers) -> list[tuple[bytes, bytes]]:
@@ -107,9 +135,11 @@ class ServerHandshake:
         self._server_header = server_header
         self._extra_headers = Headers(extra_headers or ())
         self._head_only = False  # a HEAD request: its answer has headers and no body
+        self._received = 0  # bytes fed so far
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes from the client; b"" means it closed its side."""
+        self._received += len(data)
         self._h11.receive_data(bytes(data))
 
     def next_request(self, remote_address: Any = None) -> Request | None:
@@ -128,17 +158,20 @@ class ServerHandshake:
             return None
         if isinstance(event, h11.Request):
             self._head_only = event.method == b"HEAD"
-            # h11 caps only an incomplete head; one that arrived whole is measured here.
-            size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers.raw_items())
-            if size > self._max_size:
-                raise _reject(431, "request head too large")
+            fields = event.headers.raw_items()
+            # h11 caps only an incomplete head; one that arrived whole is measured here
+            # (when what came could hold a head too large).
+            if self._received > self._max_size:
+                size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in fields)
+                if size > self._max_size:
+                    raise _reject(431, "request head too large")
             if not event.target.startswith(b"/"):
                 # Only origin-form ("/path?query") names a resource of this server; an
                 # absolute URI or "*" would read differently to a router and to a guard.
                 raise _reject(400, "the request target must be a path starting with /")
             return Request(
                 path=event.target.decode("latin-1"),
-                headers=_to_headers(event.headers),
+                headers=Headers.from_wire([(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields]),
                 remote_address=remote_address,
                 method=event.method.decode("latin-1"),
                 http_version=event.http_version.decode("latin-1"),
@@ -175,9 +208,11 @@ class ServerHandshake:
             origin = None if origins is None else ", ".join(origins)
             if origin not in self._origins:
                 raise _reject(403, f"origin {origin or '(none)'} is not allowed")
-        subprotocol = self._negotiate_subprotocol(_tokens(fields.get("sec-websocket-protocol", [])))
-        if subprotocol is not None:
-            response_headers["Sec-WebSocket-Protocol"] = subprotocol
+        offered = fields.get("sec-websocket-protocol")
+        if offered is not None or self._select_subprotocol is not None:
+            subprotocol = self._negotiate_subprotocol(_tokens(offered or []))
+            if subprotocol is not None:
+                response_headers["Sec-WebSocket-Protocol"] = subprotocol
         if self._compression is not None:
             try:
                 offers = parse_extensions(fields.get("sec-websocket-extensions", []))
@@ -189,25 +224,27 @@ class ServerHandshake:
                 self.deflate = PerMessageDeflate(params, is_server=True, config=self._compression)
         if self._server_header is not None:
             response_headers["Server"] = self._server_header
-        response_headers.update_from(self._extra_headers)
+        if self._extra_headers:
+            response_headers.update_from(self._extra_headers)
         return Response(101, response_headers)
 
     def _check_upgrade(self, request: Request, fields: dict[str, list[str]]) -> str:
         """What RFC 6455 section 4.2.1 asks of an HTTP/1.1 upgrade; its key, else `RejectHandshake`."""
-        if "websocket" not in [t.lower() for t in _tokens(fields.get("upgrade", []))]:
+        if not _has_token(fields.get("upgrade"), "websocket"):
             raise _reject(  # 426 names the protocol to upgrade to (RFC 9110, 15.5.22)
                 426,
                 "this is a WebSocket endpoint and the request is not an upgrade "
                 "(expected the header Upgrade: websocket)",
                 {"Upgrade": "websocket", "Connection": "Upgrade"},
             )
-        if "upgrade" not in [t.lower() for t in _tokens(fields.get("connection", []))]:
+        if not _has_token(fields.get("connection"), "upgrade"):
             raise _reject(400, "expected the header Connection: Upgrade")
         if request.method != "GET":
             raise _reject(400, f"the upgrade must be a GET request, not {request.method}")
         if request.http_version != "1.1":
             raise _reject(505, f"the upgrade needs HTTP/1.1, not HTTP/{request.http_version}")
-        if "transfer-encoding" in fields or ", ".join(fields.get("content-length", ["0"])).strip() != "0":
+        lengths = fields.get("content-length")
+        if "transfer-encoding" in fields or (lengths is not None and ", ".join(lengths).strip() != "0"):
             # Whatever followed the head would be read as WebSocket frames.
             raise _reject(400, "an upgrade request must not have a body")
         _check_version(fields)
@@ -233,8 +270,7 @@ class ServerHandshake:
     def send_response(self, response: Response) -> bytes:
         """Serialize `response`; any status but 101 carries its body and closes."""
         if response.status == 101:  # sent as it is: no header is added to a 101
-            upgrade = h11.InformationalResponse(status_code=101, headers=_to_h11(response.headers))
-            return self._h11.send(upgrade) or b""
+            return _head(101, response.reason, response.headers)
         headers = response.headers.copy()
         if self._server_header is not None and "Server" not in headers:
             headers["Server"] = self._server_header
@@ -246,8 +282,9 @@ class ServerHandshake:
             headers["Connection"] = "close"
         if self._h11.their_state is not h11.SEND_BODY and self._h11.their_state is not h11.DONE:
             # The request head never completed (e.g. it was malformed): answer without h11.
-            body = b"" if self._head_only else response.body
-            return _raw_response(response.status, response.reason, headers, body)
+            return _head(response.status, response.reason, headers) + (
+                b"" if self._head_only else response.body
+            )
         out = (
             self._h11.send(
                 h11.Response(
@@ -265,11 +302,6 @@ class ServerHandshake:
     def trailing_data(self) -> bytes:
         """Bytes the client sent after its request head: the first WebSocket frames."""
         return bytes(self._h11.trailing_data[0])
-
-
-def _raw_response(status: int, reason: str, headers: Headers, body: bytes) -> bytes:
-    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers.raw_items())
-    return head.encode("latin-1") + b"\r\n" + body
 
 
 def _is_valid_key(key: str) -> bool:
