@@ -17,10 +17,12 @@ Who touches what, and when (in the spirit of h11's state notes):
   the start (where reads are safe to cancel), and again each time the reader gives a
   message to a waiting `recv()` with the inbox at its low marks: it then stands by until
   that task leaves `recv()` (with a message, cancelled, or closed), and takes the socket
-  back unless a `recv()` is reading it again. The connection's first reader ends at its
-  first step if the handler is in `recv()` by then: an idle connection holds no reader
-  task, and the `recv()` that leaves starts one (`_resume_reader`). So there is always a
-  reader, or a `recv()` reading. Only one task ever waits on the socket: once the
+  back unless a `recv()` is reading it again. A new connection starts no reader: the
+  run's `ReaderStarts` task looks one pass later and starts one only if the handler is
+  not in `recv()` by then (`ensure_reader`); an idle connection whose handler waits in
+  `recv()` holds no reader task, and the `recv()` that leaves starts one
+  (`_resume_reader`). So, from that look on, there is always a reader, or a `recv()`
+  reading. Only one task ever waits on the socket: once the
   protocol is closed, TCP is closed at once when nothing is left to write or read
   (`_close_at_once`), which wakes a `recv()` waiting on it, or by the reader (one is
   started if there was none), which reads to the end only once no `recv()` does.
@@ -40,7 +42,8 @@ Who touches what, and when (in the spirit of h11's state notes):
   connection CLOSED. `close()` only starts the handshake and waits, aborting at its deadline.
 - **Tasks**: the handler (or the `async with connect()` body) and the reader run in the
   connection's nursery (`running()`), the reader standing by, or not there at all, while
-  the handler reads.
+  the handler reads. Over TLS (whose reads are not safe to cancel) the reader starts with
+  the connection and always reads.
   The outbox's writer runs there only on demand. Keepalive pings come from the server's
   `KeepaliveTimers`, one task for every connection, through `keepalive(now)`; a client
   connection has timers of its own.
@@ -67,6 +70,7 @@ from .options import ConnectionOptions
 from .outbox import OUTPUT_PENDING, Outbox, Output
 from .pings import PendingPing, Pings
 from .protocol import Pong, Protocol, State
+from .reader_starts import reader_starts
 from .tasks import raise_unwrapped
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
@@ -398,7 +402,12 @@ class ConnectionCore:
             # every open connection. Its group of one is unwrapped below all the same.
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self._start_reader(may_leave=True)
+                if self.transport.reads_cancel_safely:
+                    # The handler's recv() may read the socket itself: a reader is started
+                    # one pass later only if the handler is elsewhere by then.
+                    reader_starts().add(self)
+                else:
+                    self._start_reader()
                 self.outbox.start(nursery)
                 if self._ping_interval is not None:
                     if keepalive is None:  # timers of its own, in a task that ends with it
@@ -442,40 +451,42 @@ class ConnectionCore:
         with scope:
             await timers.run()
 
-    def _start_reader(self, *, may_leave: bool = False) -> None:
+    def _start_reader(self) -> None:
         """Start a reader task, unless the nursery is closed (the connection is then being
-        dropped by `running()`). One that `may_leave` ends at its first step if a recv()
-        reads the socket by then."""
+        dropped by `running()`)."""
         if self._nursery is not None:
-            self._reading = trio.CancelScope()
-            self._nursery.start_soon(self._reader, self._reading, may_leave)
+            reading = self._reading = trio.CancelScope()
+            try:
+                self._nursery.start_soon(self._reader, reading)
+            except RuntimeError:  # closed to new tasks already: `running()` is ending
+                self._reading = None
+
+    def ensure_reader(self) -> None:
+        """Start the reader, unless someone reads the socket already (the reader, or a
+        recv()), or the protocol is closed: then a reader was started or woken already if
+        TCP needs one to close it, and a connection closed at once needs none."""
+        if self._reading is None and not self.receiving and self.lifecycle is Lifecycle.OPEN:
+            self._start_reader()
 
     def _resume_reader(self) -> None:
         """Someone must read the socket again: the reader, standing by or started anew,
         unless a recv() is reading it (it resumes the reader when it leaves)."""
         if self._reading is not None:
             self.inbox.wake_reader()
-        elif not self.receiving and self.lifecycle is Lifecycle.OPEN:
-            # Once the protocol is closed, a reader was started or woken already if TCP
-            # needs one to close it; a connection closed at once needs none.
-            self._start_reader()
+        else:
+            self.ensure_reader()
 
-    async def _reader(self, reading: trio.CancelScope, may_leave: bool) -> None:
-        """Read and parse until the protocol is closed, then close the TCP connection;
-        or, if it `may_leave`, end at once when a recv() reads the socket already."""
+    async def _reader(self, reading: trio.CancelScope) -> None:
+        """Read and parse until the protocol is closed, then close the TCP connection."""
         try:
             with reading:  # cancelled when the protocol closes while this waits
-                if await self._read_until_closed(may_leave):
-                    return
+                await self._read_until_closed()
         finally:
-            if self._reading is reading:  # not when it left the socket to a recv()
-                self._lost("TCP connection lost without a close frame")
+            self._lost("TCP connection lost without a close frame")
         await self._close_transport()
 
-    async def _read_until_closed(self, may_leave: bool) -> bool:
-        """The reader's loop: False once the protocol is closed (or the stream ended);
-        True if it left the socket to a recv() at its first step, and no reader is left
-        (so an idle connection holds no reader task at all)."""
+    async def _read_until_closed(self) -> None:
+        """The reader's loop, until the protocol is closed (or the stream ended)."""
         proto = self.protocol
         transport = self.transport
         inbox = self.inbox
@@ -484,17 +495,11 @@ class ConnectionCore:
             delivered = self._parse(data)
             data = b""
             if proto.state is State.CLOSED:
-                return False
+                return
             if self._parsing_paused():
                 proto.stats.inbox_pauses += 1
                 await inbox.wait_for_room()
                 continue
-            if may_leave and self.receiving:
-                # The handler went straight to recv(), which reads the socket: no reader is
-                # needed until it leaves recv(), which then starts one (`_resume_reader`).
-                self._reading = None
-                return True
-            may_leave = False  # only the connection's first reader, at its first step
             if delivered and inbox.low and transport.reads_cancel_safely:
                 # A recv() was waiting: it will likely be back for the next message
                 # before anything arrives, and then reads the socket itself, one task
@@ -510,10 +515,10 @@ class ConnectionCore:
             try:
                 data = await transport.receive_some()
             except CLOSED_STREAM_ERRORS:
-                return False
+                return
             if not data:
                 self._eof = True
-                return False
+                return
 
     def _close_at_once(self) -> bool:
         """Close TCP right away, without a task, when nothing stands in the way: a socket

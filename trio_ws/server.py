@@ -55,6 +55,25 @@ __all__ = [
 
 _RETRY_AFTER = 5  # seconds, in the 503 answer past max_connections
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# accept(2) on Linux: a connection that failed before it was accepted (reset, refused by a
+# firewall, its network gone) is reported by the next accept, which is simply tried again.
+_ACCEPT_RETRY_ERRORS = {
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+}
+_ACCEPT_CLOSED_ERRORS = {errno.EBADF, errno.ENOTSOCK}  # the listener was closed (a drain)
 _USE_CONFIG: Any = object()  # drain()'s default: the configuration's graceful_timeout
 
 access_logger = logging.getLogger("trio_ws.access")
@@ -232,32 +251,41 @@ class WebSocketServer:
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         """Accept into `nursery` (the connections' nursery) until the listener is closed.
 
-        This is `trio.serve_listeners(handler_nursery=...)` but for two things it cannot do
-        for us: a drain closes the listeners while this waits in `accept()`, which must end
-        the loop quietly (trio's raises ClosedResourceError out of the server), and the
+        This is `trio.serve_listeners(handler_nursery=...)` but for three things it cannot
+        do for us: a drain closes the listeners while this waits in `accept()`, which must
+        end the loop quietly (trio's raises ClosedResourceError out of the server); the
         accept errors that mean "out of file descriptors" are logged on the server's own
-        logger, where an operator looks, rather than on `trio.serve_listeners`.
+        logger, where an operator looks, rather than on `trio.serve_listeners`; and the
+        client's address comes with each accepted socket, where `SocketListener.accept`
+        drops it (asking the socket again costs a system call per connection).
         """
+        sock = listener.socket
         while True:
             try:
-                stream = await listener.accept()
+                accepted, remote = await sock.accept()
+            except trio.ClosedResourceError:
+                return
             except OSError as exc:
+                if exc.errno in _ACCEPT_CLOSED_ERRORS:
+                    return
+                if exc.errno in _ACCEPT_RETRY_ERRORS:
+                    continue
                 if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
                     raise
                 self.logger.error("accept failed (%s); retrying in 100 ms", exc)
                 await trio.sleep(0.1)
                 continue
-            except trio.ClosedResourceError:
-                return
-            nursery.start_soon(self.serve_stream, stream)
+            nursery.start_soon(self.serve_stream, trio.SocketStream(accepted), remote)
 
-    async def serve_stream(self, tcp_stream: trio.abc.Stream) -> None:
+    async def serve_stream(self, tcp_stream: trio.abc.Stream, remote_address: Any = None) -> None:
         """Handshake on an accepted stream, then run the handler, until the connection ends.
 
-        The accept loop calls it for each TCP connection; `trio_ws.testing` calls it with
-        an in-memory stream. Nothing that happens here reaches the caller.
+        The accept loop calls it for each TCP connection, with the client's address as
+        accept gave it (else it is asked of the socket); `trio_ws.testing` calls it with an
+        in-memory stream. Nothing that happens here reaches the caller.
         """
         stream: trio.abc.Stream = tcp_stream
+        remote = peer_address(tcp_stream) if remote_address is None else remote_address
         ws = None
         http2: bytes | None = None  # over HTTP/2: the bytes read already
         try:
@@ -278,36 +306,35 @@ class WebSocketServer:
                         if first.startswith(PREFACE):
                             http2 = first
                     if http2 is None:
-                        ws = await self._handshake(stream, first)
+                        ws = await self._handshake(stream, remote, first)
                 finally:  # also when the client reset the connection mid-handshake
                     self._handshakes.discard(handshake_scope)
             if handshake_scope.cancelled_caught:
                 if self._closing:
-                    self.logger.debug("dropped a handshake from %s: stopping", peer_address(tcp_stream))
+                    self.logger.debug("dropped a handshake from %s: stopping", remote)
                 else:
                     self.logger.info(
                         "opening handshake from %s timed out after %ss",
-                        peer_address(tcp_stream),
+                        remote,
                         self._open_timeout,
                     )
             elif http2 is not None:
-                await self._serve_http2(stream, http2)
+                await self._serve_http2(stream, remote, http2)
             del handshake_scope  # not held for the connection's life
             if ws is not None:
                 await self._run_handler(ws)
         except _CONNECTION_ERRORS as exc:
-            self.logger.debug("connection from %s failed: %r", peer_address(tcp_stream), exc)
+            self.logger.debug("connection from %s failed: %r", remote, exc)
         except Exception:
-            self.logger.exception("unexpected error on a connection from %s", peer_address(tcp_stream))
+            self.logger.exception("unexpected error on a connection from %s", remote)
         finally:
             if ws is None or ws.state is not State.CLOSED:  # else the connection closed it already
                 await trio.aclose_forcefully(stream)
 
-    async def _handshake(self, stream: trio.abc.Stream, first: bytes = b"") -> WebSocket | None:
-        """Read the request (after the bytes `first`, read already) and answer it; the
-        upgraded `WebSocket`, or None."""
+    async def _handshake(self, stream: trio.abc.Stream, remote: Any, first: bytes) -> WebSocket | None:
+        """Read the request from `remote` (after the bytes `first`, read already) and
+        answer it; the upgraded `WebSocket`, or None."""
         handshake = self._new_handshake()
-        remote = peer_address(stream)
         request = None
         if first:
             handshake.receive_data(first)
@@ -385,8 +412,9 @@ class WebSocketServer:
                 if forwarded.scheme is not None:
                     request.scheme = "wss" if forwarded.scheme in ("https", "wss") else "ws"
 
-    async def _serve_http2(self, stream: trio.abc.Stream, first: bytes) -> None:
-        """An HTTP/2 connection: each stream a request, a WebSocket (RFC 8441) or not."""
+    async def _serve_http2(self, stream: trio.abc.Stream, remote: Any, first: bytes) -> None:
+        """An HTTP/2 connection from `remote`: each stream a request, a WebSocket (RFC 8441)
+        or not."""
         from .http2_connection import Http2Connection
 
         connection = Http2Connection(
@@ -398,7 +426,6 @@ class WebSocketServer:
             first_stream_timeout=self.config.open_timeout,
             initial_data=first,
         )
-        remote = peer_address(stream)
         self._http2_connections.add(connection)
         if self.draining.is_set():
             connection.go_away()

@@ -1,0 +1,77 @@
+"""`ReaderStarts`: connections' readers started one scheduler pass late, by one task for the
+whole trio run.
+
+Where a `recv()` may read the socket itself, a connection needs a reader task only while
+its handler is elsewhere. Most handlers go straight to `recv()`. So a new connection does
+not start its reader: it asks this task to look one pass later (after the step in which
+the handler began), and by then most handlers are reading, and no reader is ever started.
+A handler that does anything else first (sends, sleeps, awaits a database) gets its reader
+then, one pass late, as it would have had it anyway. One task woken once per pass in which
+connections began costs less than a task per connection that starts only to end.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import trio
+
+__all__ = ["NeedsReader", "ReaderStarts", "reader_starts"]
+
+
+class NeedsReader(Protocol):
+    """What the task asks of a connection."""
+
+    def ensure_reader(self) -> None:
+        """Start the reader, unless someone reads the socket already (or it is closed)."""
+
+
+class ReaderStarts:
+    """Connections waiting for their look, and the task that takes them in turn."""
+
+    def __init__(self) -> None:
+        self._due: list[NeedsReader] = []
+        # The task while it waits for connections (woken by `add`), else None. trio's
+        # lowest-level wait: a ParkingLot would cost this task's every wake twice as much.
+        self._waiting: trio.lowlevel.Task | None = None
+
+    def add(self, connection: NeedsReader) -> None:
+        """Look at `connection` in the next scheduler pass, not in this one: the task that
+        calls this has yet to reach its first wait, where the handler may be in `recv()`."""
+        self._due.append(connection)
+        if self._waiting is not None:
+            trio.lowlevel.reschedule(self._waiting)
+            self._waiting = None
+
+    async def run(self) -> None:
+        """Until cancelled: wait for connections, and start the readers they need."""
+        while True:
+            if not self._due:
+                self._waiting = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._stop_waiting)
+                continue
+            due, self._due = self._due, []
+            for connection in due:
+                connection.ensure_reader()
+            # Not held while this waits: a connection closed meanwhile is freed at once.
+            del due, connection  # (`due` is never empty here, so `connection` is bound)
+
+    def _stop_waiting(self, _: object) -> trio.lowlevel.Abort:
+        """The wait is cancelled (the run is ending)."""
+        self._waiting = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+_STARTS: trio.lowlevel.RunVar[ReaderStarts] = trio.lowlevel.RunVar("trio_ws.reader_starts")
+
+
+def reader_starts() -> ReaderStarts:
+    """The current trio run's, its task started on first use (a system task: it serves
+    connections of any server or client in the run, and ends with the run)."""
+    try:
+        return _STARTS.get()
+    except LookupError:
+        starts = ReaderStarts()
+        _STARTS.set(starts)
+        trio.lowlevel.spawn_system_task(starts.run, name="trio_ws reader starts")
+        return starts
