@@ -16,6 +16,8 @@ from typing import Protocol
 
 import trio
 
+from .wakeup import Wakeup
+
 __all__ = ["NeedsReader", "ReaderStarts", "reader_starts"]
 
 
@@ -31,35 +33,25 @@ class ReaderStarts:
 
     def __init__(self) -> None:
         self._due: list[NeedsReader] = []
-        # The task while it waits for connections (woken by `add`), else None. trio's
-        # lowest-level wait: a ParkingLot would cost this task's every wake twice as much.
-        self._waiting: trio.lowlevel.Task | None = None
+        self._added = Wakeup()
 
     def add(self, connection: NeedsReader) -> None:
         """Look at `connection` in the next scheduler pass, not in this one: the task that
         calls this has yet to reach its first wait, where the handler may be in `recv()`."""
         self._due.append(connection)
-        if self._waiting is not None:
-            trio.lowlevel.reschedule(self._waiting)
-            self._waiting = None
+        self._added.wake()
 
     async def run(self) -> None:
         """Until cancelled: wait for connections, and start the readers they need."""
         while True:
             if not self._due:
-                self._waiting = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(self._stop_waiting)
+                await self._added.wait()
                 continue
             due, self._due = self._due, []
             for connection in due:
                 connection.ensure_reader()
             # Not held while this waits: a connection closed meanwhile is freed at once.
             del due, connection  # (`due` is never empty here, so `connection` is bound)
-
-    def _stop_waiting(self, _: object) -> trio.lowlevel.Abort:
-        """The wait is cancelled (the run is ending)."""
-        self._waiting = None
-        return trio.lowlevel.Abort.SUCCEEDED
 
 
 _STARTS: trio.lowlevel.RunVar[ReaderStarts] = trio.lowlevel.RunVar("trio_ws.reader_starts")

@@ -32,6 +32,7 @@ from .http2_messages import PREFACE, request_from_fields, response_fields
 from .hub import Hub, open_hub
 from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
+from .open_handshakes import OpenHandshakes
 from .protocol import Role, State
 from .sockets import peer_address, receive_some, send_all
 from .tasks import open_nursery_unwrapped
@@ -113,7 +114,6 @@ class WebSocketServer:
         )
         self._process_request = config.process_request
         self._process_response = config.process_response
-        self._open_timeout = float("inf") if config.open_timeout is None else config.open_timeout
         self.logger = config.logger or logging.getLogger("trio_ws.server")
         self.connections: set[WebSocket] = set()
         """Every connection whose handler is running and whose socket is not closed."""
@@ -121,7 +121,9 @@ class WebSocketServer:
         # The cancel scope of every connection still in its opening handshake: stopping
         # cancels them, so neither an idle preconnect nor a slow process_response delays
         # aclose(), and no connection upgrades behind its back.
-        self._handshakes: set[trio.CancelScope] = set()
+        self.handshakes = OpenHandshakes(config.open_timeout)
+        """The opening handshakes in progress, each cut off at `open_timeout` (its task is
+        one of `run_timers`)."""
         self._closing = False
         self._close_frame: tuple[int, str] | None = None  # what aclose() closes with, if it does
         self._finished = trio.Event()
@@ -178,8 +180,7 @@ class WebSocketServer:
         self._closing = True
         if close_connections:
             self._close_frame = (code, reason)
-        for scope in self._handshakes:
-            scope.cancel()
+        self.handshakes.cancel_all()
         await self._stop_accepting()
         if close_connections:
             deadline = trio.current_time() + self.config.close_timeout
@@ -223,7 +224,7 @@ class WebSocketServer:
             lifespan = self.config.lifespan(self, self.hub)
         try:
             async with trio.open_nursery() as timers:
-                timers.start_soon(self.keepalive.run)
+                timers.start_soon(self.run_timers)
                 if self.config.metrics_port is not None:
                     from .metrics import serve_metrics
 
@@ -247,6 +248,13 @@ class WebSocketServer:
             for listener in self._listeners:
                 listener.socket.close()
             self._finished.set()
+
+    async def run_timers(self) -> None:
+        """Until cancelled, the timers of every connection: keepalive pings, and each
+        opening handshake's `open_timeout` (`serve` runs them, as does `trio_ws.testing`)."""
+        async with trio.open_nursery() as timers:
+            timers.start_soon(self.keepalive.run)
+            timers.start_soon(self.handshakes.run)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         """Accept into `nursery` (the connections' nursery) until the listener is closed.
@@ -289,8 +297,8 @@ class WebSocketServer:
         ws = None
         http2: bytes | None = None  # over HTTP/2: the bytes read already
         try:
-            with trio.move_on_after(self._open_timeout) as handshake_scope:
-                self._handshakes.add(handshake_scope)
+            with trio.CancelScope() as handshake_scope:
+                opening = self.handshakes.begin(handshake_scope)
                 try:
                     if self._closing:
                         handshake_scope.cancel()
@@ -308,7 +316,7 @@ class WebSocketServer:
                     if http2 is None:
                         ws = await self._handshake(stream, remote, first)
                 finally:  # also when the client reset the connection mid-handshake
-                    self._handshakes.discard(handshake_scope)
+                    self.handshakes.end(opening)
             if handshake_scope.cancelled_caught:
                 if self._closing:
                     self.logger.debug("dropped a handshake from %s: stopping", remote)
@@ -316,11 +324,11 @@ class WebSocketServer:
                     self.logger.info(
                         "opening handshake from %s timed out after %ss",
                         remote,
-                        self._open_timeout,
+                        self.config.open_timeout,
                     )
             elif http2 is not None:
                 await self._serve_http2(stream, remote, http2)
-            del handshake_scope  # not held for the connection's life
+            del handshake_scope, opening  # not held for the connection's life
             if ws is not None:
                 await self._run_handler(ws)
         except _CONNECTION_ERRORS as exc:
@@ -442,8 +450,8 @@ class WebSocketServer:
         checks, `process_response`), and if it upgrades, the handler runs on the stream."""
         handshake = self._new_handshake()
         request: Request | None = None
-        with trio.move_on_after(self._open_timeout) as scope:
-            self._handshakes.add(scope)
+        with trio.CancelScope() as scope:
+            opening = self.handshakes.begin(scope)
             try:
                 if self._closing:
                     scope.cancel()
@@ -456,7 +464,7 @@ class WebSocketServer:
             except RejectHandshake as rejection:
                 response = rejection.response
             finally:
-                self._handshakes.discard(scope)
+                self.handshakes.end(opening)
         if scope.cancelled_caught:
             return  # the stream is reset as this task ends
         self._log_answer(remote if request is None else request.remote_address, request, response.status)
