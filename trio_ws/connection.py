@@ -31,7 +31,8 @@ from .messages import Data, Fragment, Message, is_bytes_like
 from .options import ConnectionOptions
 from .prepared import PreparedMessage
 from .protocol import Protocol, Role, State
-from .sockets import address, socket_of
+from .reader_starts import ReaderStarts
+from .sockets import peer_address
 from .transport import Transport
 
 __all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle", "new_websocket", "running"]
@@ -69,18 +70,19 @@ def new_websocket(
 
 
 def running(
-    ws: WebSocket, keepalive: KeepaliveTimers | None = None
+    ws: WebSocket, keepalive: KeepaliveTimers | None = None, reader_starts: ReaderStarts | None = None
 ) -> AbstractAsyncContextManager[trio.CancelScope]:
     """Run the connection's background tasks around the body, and close it on the way
     out: `serve` and `connect` do, around the handler or the `async with` block. Its
     keepalive pings join `keepalive` (a server's timers, shared by its connections), or
-    timers of its own. Gives the connection's cancel scope, which cancels the body and
+    timers of its own. Its reader is started by `reader_starts` (a server's) if it needs
+    one, else at once. Gives the connection's cancel scope, which cancels the body and
     drops the connection.
 
     A normal exit closes with 1000, an exception with 1011, and a cancellation (or
     KeyboardInterrupt) drops the TCP connection at once.
     """
-    return ws._core.running(keepalive)
+    return ws._core.running(keepalive, reader_starts)
 
 
 class WebSocket:
@@ -95,7 +97,6 @@ class WebSocket:
         "_core",
         "_fast_calls",
         "_half_streamed",
-        "local_address",
         "remote_address",
         "request",
         "response",
@@ -118,13 +119,9 @@ class WebSocket:
         """The opening handshake's response (the 101 and its headers)."""
         self.subprotocol: str | None = response.headers.get("Sec-WebSocket-Protocol")
         """The subprotocol the handshake agreed on, or None."""
-        sock = socket_of(transport.stream)
-        # The server's request already has it: one system call less per connection.
-        self.remote_address: Any = request.remote_address or address(sock, "getpeername")
+        self.remote_address: Any = request.remote_address or peer_address(transport.stream)
         """The peer's (host, port): behind a trusted proxy (`forwarded_allow_ips`), the client
         it names; None over a stream without a socket (in memory)."""
-        self.local_address: Any = address(sock, "getsockname")
-        """This side's (host, port), or None over a stream without a socket."""
         self._core = ConnectionCore(
             transport,
             protocol,
@@ -148,6 +145,11 @@ class WebSocket:
         """The connection's logger: the `logger` it was given (`trio_ws` by default), with
         its id and remote address on every record."""
         return self._core.logger
+
+    @property
+    def local_address(self) -> Any:
+        """This side's (host, port); None without a socket, or if first read once closed."""
+        return self._core.local_address
 
     @property
     def latency(self) -> float:

@@ -17,15 +17,15 @@ Who touches what, and when (in the spirit of h11's state notes):
   the start (where reads are safe to cancel), and again each time the reader gives a
   message to a waiting `recv()` with the inbox at its low marks: it then stands by until
   that task leaves `recv()` (with a message, cancelled, or closed), and takes the socket
-  back unless a `recv()` is reading it again. A new connection starts no reader: the
-  run's `ReaderStarts` task looks one pass later and starts one only if the handler is
-  not in `recv()` by then (`ensure_reader`); an idle connection whose handler waits in
+  back unless a `recv()` is reading it again. A server's new connection starts no reader:
+  the server's `ReaderStarts` task looks one pass later and starts one only if the handler
+  is not in `recv()` by then (`ensure_reader`); an idle connection whose handler waits in
   `recv()` holds no reader task, and the `recv()` that leaves starts one
   (`_resume_reader`). So, from that look on, there is always a reader, or a `recv()`
-  reading. Only one task ever waits on the socket: once the
-  protocol is closed, TCP is closed at once when nothing is left to write or read
-  (`_close_at_once`), which wakes a `recv()` waiting on it, or by the reader (one is
-  started if there was none), which reads to the end only once no `recv()` does.
+  reading. Only one task ever waits on the socket: once the protocol is closed, TCP is
+  closed at once when nothing is left to write or read (`_close_at_once`), which wakes a
+  `recv()` waiting on it, or by the reader (one is started if there was none), which
+  reads to the end only once no `recv()` does.
 - **The outbox** (`Outbox`) is handed the protocol's output on the way out of the choke
   point, once it is `ready()`: written through at once by whichever task queued it, else
   held for a writer task that runs only while the kernel's send buffer is full. While held
@@ -56,7 +56,6 @@ import enum
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -70,7 +69,8 @@ from .options import ConnectionOptions
 from .outbox import OUTPUT_PENDING, Outbox, Output
 from .pings import PendingPing, Pings
 from .protocol import Pong, Protocol, State
-from .reader_starts import reader_starts
+from .reader_starts import ReaderStarts
+from .sockets import address, socket_of
 from .tasks import raise_unwrapped
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
@@ -86,6 +86,7 @@ deferred so that the burst leaves in few writes; one after a quiet spell is writ
 once, so that a message now and then pays no wait (as Nagle's algorithm decides)."""
 
 _NEVER = float("-inf")  # one object for every connection's "no nowait send yet"
+_UNREAD: Any = object()  # an address not yet asked of the socket
 
 
 class Lifecycle(enum.Enum):
@@ -119,6 +120,7 @@ class ConnectionCore:
         "_handed_over",
         "_id",
         "_keepalive_ping",
+        "_local_address",
         "_logger",
         "_more_soon",
         "_nowait_at",
@@ -195,6 +197,7 @@ class ConnectionCore:
         self._timer: TimerEntry | None = None
         self._base_logger = options.logger or logging.getLogger(f"trio_ws.{protocol.role.value}")
         self._remote_address = remote_address
+        self._local_address: Any = _UNREAD  # asked of the socket on first use
         self._id: uuid.UUID | None = None  # made on first use, as is the logger
         self._logger: _ConnectionLogger | None = None
         if initial_data:  # frames that came with the handshake: parsed by the first reading
@@ -202,6 +205,13 @@ class ConnectionCore:
                 proto.feed_data(initial_data)
 
     # ---- identity and logs ------------------------------------------------------------
+
+    @property
+    def local_address(self) -> Any:
+        """This side's address, asked of the socket on first use (None without one)."""
+        if self._local_address is _UNREAD:
+            self._local_address = address(socket_of(self.transport.stream), "getsockname")
+        return self._local_address
 
     @property
     def id(self) -> uuid.UUID:
@@ -386,60 +396,64 @@ class ConnectionCore:
 
     # ---- background tasks -------------------------------------------------------------
 
-    @asynccontextmanager
-    async def running(self, keepalive: KeepaliveTimers | None) -> AsyncIterator[trio.CancelScope]:
-        """Run the background tasks around the body, and close on the way out. Keepalive
-        pings join `keepalive` (a server's timers, shared by its connections), or timers
-        of this connection's own. Gives the connection's cancel scope: cancelling it cancels
-        the body and drops the connection (one scope per connection, not one more for the
-        body).
+    def running(self, keepalive: KeepaliveTimers | None, reader_starts: ReaderStarts | None) -> ConnectionRun:
+        """`async with core.running(keepalive, reader_starts) as scope:` runs the background
+        tasks around the body, and closes on the way out. Keepalive pings join `keepalive` (a
+        server's timers, shared by its connections), or timers of this connection's own. The
+        reader is started by `reader_starts` (a server's), if it needs one, or else at once.
+        Gives the connection's cancel scope: cancelling it cancels the body and drops the
+        connection (one scope per connection, not one more for the body).
 
         A normal exit closes with 1000, an exception with 1011, and a cancellation (or
         KeyboardInterrupt) drops the TCP connection at once.
         """
-        try:
-            # The nursery itself, not `open_nursery_unwrapped()`: a generator less held by
-            # every open connection. Its group of one is unwrapped below all the same.
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                if self.transport.reads_cancel_safely:
-                    # The handler's recv() may read the socket itself: a reader is started
-                    # one pass later only if the handler is elsewhere by then.
-                    reader_starts().add(self)
-                else:
-                    self._start_reader()
-                self.outbox.start(nursery)
-                if self._ping_interval is not None:
-                    if keepalive is None:  # timers of its own, in a task that ends with it
-                        keepalive = KeepaliveTimers()
-                        self._own_timers = trio.CancelScope()
-                        nursery.start_soon(self._run_own_timers, keepalive, self._own_timers)
-                    self._timers = keepalive
-                    self._timer = keepalive.add(self, trio.current_time() + self._ping_interval)
-                try:
-                    yield nursery.cancel_scope
-                except ConnectionClosed:
-                    await self._close_on_exit(CloseCode.NORMAL_CLOSURE, "")
-                    raise
-                except Exception:
-                    await self._close_on_exit(CloseCode.INTERNAL_ERROR, "internal error")
-                    raise
-                else:
-                    await self._close_on_exit(CloseCode.NORMAL_CLOSURE, "")
-        except BaseExceptionGroup as group:
-            raise_unwrapped(group)
-        finally:
-            self._nursery = None  # closed to new tasks now
-            self.outbox.detach()
-            if self.lifecycle is not Lifecycle.CLOSED:
-                self.abort_now()
-                try:
-                    await self.transport.abort()
-                finally:
-                    # A cancelled body's scope is still cancelled here, so the abort raises
-                    # Cancelled once the stream is closed: the connection is closed all the
-                    # same, and must say so.
-                    self._set_closed()
+        return ConnectionRun(self, keepalive, reader_starts)
+
+    def _start_tasks(
+        self, nursery: trio.Nursery, keepalive: KeepaliveTimers | None, reader_starts: ReaderStarts | None
+    ) -> None:
+        """The background tasks start in `nursery`, the connection's (see `running`)."""
+        self._nursery = nursery
+        if reader_starts is not None and self.transport.reads_cancel_safely:
+            # The handler's recv() may read the socket itself: a reader is started one
+            # pass later only if the handler is elsewhere by then.
+            reader_starts.add(self)
+        else:
+            # At once (a client's body, or a handler over TLS), and it ends at its first
+            # step if a recv() reads the socket by then.
+            self._start_reader(may_leave=True)
+        self.outbox.start(nursery)
+        if self._ping_interval is not None:
+            if keepalive is None:  # timers of its own, in a task that ends with it
+                keepalive = KeepaliveTimers()
+                self._own_timers = trio.CancelScope()
+                nursery.start_soon(self._run_own_timers, keepalive, self._own_timers)
+            self._timers = keepalive
+            self._timer = keepalive.add(self, trio.current_time() + self._ping_interval)
+
+    async def _close_as_body_leaves(self, exc: BaseException | None) -> None:
+        """The close as the body leaves, inside the nursery: 1000 after a normal exit or a
+        `ConnectionClosed`, 1011 after any other exception; none after a cancellation or a
+        KeyboardInterrupt (`_end_tasks` drops the connection then)."""
+        if exc is None or isinstance(exc, ConnectionClosed):
+            await self._close_on_exit(CloseCode.NORMAL_CLOSURE, "")
+        elif isinstance(exc, Exception):
+            await self._close_on_exit(CloseCode.INTERNAL_ERROR, "internal error")
+
+    async def _end_tasks(self) -> None:
+        """After the nursery: no task starts any more, and a connection not closed yet is
+        dropped."""
+        self._nursery = None  # closed to new tasks now
+        self.outbox.detach()
+        if self.lifecycle is not Lifecycle.CLOSED:
+            self.abort_now()
+            try:
+                await self.transport.abort()
+            finally:
+                # A cancelled body's scope is still cancelled here, so the abort raises
+                # Cancelled once the stream is closed: the connection is closed all the
+                # same, and must say so.
+                self._set_closed()
 
     async def _close_on_exit(self, code: int, reason: str) -> None:
         """`close()` as the body leaves, unless TCP is closed already: then the nursery's
@@ -451,13 +465,14 @@ class ConnectionCore:
         with scope:
             await timers.run()
 
-    def _start_reader(self) -> None:
+    def _start_reader(self, *, may_leave: bool = False) -> None:
         """Start a reader task, unless the nursery is closed (the connection is then being
-        dropped by `running()`)."""
+        dropped by `running()`). One that `may_leave` ends at its first step if a recv()
+        reads the socket by then."""
         if self._nursery is not None:
             reading = self._reading = trio.CancelScope()
             try:
-                self._nursery.start_soon(self._reader, reading)
+                self._nursery.start_soon(self._reader, reading, may_leave)
             except RuntimeError:  # closed to new tasks already: `running()` is ending
                 self._reading = None
 
@@ -476,8 +491,14 @@ class ConnectionCore:
         else:
             self.ensure_reader()
 
-    async def _reader(self, reading: trio.CancelScope) -> None:
-        """Read and parse until the protocol is closed, then close the TCP connection."""
+    async def _reader(self, reading: trio.CancelScope, may_leave: bool) -> None:
+        """Read and parse until the protocol is closed, then close the TCP connection; or,
+        if it `may_leave`, end at once when a recv() reads the socket already."""
+        if may_leave and self.receiving:
+            # The body went straight to recv(), which reads the socket: no reader is needed
+            # until it leaves recv(), which then starts one (`_resume_reader`).
+            self._reading = None
+            return
         try:
             with reading:  # cancelled when the protocol closes while this waits
                 await self._read_until_closed()
@@ -742,3 +763,50 @@ async def _any_aiter(items: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterat
     else:
         for item in items:
             yield item
+
+
+class ConnectionRun:
+    """What `ConnectionCore.running()` returns: an async context manager written out (one
+    is entered per connection, and a generator-based one costs several times as much)."""
+
+    __slots__ = ("_core", "_keepalive", "_nursery", "_reader_starts")
+
+    def __init__(
+        self, core: ConnectionCore, keepalive: KeepaliveTimers | None, reader_starts: ReaderStarts | None
+    ) -> None:
+        self._core = core
+        self._keepalive = keepalive
+        self._reader_starts = reader_starts
+        # The nursery itself, not `open_nursery_unwrapped()`: a generator less held by
+        # every open connection. Its group of one is unwrapped on the way out all the same.
+        self._nursery = trio.open_nursery()
+
+    async def __aenter__(self) -> trio.CancelScope:
+        nursery = await self._nursery.__aenter__()
+        try:
+            self._core._start_tasks(nursery, self._keepalive, self._reader_starts)
+        except BaseException as exc:  # not left open: the nursery ends with the error
+            if not await self._nursery.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        return nursery.cancel_scope
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        core = self._core
+        try:
+            try:
+                await core._close_as_body_leaves(exc)
+            except BaseException as raised:  # the close's own error goes on in its place
+                exc = raised
+            try:
+                # The nursery ends with the body's exception (or the close's): True if its
+                # cancel scope caught it, else it raises it in a group.
+                if exc is None:
+                    return bool(await self._nursery.__aexit__(None, None, None))
+                return bool(await self._nursery.__aexit__(type(exc), exc, exc.__traceback__))
+            except BaseExceptionGroup as group:
+                raise_unwrapped(group)
+        finally:
+            del exc  # not held by this frame once it is in a traceback
+            await core._end_tasks()

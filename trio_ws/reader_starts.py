@@ -1,5 +1,5 @@
-"""`ReaderStarts`: connections' readers started one scheduler pass late, by one task for the
-whole trio run.
+"""`ReaderStarts`: a server's connections' readers started one scheduler pass late, by one
+task for all of them.
 
 Where a `recv()` may read the socket itself, a connection needs a reader task only while
 its handler is elsewhere. Most handlers go straight to `recv()`. So a new connection does
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import trio
-
 from .wakeup import Wakeup
 
-__all__ = ["NeedsReader", "ReaderStarts", "reader_starts"]
+__all__ = ["NeedsReader", "ReaderStarts"]
 
 
 class NeedsReader(Protocol):
@@ -52,18 +50,3 @@ class ReaderStarts:
                 connection.ensure_reader()
             # Not held while this waits: a connection closed meanwhile is freed at once.
             del due, connection  # (`due` is never empty here, so `connection` is bound)
-
-
-_STARTS: trio.lowlevel.RunVar[ReaderStarts] = trio.lowlevel.RunVar("trio_ws.reader_starts")
-
-
-def reader_starts() -> ReaderStarts:
-    """The current trio run's, its task started on first use (a system task: it serves
-    connections of any server or client in the run, and ends with the run)."""
-    try:
-        return _STARTS.get()
-    except LookupError:
-        starts = ReaderStarts()
-        _STARTS.set(starts)
-        trio.lowlevel.spawn_system_task(starts.run, name="trio_ws reader starts")
-        return starts

@@ -34,6 +34,7 @@ from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
 from .open_handshakes import OpenHandshakes
 from .protocol import Role, State
+from .reader_starts import ReaderStarts
 from .sockets import peer_address, receive_some, send_all
 from .tasks import open_nursery_unwrapped
 from .transport import Transport, transport_for
@@ -123,13 +124,15 @@ class WebSocketServer:
         # aclose(), and no connection upgrades behind its back.
         self.handshakes = OpenHandshakes(config.open_timeout)
         """The opening handshakes in progress, each cut off at `open_timeout` (its task is
-        one of `run_timers`)."""
+        one of `start_timers`)."""
         self._closing = False
         self._close_frame: tuple[int, str] | None = None  # what aclose() closes with, if it does
         self._finished = trio.Event()
         self._handlers_done = trio.Event()  # every connection (handshake or handler) has ended
         self._handler_scopes: set[trio.CancelScope] = set()  # cancelled if they outlive aclose()
         self.keepalive = KeepaliveTimers()
+        self.reader_starts = ReaderStarts()
+        """Where its connections' readers are started, if they need one (see `start_timers`)."""
         """The keepalive pings of every connection, from one task (started by `serve`)."""
         self.counts = ServerStats()
         """What it and its connections count as they go (read with `stats()`)."""
@@ -224,7 +227,7 @@ class WebSocketServer:
             lifespan = self.config.lifespan(self, self.hub)
         try:
             async with trio.open_nursery() as timers:
-                timers.start_soon(self.run_timers)
+                self.start_timers(timers)
                 if self.config.metrics_port is not None:
                     from .metrics import serve_metrics
 
@@ -249,12 +252,13 @@ class WebSocketServer:
                 listener.socket.close()
             self._finished.set()
 
-    async def run_timers(self) -> None:
-        """Until cancelled, the timers of every connection: keepalive pings, and each
-        opening handshake's `open_timeout` (`serve` runs them, as does `trio_ws.testing`)."""
-        async with trio.open_nursery() as timers:
-            timers.start_soon(self.keepalive.run)
-            timers.start_soon(self.handshakes.run)
+    def start_timers(self, nursery: trio.Nursery) -> None:
+        """Start, in `nursery`, the tasks that serve every connection: keepalive pings, each
+        opening handshake's `open_timeout`, and the readers' late starts (`serve` does, as
+        does `trio_ws.testing`)."""
+        nursery.start_soon(self.keepalive.run)
+        nursery.start_soon(self.handshakes.run)
+        nursery.start_soon(self.reader_starts.run)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         """Accept into `nursery` (the connections' nursery) until the listener is closed.
@@ -537,7 +541,7 @@ class WebSocketServer:
         if self.logger.isEnabledFor(logging.DEBUG):  # else no per-connection logger is built
             ws.logger.debug("connection open: %s", self._target(ws.path))
         try:
-            async with running(ws, self.keepalive) as connection_scope:
+            async with running(ws, self.keepalive, self.reader_starts) as connection_scope:
                 try:
                     if self._close_frame is not None:
                         # It upgraded while aclose() was cancelling the handshakes.

@@ -107,7 +107,7 @@ async def open_in_memory_server(
         register_stats(server)  # in `trio_ws.stats()` and `/metrics`, as a server on a socket is
         try:
             async with open_nursery_unwrapped() as timers:
-                timers.start_soon(server.run_timers)
+                server.start_timers(timers)
                 async with lifespan, open_nursery_unwrapped() as connections:
                     yield InMemoryServer(server, connections)
                 timers.cancel_scope.cancel()  # every handler has ended
