@@ -1,7 +1,8 @@
 """recv() reading the socket itself. Two ways lead there: once the reader has delivered a
 message to a waiting recv(), it stands by and the handler's next recv() reads and parses
-the socket in its own task; and a reader that finds a recv() waiting at its first step
-leaves the socket to it and ends, so an idle connection holds no reader task at all. Each
+the socket in its own task; and a server's connection whose handler is in recv() when
+the server's `ReaderStarts` looks (one pass after it began) gets no reader at all (a
+client's first reader leaves at its first step instead). Each
 test reaches one of these states on purpose (checked), then loses a race against it: the
 handler leaves recv() for good, a recv() is cancelled, the keepalive gives up, the peer
 closes TCP, another task closes, and two tasks receive at once. Nothing may stop being

@@ -41,8 +41,14 @@ class OpenHandshakes:
         self._added = Wakeup()  # run() waiting for a first handshake
 
     def __len__(self) -> int:
-        """Handshakes in progress."""
+        """Handshakes in progress (a cancelled one until its task has left it)."""
         return self._live
+
+    @property
+    def held(self) -> int:
+        """Entries the queue holds, ended ones included: never more than twice the
+        handshakes in progress, plus 65."""
+        return len(self._queue)
 
     def begin(self, scope: trio.CancelScope) -> Opening:
         """A handshake begins in `scope`: cancelled at the timeout, unless `end` comes first."""
@@ -94,5 +100,4 @@ class OpenHandshakes:
         while queue and (queue[0].scope is None or queue[0].due <= now):
             opening = queue.popleft()
             if opening.scope is not None:
-                opening.scope.cancel()
-                self.end(opening)
+                opening.scope.cancel()  # its task ends it, as it leaves

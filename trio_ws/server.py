@@ -6,8 +6,9 @@ import errno
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Unpack
 
 import trio
@@ -113,7 +114,9 @@ class WebSocketServer:
             extra_headers=config.extra_headers,
             compression=config_for(config.compression),
         )
-        self._process_request = config.process_request
+        # The server's process_request, then the handler's own (a Router's): those there are.
+        hooks = (config.process_request, getattr(config.handler, "process_request", None))
+        self._request_hooks = tuple(hook for hook in hooks if hook is not None)
         self._process_response = config.process_response
         self.logger = config.logger or logging.getLogger("trio_ws.server")
         self.connections: set[WebSocket] = set()
@@ -378,20 +381,11 @@ class WebSocketServer:
             transport_for(stream), handshake, request, response, handshake.trailing_data
         )
 
-    @contextmanager
-    def _counted_answer(self, status: int) -> Iterator[None]:
+    def _counted_answer(self, status: int) -> CountedAnswer:
         """Around sending an answer: a 101 counts against `max_connections` from before it
         is sent (so that concurrent handshakes respect the limit), and no longer if sending
         fails; once sent, the answer is counted (every 101 counted ends counted closed)."""
-        if status == 101:
-            self._upgraded += 1
-        try:
-            yield
-        except BaseException:
-            if status == 101:
-                self._upgraded -= 1
-            raise
-        self.counts.answered(status)
+        return CountedAnswer(self, status)
 
     def _upgraded_websocket(
         self,
@@ -508,8 +502,8 @@ class WebSocketServer:
         """The answer to a request: process_request's, else the upgrade or its refusal."""
         response = None
         try:
-            for process_request in (self._process_request, getattr(self._handler, "process_request", None)):
-                if response is None and process_request is not None:
+            for process_request in self._request_hooks:
+                if response is None:
                     response = await _maybe_await(process_request(request))
             if response is None:
                 if self._closing:
@@ -688,3 +682,25 @@ async def open_server(
         )
         yield server  # an exception here cancels the nursery: connections are dropped
         await server.aclose()
+
+
+class CountedAnswer:
+    """What `WebSocketServer._counted_answer` returns: a context manager written out (one
+    per connection, and a generator-based one costs several times as much)."""
+
+    __slots__ = ("_server", "_status")
+
+    def __init__(self, server: WebSocketServer, status: int) -> None:
+        self._server, self._status = server, status
+
+    def __enter__(self) -> None:
+        if self._status == 101:
+            self._server._upgraded += 1
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self._server.counts.answered(self._status)
+        elif self._status == 101:
+            self._server._upgraded -= 1
