@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
 import trio
@@ -33,9 +33,10 @@ from .prepared import PreparedMessage
 from .protocol import Protocol, Role, State
 from .reader_starts import ReaderStarts
 from .sockets import peer_address
+from .tasks import raise_unwrapped
 from .transport import Transport
 
-__all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle", "new_websocket", "running"]
+__all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle", "new_websocket", "running", "running_in"]
 
 _YIELD_EVERY = 16  # recv()/send() calls that may run without yielding to other tasks
 
@@ -69,20 +70,34 @@ def new_websocket(
     return ws
 
 
-def running(
-    ws: WebSocket, keepalive: KeepaliveTimers | None = None, reader_starts: ReaderStarts | None = None
+@asynccontextmanager
+async def running(ws: WebSocket, keepalive: KeepaliveTimers | None = None) -> AsyncIterator[trio.CancelScope]:
+    """`running_in` a nursery of the connection's own: `connect` runs one around the
+    `async with` block. Its reader starts at once (and leaves if the block is in recv() by
+    its first step)."""
+    try:
+        async with trio.open_nursery() as nursery, running_in(ws, nursery, keepalive) as scope:
+            yield scope
+    except BaseExceptionGroup as group:
+        raise_unwrapped(group)
+
+
+def running_in(
+    ws: WebSocket,
+    nursery: trio.Nursery,
+    keepalive: KeepaliveTimers | None = None,
+    reader_starts: ReaderStarts | None = None,
 ) -> AbstractAsyncContextManager[trio.CancelScope]:
-    """Run the connection's background tasks around the body, and close it on the way
-    out: `serve` and `connect` do, around the handler or the `async with` block. Its
-    keepalive pings join `keepalive` (a server's timers, shared by its connections), or
-    timers of its own. Its reader is started by `reader_starts` (a server's) if it needs
-    one, else at once. Gives the connection's cancel scope, which cancels the body and
-    drops the connection.
+    """Run the connection's background tasks in `nursery` (the connection's) around the
+    body, and close it on the way out: `serve` does, around the handler. Its keepalive
+    pings join `keepalive` (a server's timers, shared by its connections), or timers of its
+    own. Its reader is started by `reader_starts` (a server's) if it needs one, else at
+    once. Gives the nursery's cancel scope, which cancels the body and drops the connection.
 
     A normal exit closes with 1000, an exception with 1011, and a cancellation (or
     KeyboardInterrupt) drops the TCP connection at once.
     """
-    return ws._core.running(keepalive, reader_starts)
+    return ws._core.running(nursery, keepalive, reader_starts)
 
 
 class WebSocket:

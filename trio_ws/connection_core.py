@@ -71,7 +71,6 @@ from .pings import PendingPing, Pings
 from .protocol import Pong, Protocol, State
 from .reader_starts import ReaderStarts
 from .sockets import address, socket_of
-from .tasks import raise_unwrapped
 from .transport import CLOSED_STREAM_ERRORS, Transport
 
 __all__ = ["BURST_WINDOW", "DEFER_LIMIT", "ConnectionCore", "Lifecycle"]
@@ -396,18 +395,21 @@ class ConnectionCore:
 
     # ---- background tasks -------------------------------------------------------------
 
-    def running(self, keepalive: KeepaliveTimers | None, reader_starts: ReaderStarts | None) -> ConnectionRun:
-        """`async with core.running(keepalive, reader_starts) as scope:` runs the background
-        tasks around the body, and closes on the way out. Keepalive pings join `keepalive` (a
-        server's timers, shared by its connections), or timers of this connection's own. The
-        reader is started by `reader_starts` (a server's), if it needs one, or else at once.
-        Gives the connection's cancel scope: cancelling it cancels the body and drops the
-        connection (one scope per connection, not one more for the body).
+    def running(
+        self, nursery: trio.Nursery, keepalive: KeepaliveTimers | None, reader_starts: ReaderStarts | None
+    ) -> ConnectionRun:
+        """`async with core.running(nursery, keepalive, reader_starts) as scope:` runs the
+        background tasks in `nursery` (the connection's) around the body, and closes on the
+        way out. Keepalive pings join `keepalive` (a server's timers, shared by its
+        connections), or timers of this connection's own. The reader is started by
+        `reader_starts` (a server's), if it needs one, or else at once. Gives the nursery's
+        cancel scope: cancelling it cancels the body and drops the connection (one scope
+        per connection, not one more for the body).
 
         A normal exit closes with 1000, an exception with 1011, and a cancellation (or
         KeyboardInterrupt) drops the TCP connection at once.
         """
-        return ConnectionRun(self, keepalive, reader_starts)
+        return ConnectionRun(self, nursery, keepalive, reader_starts)
 
     def _start_tasks(
         self, nursery: trio.Nursery, keepalive: KeepaliveTimers | None, reader_starts: ReaderStarts | None
@@ -772,41 +774,27 @@ class ConnectionRun:
     __slots__ = ("_core", "_keepalive", "_nursery", "_reader_starts")
 
     def __init__(
-        self, core: ConnectionCore, keepalive: KeepaliveTimers | None, reader_starts: ReaderStarts | None
+        self,
+        core: ConnectionCore,
+        nursery: trio.Nursery,
+        keepalive: KeepaliveTimers | None,
+        reader_starts: ReaderStarts | None,
     ) -> None:
         self._core = core
+        self._nursery = nursery
         self._keepalive = keepalive
         self._reader_starts = reader_starts
-        # The nursery itself, not `open_nursery_unwrapped()`: a generator less held by
-        # every open connection. Its group of one is unwrapped on the way out all the same.
-        self._nursery = trio.open_nursery()
 
     async def __aenter__(self) -> trio.CancelScope:
-        nursery = await self._nursery.__aenter__()
-        try:
-            self._core._start_tasks(nursery, self._keepalive, self._reader_starts)
-        except BaseException as exc:  # not left open: the nursery ends with the error
-            if not await self._nursery.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        return nursery.cancel_scope
+        self._core._start_tasks(self._nursery, self._keepalive, self._reader_starts)
+        return self._nursery.cancel_scope
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        core = self._core
+    ) -> None:
+        # The body's exception (or the close's, in its place) goes on to the nursery, whose
+        # tasks end after this: cancelled, or finished once the connection is closed.
         try:
-            try:
-                await core._close_as_body_leaves(exc)
-            except BaseException as raised:  # the close's own error goes on in its place
-                exc = raised
-            try:
-                # The nursery ends with the body's exception (or the close's): True if its
-                # cancel scope caught it, else it raises it in a group.
-                if exc is None:
-                    return bool(await self._nursery.__aexit__(None, None, None))
-                return bool(await self._nursery.__aexit__(type(exc), exc, exc.__traceback__))
-            except BaseExceptionGroup as group:
-                raise_unwrapped(group)
+            await self._core._close_as_body_leaves(exc)
         finally:
-            del exc  # not held by this frame once it is in a traceback
-            await core._end_tasks()
+            await self._core._end_tasks()

@@ -20,7 +20,7 @@ from .config import (
     ServerConfig,
     configured,
 )
-from .connection import WebSocket, new_websocket, running
+from .connection import WebSocket, new_websocket, running_in
 from .counters import METRICS_PATH, ServerStats, Snapshot
 from .counters import register as register_stats
 from .counters import unregister as unregister_stats
@@ -37,7 +37,7 @@ from .open_handshakes import OpenHandshakes
 from .protocol import Role, State
 from .reader_starts import ReaderStarts
 from .sockets import peer_address, receive_some, send_all
-from .tasks import open_nursery_unwrapped
+from .tasks import open_nursery_unwrapped, raise_unwrapped
 from .transport import Transport, transport_for
 from .uri import redacted_target
 
@@ -129,7 +129,6 @@ class WebSocketServer:
         """The opening handshakes in progress, each cut off at `open_timeout` (its task is
         one of `start_timers`)."""
         self._closing = False
-        self._close_frame: tuple[int, str] | None = None  # what aclose() closes with, if it does
         self._finished = trio.Event()
         self._handlers_done = trio.Event()  # every connection (handshake or handler) has ended
         self._handler_scopes: set[trio.CancelScope] = set()  # cancelled if they outlive aclose()
@@ -184,8 +183,6 @@ class WebSocketServer:
         server: it waits for them all.
         """
         self._closing = True
-        if close_connections:
-            self._close_frame = (code, reason)
         self.handshakes.cancel_all()
         await self._stop_accepting()
         if close_connections:
@@ -304,40 +301,42 @@ class WebSocketServer:
         ws = None
         http2: bytes | None = None  # over HTTP/2: the bytes read already
         try:
-            with trio.CancelScope() as handshake_scope:
-                opening = self.handshakes.begin(handshake_scope)
-                try:
-                    if self._closing:
-                        handshake_scope.cancel()
-                    first = b""
-                    if self._ssl_context is not None:
-                        stream = ssl_stream = trio.SSLStream(tcp_stream, self._ssl_context, server_side=True)
-                        if self.config.http2:
-                            await ssl_stream.do_handshake()
-                            if ssl_stream.selected_alpn_protocol() == "h2":
-                                http2 = b""
-                    elif self.config.http2_cleartext:
-                        first = await _first_bytes(stream)
-                        if first.startswith(PREFACE):
-                            http2 = first
-                    if http2 is None:
-                        ws = await self._handshake(stream, remote, first)
-                finally:  # also when the client reset the connection mid-handshake
-                    self.handshakes.end(opening)
-            if handshake_scope.cancelled_caught:
-                if self._closing:
-                    self.logger.debug("dropped a handshake from %s: stopping", remote)
-                else:
-                    self.logger.info(
-                        "opening handshake from %s timed out after %ss",
-                        remote,
-                        self.config.open_timeout,
-                    )
-            elif http2 is not None:
-                await self._serve_http2(stream, remote, http2)
-            del handshake_scope, opening  # not held for the connection's life
-            if ws is not None:
-                await self._run_handler(ws)
+            try:
+                # The connection's nursery from its first byte: its one cancel scope is the
+                # handshake's (cut off at open_timeout, or by aclose) until the 101 is sent,
+                # and then the connection's.
+                async with trio.open_nursery() as nursery:
+                    scope = nursery.cancel_scope
+                    opening = self.handshakes.begin(scope)
+                    try:
+                        if self._closing:
+                            scope.cancel()
+                        first = b""
+                        if self._ssl_context is not None:
+                            stream = ssl_stream = trio.SSLStream(
+                                tcp_stream, self._ssl_context, server_side=True
+                            )
+                            if self.config.http2:
+                                await ssl_stream.do_handshake()
+                                if ssl_stream.selected_alpn_protocol() == "h2":
+                                    http2 = b""
+                        elif self.config.http2_cleartext:
+                            first = await _first_bytes(stream)
+                            if first.startswith(PREFACE):
+                                http2 = first
+                        if http2 is None:
+                            ws = await self._handshake(stream, remote, first)
+                    finally:  # also when the client reset the connection mid-handshake
+                        self.handshakes.end(opening)
+                    del opening  # not held for the connection's life
+                    if http2 is not None:
+                        await self._serve_http2(stream, remote, http2)
+                    elif ws is not None:
+                        await self._run_handler(ws, nursery)
+            except BaseExceptionGroup as group:
+                raise_unwrapped(group)
+            if scope.cancelled_caught:
+                self._log_cancelled(remote, ws)
         except _CONNECTION_ERRORS as exc:
             self.logger.debug("connection from %s failed: %r", remote, exc)
         except Exception:
@@ -345,6 +344,18 @@ class WebSocketServer:
         finally:
             if ws is None or ws.state is not State.CLOSED:  # else the connection closed it already
                 await trio.aclose_forcefully(stream)
+
+    def _log_cancelled(self, remote: Any, ws: WebSocket | None) -> None:
+        """A connection's scope was cancelled: in its handshake (stopped, or timed out), or
+        after it, when its handler outlived the close by aclose()."""
+        if ws is not None:
+            ws.logger.warning("handler cancelled: still running after its connection closed")
+        elif self._closing:
+            self.logger.debug("dropped a handshake from %s: stopping", remote)
+        else:
+            self.logger.info(
+                "opening handshake from %s timed out after %ss", remote, self.config.open_timeout
+            )
 
     async def _handshake(self, stream: trio.abc.Stream, remote: Any, first: bytes) -> WebSocket | None:
         """Read the request from `remote` (after the bytes `first`, read already) and
@@ -372,6 +383,9 @@ class WebSocketServer:
             await send_all(stream, handshake.send_response(self._metrics_response()))
             return None  # not a handshake: not counted
         response = await self._respond(handshake, request)
+        # Cancelled meanwhile (aclose, or open_timeout) with no checkpoint since: no answer,
+        # and above all no 101, once the connection's scope can no longer be its own.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._log_answer(request.remote_address, request, response.status)
         with self._counted_answer(response.status):
             await send_all(stream, handshake.send_response(response))
@@ -445,45 +459,54 @@ class WebSocketServer:
 
     async def _serve_http2_stream(self, remote: Any, stream: Http2Stream) -> None:
         """One HTTP/2 request: answered as over HTTP/1.1 (`process_request`, the upgrade's
-        checks, `process_response`), and if it upgrades, the handler runs on the stream."""
+        checks, `process_response`), and if it upgrades, the handler runs on the stream.
+        Its nursery and cancel scope serve as a TCP connection's do (`serve_stream`)."""
         handshake = self._new_handshake()
         request: Request | None = None
-        with trio.CancelScope() as scope:
-            opening = self.handshakes.begin(scope)
-            try:
-                if self._closing:
-                    scope.cancel()
-                request = request_from_fields(stream.headers or [], remote, self._ssl_context is not None)
-                self._believe_proxy(remote, request)
-                if self._metrics_response is not None and request.path_only == METRICS_PATH:
-                    response = self._metrics_response()
-                else:
-                    response = await self._respond(handshake, request)
-            except RejectHandshake as rejection:
-                response = rejection.response
-            finally:
-                self.handshakes.end(opening)
-        if scope.cancelled_caught:
-            return  # the stream is reset as this task ends
-        self._log_answer(remote if request is None else request.remote_address, request, response.status)
-        upgrade = response.status == 101 and request is not None
-        fields = response_fields(response, server_header=self.config.server_header)
-        connection = stream.connection
-        if not upgrade:
-            no_body = not response.body or (request is not None and request.method == "HEAD")
-            with self._counted_answer(response.status):
-                connection.send_headers(stream, fields, end_stream=no_body)
-                if not no_body:
-                    await stream.send_all(response.body)
-                    connection.end_stream(stream)
-            if not stream.remote_ended:  # a request body nobody reads (RFC 9113 section 8.1)
-                connection.reset(stream, 0)
-            connection.release(stream)
-            return
-        assert request is not None
-        with self._counted_answer(101):
-            connection.send_headers(stream, fields)
-        await self._run_handler(self._upgraded_websocket(stream, handshake, request, response))
+        ws = None
+        try:
+            async with trio.open_nursery() as nursery:
+                scope = nursery.cancel_scope
+                opening = self.handshakes.begin(scope)
+                try:
+                    if self._closing:
+                        scope.cancel()
+                    request = request_from_fields(stream.headers or [], remote, self._ssl_context is not None)
+                    self._believe_proxy(remote, request)
+                    if self._metrics_response is not None and request.path_only == METRICS_PATH:
+                        response = self._metrics_response()
+                    else:
+                        response = await self._respond(handshake, request)
+                except RejectHandshake as rejection:
+                    response = rejection.response
+                finally:
+                    self.handshakes.end(opening)
+                del opening
+                await trio.lowlevel.checkpoint_if_cancelled()  # as in `_handshake`: no late 101
+                self._log_answer(
+                    remote if request is None else request.remote_address, request, response.status
+                )
+                fields = response_fields(response, server_header=self.config.server_header)
+                connection = stream.connection
+                if response.status != 101 or request is None:
+                    no_body = not response.body or (request is not None and request.method == "HEAD")
+                    with self._counted_answer(response.status):
+                        connection.send_headers(stream, fields, end_stream=no_body)
+                        if not no_body:
+                            await stream.send_all(response.body)
+                            connection.end_stream(stream)
+                    if not stream.remote_ended:  # a request body nobody reads (RFC 9113 section 8.1)
+                        connection.reset(stream, 0)
+                    connection.release(stream)
+                    return
+                with self._counted_answer(101):
+                    connection.send_headers(stream, fields)
+                ws = self._upgraded_websocket(stream, handshake, request, response)
+                await self._run_handler(ws, nursery)
+        except BaseExceptionGroup as group:
+            raise_unwrapped(group)
+        if scope.cancelled_caught and ws is not None:  # else the stream is reset as this task ends
+            self._log_cancelled(remote, ws)
 
     def _log_answer(self, client: Any, request: Request | None, status: int) -> None:
         """The access log's line for an HTTP answer: who, what (query redacted), status."""
@@ -529,25 +552,22 @@ class WebSocketServer:
             response = Response(500, body="internal server error\n")
         return response
 
-    async def _run_handler(self, ws: WebSocket) -> None:
+    async def _run_handler(self, ws: WebSocket, nursery: trio.Nursery) -> None:
+        """The handler on an upgraded connection, whose tasks run in `nursery`."""
         self.connections.add(ws)
         opened_at = trio.current_time()
         if self.logger.isEnabledFor(logging.DEBUG):  # else no per-connection logger is built
             ws.logger.debug("connection open: %s", self._target(ws.path))
         try:
-            async with running(ws, self.keepalive, self.reader_starts) as connection_scope:
+            async with running_in(ws, nursery, self.keepalive, self.reader_starts) as connection_scope:
                 try:
-                    if self._close_frame is not None:
-                        # It upgraded while aclose() was cancelling the handshakes.
-                        await ws.close(*self._close_frame)
-                    else:
-                        # aclose() cancels the connection's own scope if the handler outlives
-                        # its close: no scope of its own per handler.
-                        self._handler_scopes.add(connection_scope)
-                        try:
-                            await self._handler(ws)
-                        finally:
-                            self._handler_scopes.discard(connection_scope)
+                    # aclose() cancels the connection's own scope if the handler outlives its
+                    # close: no scope of its own per handler.
+                    self._handler_scopes.add(connection_scope)
+                    try:
+                        await self._handler(ws)
+                    finally:
+                        self._handler_scopes.discard(connection_scope)
                 except ConnectionClosed as exc:
                     ws.logger.debug("handler ended on a closed connection: %s", exc)
                 except Exception as exc:
@@ -556,8 +576,6 @@ class WebSocketServer:
                     else:
                         ws.logger.exception("connection handler failed")
                         await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
-            if connection_scope.cancelled_caught:
-                ws.logger.warning("handler cancelled: still running after its connection closed")
         finally:
             self.connections.discard(ws)
             self._upgraded -= 1
