@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import trio_ws
 from trio_ws.open_handshakes import OpenHandshakes, Opening
 
-from .conftest import RawClient
+from .conftest import HANDSHAKE, RawClient
 from .strategies import examples
 
 TIMEOUT = 4.25  # steps come at whole seconds plus a half: no due time ties with a step
@@ -137,3 +137,31 @@ async def test_silent_connections_are_cut_off_on_time_while_others_handshake() -
         assert len(server.handshakes) == 0
         for stream in silent:
             await stream.aclose()
+
+
+async def test_a_handshake_cancelled_after_its_last_checkpoint_never_sends_its_101() -> None:
+    """The race lost on purpose: the cancel (as `aclose()` or the timeout would give it)
+    comes once the upgrade is decided, with no checkpoint left before the answer is
+    written. No 101 goes out, no handler runs, and nothing is left counted."""
+    handlers: list[trio_ws.WebSocket] = []
+    servers: list[trio_ws.WebSocketServer] = []
+
+    def cancel_then_upgrade(request: trio_ws.Request, response: trio_ws.Response) -> None:
+        servers[0].handshakes.cancel_all()  # no checkpoint between this and the answer
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        handlers.append(ws)
+
+    async with trio_ws.open_server(handler, "127.0.0.1", 0, process_response=cancel_then_upgrade) as server:
+        servers.append(server)
+        for _ in range(3):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(HANDSHAKE)
+            answer = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some():
+                    answer += chunk
+            await stream.aclose()
+            assert answer == b""  # dropped: neither a 101 nor any other answer
+        assert not handlers and not server.connections and len(server.handshakes) == 0
+        assert server.stats()["trio_ws_handshakes_total"] == {}
