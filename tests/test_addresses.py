@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-import trio
 
 import trio_ws
 
@@ -41,12 +40,25 @@ async def test_each_end_sees_the_other_as_it_is(host: str) -> None:
     assert server_remote[0] == host and server_local[1] == port
 
 
-async def test_the_local_address_is_kept_once_read_and_none_if_first_read_after_the_close() -> None:
-    async with trio_ws.open_server(lambda ws: ws.wait_closed(), "127.0.0.1", 0) as server:
-        async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as early:
-            read_while_open = early.local_address
-        async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as late:
-            pass
-        await trio.lowlevel.checkpoint()
-    assert early.local_address == read_while_open and read_while_open[0] == "127.0.0.1"
-    assert late.local_address is None
+async def test_a_server_connection_asks_its_address_once_and_a_client_at_once() -> None:
+    """A server's connection asks the socket for its own address on first use (None if
+    that is after the close) and keeps it; a client's reads it as it opens, so that it is
+    there after the close too."""
+    read: list[object] = []
+    unread: list[trio_ws.WebSocket] = []
+
+    async def handler(ws: trio_ws.WebSocket) -> None:
+        if ws.path == "/read":
+            read.append(ws.local_address)
+        unread.append(ws)
+        await ws.wait_closed()
+        read.append(ws.local_address)
+
+    async with trio_ws.open_server(handler, "127.0.0.1", 0) as server:
+        port = server.port
+        for path in ["/read", "/unread"]:
+            async with trio_ws.connect(f"ws://127.0.0.1:{port}{path}") as client:
+                pass
+            assert client.local_address is not None and client.local_address[0] == "127.0.0.1"
+    assert read[0] == read[1] == ("127.0.0.1", port)  # kept once read
+    assert read[2] is None  # first read after the close

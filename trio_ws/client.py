@@ -214,7 +214,7 @@ async def _exchange(stream: trio.abc.Stream, handshake: ClientHandshake) -> Resp
 def _client_websocket(
     transport: Transport, handshake: ClientHandshake, response: Response, c: ClientConfig, initial: bytes
 ) -> WebSocket:
-    return new_websocket(
+    ws = new_websocket(
         transport,
         Role.CLIENT,
         c,
@@ -223,6 +223,10 @@ def _client_websocket(
         deflate=handshake.deflate,
         initial_data=initial,
     )
+    # Read now, while the socket is open: a client's own address (its port above all) is
+    # often wanted after the close, in a log line, and a client opens few connections.
+    ws.local_address  # noqa: B018
+    return ws
 
 
 REACHING_OPTIONS = frozenset({"ssl_context", "proxy", "max_redirects", "http2"})

@@ -443,8 +443,8 @@ class ConnectionCore:
             await self._close_on_exit(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _end_tasks(self) -> None:
-        """After the nursery: no task starts any more, and a connection not closed yet is
-        dropped."""
+        """As the body leaves, after its close: no task starts any more (those still
+        running end with the nursery), and a connection not closed yet is dropped."""
         self._nursery = None  # closed to new tasks now
         self.outbox.detach()
         if self.lifecycle is not Lifecycle.CLOSED:

@@ -2,11 +2,11 @@
 `open_timeout`, by one task.
 
 A trio deadline per handshake (`move_on_after`) costs the scheduler a heap entry per
-connection, and a stale one to clear away once the handshake is done: about a twentieth of
-a short connection's whole cost. A server's handshakes all have the same timeout, so they
-fall due in the order they began: here each is an entry at the end of a queue, and one
-task sleeps until the oldest is due. The same queue is what `cancel_all()` (the server's
-`aclose()`) cancels: every handshake still in progress.
+connection, and a stale one to clear away once the handshake is done: with its cancel
+scope, about a twentieth of a short connection's whole cost. A server's handshakes all
+have the same timeout, so they fall due in the order they began: here each is an entry at
+the end of a queue, and one task sleeps until the oldest is due. The same queue is what
+`cancel_all()` (the server's `aclose()`) cancels: every handshake still in progress.
 """
 
 from __future__ import annotations
