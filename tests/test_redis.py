@@ -604,7 +604,41 @@ async def test_oversized_messages_are_neither_published_nor_taken_from_redis(
                     assert await ws.recv() == "probe"
                     break
     assert caplog.text.count("larger than max_message_size") == 2
-    assert "could not publish" in caplog.text and "over max_message_size" in caplog.text
+    assert "was not delivered" in caplog.text and "over max_message_size" in caplog.text
+    assert "could not publish" not in caplog.text  # not an outage: Redis was there all along
+
+
+async def test_a_publish_redis_refuses_is_no_outage_and_the_next_outage_is_still_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis answers every PUBLISH with an error here (an ACL without it, as a cluster node
+    answers MOVED while a slot moves): each is counted and logged as not delivered, and is
+    no outage of the connection. So when Redis then goes away, that outage is logged, and so
+    is its end (before, the first refusal opened an "outage" that no reconnection closed,
+    and the real one went unlogged)."""
+    redis = RedisServer("--user", "default", "on", "nopass", "~*", "&*", "+@all", "-publish", "-spublish")
+    redis.start()
+    try:
+        backend = trio_ws.RedisBackend(redis.url, max_backoff=0.2)
+        async with trio_ws.open_hub(backend=backend) as hub:
+            for _ in range(3):
+                await hub.publish("t", "refused")
+            await backend.flush()
+            assert backend.undelivered == 3
+            assert "NOPERM" in caplog.text and "was not delivered" in caplog.text
+            assert "could not publish" not in caplog.text
+            redis.kill()
+            with trio.fail_after(5):
+                while "could not publish to Redis" not in caplog.text:
+                    await hub.publish("t", "during the outage")
+                    await trio.sleep(0.05)
+            redis.start()
+            with trio.fail_after(10):
+                while "publishing to Redis at" not in caplog.text:
+                    await hub.publish("t", "after it")
+                    await trio.sleep(0.05)
+    finally:
+        redis.stop()
 
 
 async def test_a_receiver_counts_gaps_and_drops_duplicates(redis_server: RedisServer) -> None:

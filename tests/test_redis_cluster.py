@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 
@@ -226,3 +227,85 @@ async def test_a_slot_moved_to_another_primary_is_followed_on_moved(redis_cluste
     assert resumed_after < 1.5
     lost = set(range(received[0], received[-1] + 1)) - set(received)
     assert len(lost) <= backend_a.undelivered + backend_b.missed
+
+
+async def test_a_slot_moved_while_the_seed_cannot_tell_is_followed_each_time(
+    redis_cluster: RedisCluster,
+) -> None:
+    """The case a slot map read from the seed (the node the backends were given) gets
+    wrong: a topic's slot moves back and forth between two other primaries while the seed
+    is stopped (SIGSTOP: it hears of nothing and answers nothing, as a seed that is slow to
+    hear by gossip, or slow). The primary that ended the subscription, or answered MOVED,
+    knows where the slot went: asked first, it sends hub B's subscription and hub A's
+    publishes after it at once, each time, while the seed is still stopped."""
+    seed = redis_cluster.nodes[0]
+    assert seed.proc is not None
+    owners = slot_owners(redis_cluster)
+    topic = next(
+        f"moving-{n}" for n in range(1000) if owners[key_slot(f"trio_ws:{{moving-{n}}}")] != seed.port
+    )
+    slot = key_slot(f"trio_ws:{{{topic}}}")
+    first = redis_cluster.node_at(owners[slot])
+    second = redis_cluster.node_at(next(port for port in set(owners) if port not in (seed.port, first.port)))
+    backend_a = trio_ws.RedisClusterBackend(seed.url, topology_interval=60.0)
+    backend_b = trio_ws.RedisClusterBackend(seed.url, topology_interval=60.0)
+    received: list[int] = []
+    async with (
+        trio_ws.open_hub(backend=backend_a) as hub_a,
+        trio_ws.open_hub(backend=backend_b) as hub_b,
+    ):
+
+        async def listen(ws: trio_ws.WebSocket) -> None:
+            async with hub_b.subscribe(ws, topic):
+                await ws.send("subscribed")
+                await ws.wait_closed()
+
+        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server:
+            async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                assert await ws.recv() == "subscribed"
+                sent = 0
+
+                async def publish_steadily() -> None:
+                    nonlocal sent
+                    while True:
+                        await hub_a.publish(topic, str(sent))
+                        sent += 1
+                        await trio.sleep(0.02)
+
+                async def receive() -> None:
+                    async for message in ws:
+                        received.append(int(message))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(publish_steadily)
+                    nursery.start_soon(receive)
+                    await trio.sleep(0.3)
+                    source, target = first, second
+                    for _ in range(3):
+                        target_id, source_id = node_id(target), node_id(source)
+                        os.kill(seed.proc.pid, signal.SIGSTOP)
+                        try:
+                            assert (
+                                resp_command(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+                                == b"OK"
+                            )
+                            assert (
+                                resp_command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+                                == b"OK"
+                            )
+                            for node in (target, source):
+                                assert (
+                                    resp_command(node, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+                                    == b"OK"
+                                )
+                            moved_sent = sent
+                            # Well within the cluster's node timeout (1 s): no failover of the seed.
+                            with trio.fail_after(0.4):
+                                while not received or received[-1] < moved_sent + 5:
+                                    await trio.sleep(0.01)
+                        finally:
+                            os.kill(seed.proc.pid, signal.SIGCONT)
+                        await trio.sleep(1)  # the seed catches up before the next move
+                        source, target = target, source
+                    nursery.cancel_scope.cancel()
+    assert received == sorted(set(received)), "a duplicate, or out of order"

@@ -14,6 +14,7 @@ so a resume from before a failover reports `recovered=False` rather than a gap.
 
 from __future__ import annotations
 
+import functools
 import logging
 import urllib.parse
 from dataclasses import dataclass
@@ -97,6 +98,9 @@ class RedisClusterBackend:
         self._subscribed_on: dict[str, str] = {}  # topic: the node id its subscription is on
         self._members: dict[tuple[str, str], str] = {}  # (topic, member): info, joined here
         self._refresh_now = trio.Event()
+        # The primary that said a slot moved (a MOVED answer, a subscription it ended): the
+        # next read of the map asks it first (see `refresh_soon`).
+        self._ask_first: str | None = None
         self._nursery: trio.Nursery | None = None
         self._hub: Receiver | None = None
         self._retired = {"undelivered": 0, "missed": 0, "rejected": 0}
@@ -150,18 +154,35 @@ class RedisClusterBackend:
                 with trio.move_on_after(self.topology_interval):
                     await self._refresh_now.wait()
                 self._refresh_now = trio.Event()
+                first, self._ask_first = self._ask_first, None
                 try:
-                    await self._follow(await self._read_slots())
+                    await self._follow(await self._read_slots(first))
                 except ConnectionError as exc:
                     logger.warning("cannot read the slot map of the cluster at %s (%s)", self.url, exc)
 
-    def refresh_soon(self) -> None:
-        """Read the slot map again now (a node answered MOVED, or ended a subscription)."""
+    def refresh_soon(self, reported_by: str | None = None) -> None:
+        """Read the slot map again now: a node answered MOVED, or ended a subscription. The
+        primary `reported_by` (the node id of the one that did) is asked first: a slot
+        moved by a reshard is known to the two primaries that moved it before the rest of
+        the cluster hears of it, and a map read from the seed meanwhile would still show
+        the old owner (the topic's subscription, ended there, would then wait for the next
+        `topology_interval`)."""
+        if reported_by is not None:
+            self._ask_first = reported_by
         self._refresh_now.set()
 
-    async def _read_slots(self) -> tuple[list[str | None], dict[str, tuple[str, int]]]:
-        """The slot map, asked of the seed, then of each primary known, until one answers."""
-        askers = [self._seed] + [self._backend_for_address(node.address) for node in self._nodes.values()]
+    async def _read_slots(
+        self, first: str | None = None
+    ) -> tuple[list[str | None], dict[str, tuple[str, int]]]:
+        """The slot map, asked of the primary `first` (if it is known), then of the seed,
+        then of each other primary known, until one answers."""
+        askers = [self._seed] + [
+            self._backend_for_address(node.address)
+            for node_id, node in self._nodes.items()
+            if node_id != first
+        ]
+        if first in self._nodes:
+            askers.insert(0, self._backend_for_address(self._nodes[first].address))
         errors = []
         for asker in askers:
             try:
@@ -199,7 +220,7 @@ class RedisClusterBackend:
     async def _start(self, node_id: str, address: tuple[str, int]) -> None:
         assert self._nursery is not None
         backend = self._backend_for_address(address, node_id)
-        backend.on_moved = self.refresh_soon
+        backend.on_moved = functools.partial(self.refresh_soon, node_id)
         node = ClusterNode(node_id, address, backend, trio.CancelScope())
         try:
             await self._nursery.start(self._run_node, node)

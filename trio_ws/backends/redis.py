@@ -32,7 +32,7 @@ from ..topics import check_topic
 from ..uri import redacted
 from .pipeline import OnReply, Pipeline
 from .presence import JOIN, LEAVE, MEMBERS, members_of, presence_keys
-from .resp import NO_REPLY, ReplyTooLarge, RespConnection
+from .resp import NO_REPLY, ErrorReply, ReplyTooLarge, RespConnection
 from .sequence import ORIGIN_SIZE, GapTracker, Numbering
 from .sharding import PLAIN, SHARDED
 from .streams import (
@@ -205,6 +205,7 @@ class RedisBackend:
             name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()
         }
         self._outage = 0  # publishes that reached only this process since Redis was lost
+        self._refused = 0  # publishes Redis answered with an error, or too large to send
         self.undelivered = 0
         """Publishes from this process that may not have reached Redis (so the others)."""
         self.missed = 0
@@ -795,7 +796,21 @@ class RedisBackend:
         return f"{self._epoch_token}{self._epochs_made:x}"
 
     def _undelivered_now(self, exc: BaseException) -> None:
+        """A publish that did not reach Redis, counted. A lost connection starts an outage,
+        logged once and again when it ends (a new connection); anything else (an error
+        reply such as MOVED as a slot moves, a message over the size) is no outage, and is
+        logged the 1st, 2nd, 4th... time, so that a later outage is still logged."""
         self.undelivered += 1
+        if isinstance(exc, ErrorReply) or not isinstance(exc, (ConnectionError, trio.TooSlowError)):
+            self._refused += 1
+            if self._refused & (self._refused - 1) == 0:
+                logger.warning(
+                    "a publish to Redis at %s was not delivered (%s; %d so far)",
+                    self.url,
+                    _why(exc),
+                    self._refused,
+                )
+            return
         self._outage += 1
         if self._outage == 1:
             logger.warning(

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["command", "RespConnection", "RespReader", "ReplyTooLarge", "NO_REPLY"]
+__all__ = ["command", "ErrorReply", "RespConnection", "RespReader", "ReplyTooLarge", "NO_REPLY"]
 
 NO_REPLY = False
 """What `buffered_reply` returns while no whole reply has arrived (hiredis's marker)."""
@@ -21,6 +21,10 @@ _RECEIVE_SIZE = 65536
 
 class ReplyTooLarge(ConnectionError):
     """A reply grew past the connection's bound; the connection is unusable after it."""
+
+
+class ErrorReply(ConnectionError):
+    """Redis answered a command with an error: it is reachable, the command failed."""
 
 
 def command(*args: bytes | str) -> bytes:
@@ -58,7 +62,7 @@ class RespReader:
         except Exception as exc:
             raise ConnectionError(f"Redis sent what is not RESP ({type(exc).__name__}: {exc})") from None
         if isinstance(reply, self._error_type):
-            return ConnectionError(f"Redis answered with an error: {reply}")
+            return ErrorReply(f"Redis answered with an error: {reply}")
         return reply
 
 
@@ -76,11 +80,12 @@ class RespConnection:
         await self.stream.send_all(command(*args))
 
     async def reply(self) -> Any:
-        """The next reply; raises ConnectionError on EOF, an error reply or an oversized reply."""
+        """The next reply; raises ConnectionError on EOF or an oversized reply, and
+        `ErrorReply` for an error reply."""
         while (reply := self.buffered_reply()) is NO_REPLY:
             await self.receive()
         if isinstance(reply, Exception):
-            raise ConnectionError(f"Redis answered with an error: {reply}") from None
+            raise reply
         return reply
 
     def buffered_reply(self) -> Any:
