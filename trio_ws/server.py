@@ -681,7 +681,8 @@ def build_server(
     config: ServerConfig, listeners: list[trio.SocketListener], hub: Hub | None = None
 ) -> WebSocketServer:
     """The server `config` describes, over `listeners`, which may be none (then feed it
-    streams with `serve_stream`)."""
+    streams with `serve_stream`, and run its shared tasks with `start_timers`: keepalive
+    pings, `open_timeout` and the readers' starts depend on them)."""
     return WebSocketServer(config, listeners, hub)
 
 
