@@ -471,12 +471,10 @@ class ConnectionCore:
         """Start a reader task, unless the nursery is closed (the connection is then being
         dropped by `running()`). One that `may_leave` ends at its first step if a recv()
         reads the socket by then."""
+        # `_nursery` is None from the moment the body leaves, before the nursery can close.
         if self._nursery is not None:
-            reading = self._reading = trio.CancelScope()
-            try:
-                self._nursery.start_soon(self._reader, reading, may_leave)
-            except RuntimeError:  # closed to new tasks already: `running()` is ending
-                self._reading = None
+            self._reading = trio.CancelScope()
+            self._nursery.start_soon(self._reader, self._reading, may_leave)
 
     def ensure_reader(self) -> None:
         """Start the reader, unless someone reads the socket already (the reader, or a
