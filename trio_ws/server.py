@@ -33,7 +33,7 @@ from .http2_messages import PREFACE, request_from_fields, response_fields
 from .hub import Hub, open_hub
 from .keepalive import KeepaliveTimers
 from .listeners import open_listeners
-from .open_handshakes import OpenHandshakes
+from .open_handshakes import OpenHandshakes, Opening
 from .protocol import Role, State
 from .reader_starts import ReaderStarts
 from .sockets import peer_address, receive_some, send_all
@@ -307,10 +307,8 @@ class WebSocketServer:
                 # and then the connection's.
                 async with trio.open_nursery() as nursery:
                     scope = nursery.cancel_scope
-                    opening = self.handshakes.begin(scope)
+                    opening = self._begin_handshake(scope)
                     try:
-                        if self._closing:
-                            scope.cancel()
                         first = b""
                         if self._ssl_context is not None:
                             stream = ssl_stream = trio.SSLStream(
@@ -344,6 +342,14 @@ class WebSocketServer:
         finally:
             if ws is None or ws.state is not State.CLOSED:  # else the connection closed it already
                 await trio.aclose_forcefully(stream)
+
+    def _begin_handshake(self, scope: trio.CancelScope) -> Opening:
+        """An opening handshake begins in `scope` (a connection's, or an HTTP/2 stream's):
+        cut off at open_timeout, or by aclose(), already if the server is closing."""
+        opening = self.handshakes.begin(scope)
+        if self._closing:
+            scope.cancel()
+        return opening
 
     def _log_cancelled(self, remote: Any, ws: WebSocket | None) -> None:
         """A connection's scope was cancelled: in its handshake (stopped, or timed out), or
@@ -467,10 +473,8 @@ class WebSocketServer:
         try:
             async with trio.open_nursery() as nursery:
                 scope = nursery.cancel_scope
-                opening = self.handshakes.begin(scope)
+                opening = self._begin_handshake(scope)
                 try:
-                    if self._closing:
-                        scope.cancel()
                     request = request_from_fields(stream.headers or [], remote, self._ssl_context is not None)
                     self._believe_proxy(remote, request)
                     if self._metrics_response is not None and request.path_only == METRICS_PATH:
