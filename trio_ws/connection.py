@@ -33,7 +33,7 @@ from .prepared import PreparedMessage
 from .protocol import Protocol, Role, State
 from .reader_starts import ReaderStarts
 from .sockets import peer_address
-from .tasks import raise_unwrapped
+from .tasks import open_nursery_unwrapped
 from .transport import Transport
 
 __all__ = ["WebSocket", "Message", "MessageStream", "Lifecycle", "new_websocket", "running", "running_in"]
@@ -75,11 +75,8 @@ async def running(ws: WebSocket, keepalive: KeepaliveTimers | None = None) -> As
     """`running_in` a nursery of the connection's own: `connect` runs one around the
     `async with` block. Its reader starts at once (and leaves if the block is in recv() by
     its first step)."""
-    try:
-        async with trio.open_nursery() as nursery, running_in(ws, nursery, keepalive) as scope:
-            yield scope
-    except BaseExceptionGroup as group:
-        raise_unwrapped(group)
+    async with open_nursery_unwrapped() as nursery, running_in(ws, nursery, keepalive) as scope:
+        yield scope
 
 
 def running_in(
