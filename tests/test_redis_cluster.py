@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 
 import pytest
 import trio
@@ -163,23 +164,43 @@ def node_id(node: RedisServer) -> str:
     return reply.decode()
 
 
-async def test_a_slot_moved_to_another_primary_is_followed_on_moved(redis_cluster: RedisCluster) -> None:
-    """A topic's (empty) slot is moved to another primary while hub A publishes to it every
-    20 ms and a client of hub B listens. With the slot map read only every 60 s, only the
-    MOVED answer (and the channel Redis ends) can tell the backends: delivery resumes within
-    a second, in order, and what was lost meanwhile is counted."""
-    owners = slot_owners(redis_cluster)
-    topic = "moving"
-    slot = key_slot(f"trio_ws:{{{topic}}}")
-    source = redis_cluster.node_at(owners[slot])
-    target = redis_cluster.node_at(next(port for port in set(owners) if port != source.port))
-    options = {"topology_interval": 60.0}
-    backend_a = trio_ws.RedisClusterBackend(redis_cluster.url, **options)
-    backend_b = trio_ws.RedisClusterBackend(redis_cluster.url, **options)
-    received: list[int] = []
+def move_slot(slot: int, source: RedisServer, target: RedisServer) -> None:
+    """Move an (empty) slot from `source` to `target`, as a reshard does."""
+    target_id, source_id = node_id(target), node_id(source)
+    assert resp_command(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id) == b"OK"
+    assert resp_command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id) == b"OK"
+    for node in (target, source):
+        assert resp_command(node, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id) == b"OK"
+
+
+@dataclass
+class SteadyTopic:
+    """Hub A publishes a count on a topic every 20 ms; a client of hub B receives it."""
+
+    backend_a: trio_ws.RedisClusterBackend
+    backend_b: trio_ws.RedisClusterBackend
+    sent: int = 0
+    received: list[int] = field(default_factory=list)
+
+    async def caught_up(self, sent: int, more: int, within: float, every: float) -> None:
+        """Wait (at most `within` seconds) until `more` publishes after the `sent`-th arrived."""
+        with trio.fail_after(within):
+            while not self.received or self.received[-1] < sent + more:
+                await trio.sleep(every)
+
+
+@asynccontextmanager
+async def steady_topic(url: str, topic: str) -> AsyncIterator[SteadyTopic]:
+    """Two hubs on the cluster at `url`, the slot map read only every 60 s (so that only a
+    MOVED answer, or a channel Redis ends, tells them of a move), publishing and receiving
+    `topic` steadily for the body's length."""
+    steady = SteadyTopic(
+        trio_ws.RedisClusterBackend(url, topology_interval=60.0),
+        trio_ws.RedisClusterBackend(url, topology_interval=60.0),
+    )
     async with (
-        trio_ws.open_hub(backend=backend_a) as hub_a,
-        trio_ws.open_hub(backend=backend_b) as hub_b,
+        trio_ws.open_hub(backend=steady.backend_a) as hub_a,
+        trio_ws.open_hub(backend=steady.backend_b) as hub_b,
     ):
 
         async def listen(ws: trio_ws.WebSocket) -> None:
@@ -190,43 +211,46 @@ async def test_a_slot_moved_to_another_primary_is_followed_on_moved(redis_cluste
         async with trio_ws.open_server(listen, "127.0.0.1", 0) as server:
             async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
                 assert await ws.recv() == "subscribed"
-                sent = 0
 
                 async def publish_steadily() -> None:
-                    nonlocal sent
                     while True:
-                        await hub_a.publish(topic, str(sent))
-                        sent += 1
+                        await hub_a.publish(topic, str(steady.sent))
+                        steady.sent += 1
                         await trio.sleep(0.02)
 
                 async def receive() -> None:
                     async for message in ws:
-                        received.append(int(message))
+                        steady.received.append(int(message))
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(publish_steadily)
                     nursery.start_soon(receive)
-                    await trio.sleep(0.5)
-                    target_id, source_id = node_id(target), node_id(source)
-                    assert (
-                        resp_command(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id) == b"OK"
-                    )
-                    assert (
-                        resp_command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id) == b"OK"
-                    )
-                    for node in (target, source):
-                        assert resp_command(node, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id) == b"OK"
-                    moved_at, moved_sent = trio.current_time(), sent
-                    with trio.fail_after(5):
-                        while not received or received[-1] < moved_sent + 20:
-                            await trio.sleep(0.02)
-                    resumed_after = trio.current_time() - moved_at
+                    yield steady
                     nursery.cancel_scope.cancel()
+
+
+async def test_a_slot_moved_to_another_primary_is_followed_on_moved(redis_cluster: RedisCluster) -> None:
+    """A topic's (empty) slot is moved to another primary while hub A publishes to it every
+    20 ms and a client of hub B listens. With the slot map read only every 60 s, only the
+    MOVED answer (and the channel Redis ends) can tell the backends: delivery resumes within
+    a second, in order, and what was lost meanwhile is counted."""
+    owners = slot_owners(redis_cluster)
+    topic = "moving"
+    slot = key_slot(f"trio_ws:{{{topic}}}")
+    source = redis_cluster.node_at(owners[slot])
+    target = redis_cluster.node_at(next(port for port in set(owners) if port != source.port))
+    async with steady_topic(redis_cluster.url, topic) as steady:
+        await trio.sleep(0.5)
+        move_slot(slot, source, target)
+        moved_at = trio.current_time()
+        await steady.caught_up(steady.sent, 20, within=5, every=0.02)
+        resumed_after = trio.current_time() - moved_at
+    received = steady.received
     print(f"delivery resumed {resumed_after:.2f} s after the slot moved")
     assert received == sorted(set(received)), "a duplicate, or out of order"
     assert resumed_after < 1.5
     lost = set(range(received[0], received[-1] + 1)) - set(received)
-    assert len(lost) <= backend_a.undelivered + backend_b.missed
+    assert len(lost) <= steady.backend_a.undelivered + steady.backend_b.missed
 
 
 async def test_a_slot_moved_while_the_seed_cannot_tell_is_followed_each_time(
@@ -247,65 +271,17 @@ async def test_a_slot_moved_while_the_seed_cannot_tell_is_followed_each_time(
     slot = key_slot(f"trio_ws:{{{topic}}}")
     first = redis_cluster.node_at(owners[slot])
     second = redis_cluster.node_at(next(port for port in set(owners) if port not in (seed.port, first.port)))
-    backend_a = trio_ws.RedisClusterBackend(seed.url, topology_interval=60.0)
-    backend_b = trio_ws.RedisClusterBackend(seed.url, topology_interval=60.0)
-    received: list[int] = []
-    async with (
-        trio_ws.open_hub(backend=backend_a) as hub_a,
-        trio_ws.open_hub(backend=backend_b) as hub_b,
-    ):
-
-        async def listen(ws: trio_ws.WebSocket) -> None:
-            async with hub_b.subscribe(ws, topic):
-                await ws.send("subscribed")
-                await ws.wait_closed()
-
-        async with trio_ws.open_server(listen, "127.0.0.1", 0) as server:
-            async with trio_ws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
-                assert await ws.recv() == "subscribed"
-                sent = 0
-
-                async def publish_steadily() -> None:
-                    nonlocal sent
-                    while True:
-                        await hub_a.publish(topic, str(sent))
-                        sent += 1
-                        await trio.sleep(0.02)
-
-                async def receive() -> None:
-                    async for message in ws:
-                        received.append(int(message))
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(publish_steadily)
-                    nursery.start_soon(receive)
-                    await trio.sleep(0.3)
-                    source, target = first, second
-                    for _ in range(3):
-                        target_id, source_id = node_id(target), node_id(source)
-                        os.kill(seed.proc.pid, signal.SIGSTOP)
-                        try:
-                            assert (
-                                resp_command(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
-                                == b"OK"
-                            )
-                            assert (
-                                resp_command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
-                                == b"OK"
-                            )
-                            for node in (target, source):
-                                assert (
-                                    resp_command(node, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
-                                    == b"OK"
-                                )
-                            moved_sent = sent
-                            # Well within the cluster's node timeout (1 s): no failover of the seed.
-                            with trio.fail_after(0.4):
-                                while not received or received[-1] < moved_sent + 5:
-                                    await trio.sleep(0.01)
-                        finally:
-                            os.kill(seed.proc.pid, signal.SIGCONT)
-                        await trio.sleep(1)  # the seed catches up before the next move
-                        source, target = target, source
-                    nursery.cancel_scope.cancel()
-    assert received == sorted(set(received)), "a duplicate, or out of order"
+    async with steady_topic(seed.url, topic) as steady:
+        await trio.sleep(0.3)
+        source, target = first, second
+        for _ in range(3):
+            os.kill(seed.proc.pid, signal.SIGSTOP)
+            try:
+                move_slot(slot, source, target)
+                # Well within the cluster's node timeout (1 s): no failover of the seed.
+                await steady.caught_up(steady.sent, 5, within=0.4, every=0.01)
+            finally:
+                os.kill(seed.proc.pid, signal.SIGCONT)
+            await trio.sleep(1)  # the seed catches up before the next move
+            source, target = target, source
+    assert steady.received == sorted(set(steady.received)), "a duplicate, or out of order"
