@@ -468,10 +468,9 @@ class ConnectionCore:
             await timers.run()
 
     def _start_reader(self, *, may_leave: bool = False) -> None:
-        """Start a reader task, unless the nursery is closed (the connection is then being
-        dropped by `running()`). One that `may_leave` ends at its first step if a recv()
-        reads the socket by then."""
-        # `_nursery` is None from the moment the body leaves, before the nursery can close.
+        """Start a reader task while the body runs (`_nursery` is None from the moment it
+        leaves, so before the nursery can close). One that `may_leave` ends at its first
+        step if a recv() reads the socket by then."""
         if self._nursery is not None:
             self._reading = trio.CancelScope()
             self._nursery.start_soon(self._reader, self._reading, may_leave)
